@@ -1,0 +1,24 @@
+# `make test` and `make demo` each work on a fresh machine: they create .venv and install the project with its pins.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.covspec-installed
+
+.PHONY: install test demo clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -c constraints.txt -e ".[all,test]"
+	$(PY) -m pip check
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q -ra tests
+
+demo: $(STAMP)
+	PATH="$(abspath $(VENV))/bin:$$PATH" bash scripts/tiny_demo.sh
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,3 @@
+"""covspec: device-edge speculative decoding for vision-language models."""
+
+__version__ = "0.1.0"

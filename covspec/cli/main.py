@@ -1,0 +1,31 @@
+"""The `covspec` command: one Typer app, one module per command group (thin: parse, call, print)."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+from covspec.cli import run_cmd, serve_cmd, tiny_cmd
+
+app = typer.Typer(
+    name="covspec",
+    help="Device-edge speculative decoding for vision-language models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def main(verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="-v info, -vv debug logging.")) -> None:
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+app.command("tiny")(tiny_cmd.tiny)
+app.command("serve")(serve_cmd.serve)
+app.command("run")(run_cmd.run)
+
+if __name__ == "__main__":
+    app()

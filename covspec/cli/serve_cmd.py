@@ -1,0 +1,47 @@
+"""`covspec serve`: the edge verifier (FastAPI + uvicorn) hosting the target."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from covspec.runtime_edge.settings import EdgeLimits
+
+_D = EdgeLimits()
+
+
+def serve(
+    target: str = typer.Option(..., "--target", help="Target checkpoint: a local folder or a hub id."),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8000, "--port"),
+    dtype: str = typer.Option("auto", "--dtype", help="auto, float32, float64, bfloat16 or float16."),
+    api_key_file: Optional[Path] = typer.Option(None, "--api-key-file", help="File whose first line is the bearer key."),
+    name: Optional[str] = typer.Option(None, "--name", help="Model name reported by /v1/info and /v1/models."),
+    max_sessions: int = typer.Option(_D.max_sessions, "--max-sessions"),
+    session_ttl_s: float = typer.Option(_D.session_ttl_s, "--session-ttl-s", help="Idle seconds before a session is dropped."),
+    max_kv_bytes: int = typer.Option(_D.max_kv_bytes, "--max-kv-bytes", help="KV-cache bytes all sessions may reserve."),
+    max_image_bytes: int = typer.Option(_D.max_image_bytes, "--max-image-bytes"),
+    max_image_pixels: int = typer.Option(_D.max_image_pixels, "--max-image-pixels"),
+    max_prompt_tokens: int = typer.Option(_D.max_prompt_tokens, "--max-prompt-tokens"),
+    max_draft_tokens: int = typer.Option(_D.max_draft_tokens, "--max-draft-tokens", help="Draft tokens per round."),
+    max_new_tokens: int = typer.Option(_D.max_new_tokens, "--max-new-tokens"),
+) -> None:
+    """Serve TARGET: sessions over HTTP, rounds over WebSocket, OpenAI-compatible chat completions, /metrics."""
+    from covspec.apikey import read_api_key_file
+    from covspec.runtime_edge.server import serve as run_server
+    from covspec.runtime_edge.settings import EdgeSettings
+
+    limits = EdgeLimits(
+        max_sessions=max_sessions,
+        session_ttl_s=session_ttl_s,
+        max_kv_bytes=max_kv_bytes,
+        max_image_bytes=max_image_bytes,
+        max_image_pixels=max_image_pixels,
+        max_prompt_tokens=max_prompt_tokens,
+        max_draft_tokens=max_draft_tokens,
+        max_new_tokens=max_new_tokens,
+    )
+    api_key = read_api_key_file(api_key_file) if api_key_file else None
+    run_server(EdgeSettings(target, host, port, dtype, api_key, limits, name))

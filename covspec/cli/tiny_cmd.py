@@ -1,0 +1,32 @@
+"""`covspec tiny`: small random-weight checkpoints of a real family, built offline."""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+
+import typer
+
+
+class Arch(str, enum.Enum):
+    llava = "llava"
+    qwen2_vl = "qwen2_vl"
+    idefics3 = "idefics3"
+
+
+class Size(str, enum.Enum):
+    target = "target"
+    drafter = "drafter"
+
+
+def tiny(
+    arch: Arch = typer.Option(..., "--arch", help="Model family."),
+    size: Size = typer.Option(..., "--size", help="target or drafter (a target and a drafter of one seed share the tokenizer)."),
+    out: Path = typer.Option(..., "--out", help="Folder to write the checkpoint to."),
+    seed: int = typer.Option(0, "--seed", help="Weight seed."),
+) -> None:
+    """Write a tiny checkpoint (model, processor, tokenizer, chat template) loadable with from_pretrained."""
+    from covspec.models import build_tiny
+
+    path = build_tiny(arch.value, size.value, out, seed=seed)
+    typer.echo(str(path))

@@ -1,0 +1,131 @@
+"""The one interface every model family implements.
+
+A ``LoadedModel`` holds weights, tokenizer and processor (shared by many generations); a ``ModelSequence`` holds
+one generation's KV cache. Both the edge verifier and the device's torch engine use exactly this, so the two sides
+render prompts and count positions the same way.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ModelFingerprint:
+    """What a peer checks before pairing: same tokenizer, same vocabulary, same special tokens."""
+
+    name: str
+    family: str
+    vocab_size: int  # width of the logits rows; every valid token id is < vocab_size
+    tokenizer_hash: str  # sha256 over the token->id map and the special tokens
+    special_tokens: dict[str, str] = field(default_factory=dict)
+    eos_token_ids: tuple[int, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "family": self.family,
+            "vocab_size": self.vocab_size,
+            "tokenizer_hash": self.tokenizer_hash,
+            "special_tokens": dict(self.special_tokens),
+            "eos_token_ids": list(self.eos_token_ids),
+        }
+
+
+class ModelSequence(abc.ABC):
+    """One generation's state: the prompt prefilled, then tokens appended or rolled back."""
+
+    @property
+    @abc.abstractmethod
+    def prompt_length(self) -> int:
+        """Positions taken by the rendered prompt (image tokens included)."""
+
+    @property
+    @abc.abstractmethod
+    def length(self) -> int:
+        """Positions currently in the KV cache (prompt + tokens fed by ``extend``)."""
+
+    @property
+    @abc.abstractmethod
+    def prefill_logits(self) -> np.ndarray:
+        """[vocab_size] logits for the first generated position, from the prefill."""
+
+    @abc.abstractmethod
+    def extend(self, tokens: Sequence[int]) -> np.ndarray:
+        """Feed ``tokens`` in one forward pass; returns [len(tokens), vocab_size] logits (row i predicts the
+        token after tokens[i])."""
+
+    @abc.abstractmethod
+    def crop(self, length: int) -> None:
+        """Roll the KV cache back to ``length`` positions (prompt_length <= length <= self.length)."""
+
+    @abc.abstractmethod
+    def kv_bytes(self) -> int:
+        """Bytes the KV cache holds now."""
+
+    @property
+    def image_tokens(self) -> int:
+        """Visual token positions in the prompt (0 for a text-only model)."""
+        return 0
+
+
+class LoadedModel(abc.ABC):
+    """Weights + tokenizer + processor of one checkpoint."""
+
+    family: str
+    name: str
+
+    @property
+    @abc.abstractmethod
+    def tokenizer(self) -> Any:
+        """The Hugging Face tokenizer (for decode and hashing)."""
+
+    @property
+    @abc.abstractmethod
+    def fingerprint(self) -> ModelFingerprint: ...
+
+    @property
+    def vocab_size(self) -> int:
+        return self.fingerprint.vocab_size
+
+    @property
+    def eos_token_ids(self) -> tuple[int, ...]:
+        return self.fingerprint.eos_token_ids
+
+    @property
+    @abc.abstractmethod
+    def accepts_images(self) -> bool: ...
+
+    @abc.abstractmethod
+    def start(self, image: Any | None, prompt: str) -> ModelSequence:
+        """Render ``prompt`` (with ``image``, a PIL image, if given) exactly as DESIGN.md §7 says, prefill it, and
+        return the new sequence."""
+
+    @abc.abstractmethod
+    def generate(
+        self,
+        image: Any | None,
+        prompt: str,
+        *,
+        max_new_tokens: int,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+    ) -> list[int]:
+        """The model's own ``generate()`` on the same rendered prompt: the reference output (generated ids only,
+        EOS kept if produced)."""
+
+    @abc.abstractmethod
+    def kv_bytes_per_token(self) -> int:
+        """KV-cache bytes one position costs (for admission control)."""
+
+    def decode(self, tokens: Sequence[int]) -> str:
+        """Text of ``tokens`` without the end-of-sequence tokens."""
+        eos = set(self.eos_token_ids)
+        return self.tokenizer.decode([t for t in tokens if t not in eos], skip_special_tokens=True)

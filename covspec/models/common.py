@@ -1,0 +1,443 @@
+"""What every Hugging Face adapter shares: the KV-cache sequence, prefill, generate, fingerprint and byte counts.
+
+A family module only says how its prompt is rendered and, where the model needs it (Qwen2-VL), how positions are
+numbered. Everything that touches the cache lives here once:
+
+- ``HFSequence`` owns one ``DynamicCache``; ``extend`` runs one forward over the new tokens with explicit
+  ``position_ids``; ``crop`` rolls every layer back with ``DynamicCache``'s layer ``crop``.
+- ``HFLoadedModel`` keeps no per-generation state, so many sequences of one model live at once. Its ``generate`` is the
+  model's own ``generate()`` on the same processor output, with every generation setting passed explicitly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from covspec.models.base import LoadedModel, ModelFingerprint, ModelSequence
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+logger = logging.getLogger(__name__)
+
+USER_ROLE = "user"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Small helpers
+# --------------------------------------------------------------------------------------------------------------
+
+
+def tokenizer_hash(tokenizer: Any) -> str:
+    """sha256 over the sorted token->id map and the special tokens of a Hugging Face tokenizer.
+
+    Padding, truncation and other call-time settings are not part of it: two tokenizers that map text to the same ids
+    and mark the same special tokens hash equal.
+    """
+    vocab = sorted((str(tok), int(idx)) for tok, idx in tokenizer.get_vocab().items())
+    named = sorted((str(k), str(v)) for k, v in special_tokens_of(tokenizer).items())
+    added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    special_added = sorted(
+        (int(idx), str(getattr(tok, "content", tok))) for idx, tok in added.items() if getattr(tok, "special", False)
+    )
+    payload = json.dumps(
+        {"vocab": vocab, "special_tokens": named, "special_added_tokens": special_added},
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def special_tokens_of(tokenizer: Any) -> dict[str, str]:
+    """Named special tokens (bos/eos/pad/unk/..., and model-specific ones such as image_token) as strings."""
+    mapping = getattr(tokenizer, "special_tokens_map", {}) or {}
+    return {str(k): str(v) for k, v in mapping.items() if isinstance(v, str) or hasattr(v, "content")}
+
+
+def logits_to_numpy(logits: "torch.Tensor") -> np.ndarray:
+    """float64 stays float64; every other float dtype becomes float32."""
+    import torch
+
+    if logits.dtype == torch.float64:
+        return logits.detach().cpu().numpy().astype(np.float64, copy=False)
+    return logits.detach().to(torch.float32).cpu().numpy()
+
+
+def resolve_dtype(dtype: str) -> Any:
+    """Map a dtype name to what ``from_pretrained(dtype=...)`` takes."""
+    import torch
+
+    table = {
+        "auto": "auto",
+        "float32": torch.float32,
+        "float64": torch.float64,
+        "bfloat16": torch.bfloat16,
+        "float16": torch.float16,
+    }
+    if dtype not in table:
+        from covspec.errors import ConfigError
+
+        raise ConfigError(f"unsupported dtype {dtype!r}; choose one of {', '.join(table)}")
+    return table[dtype]
+
+
+def eos_ids_of(tokenizer: Any, generation_config: Any) -> tuple[int, ...]:
+    """The tokenizer's EOS first, then any other EOS of the checkpoint's generation config, without duplicates."""
+    ids: list[int] = []
+    if getattr(tokenizer, "eos_token_id", None) is not None:
+        ids.append(int(tokenizer.eos_token_id))
+    gen_eos = getattr(generation_config, "eos_token_id", None) if generation_config is not None else None
+    if gen_eos is not None:
+        for t in gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos]:
+            if int(t) not in ids:
+                ids.append(int(t))
+    return tuple(ids)
+
+
+def kv_cache_bytes(cache: Any) -> int:
+    """Bytes held by the keys and values of every layer of a ``Cache``."""
+    total = 0
+    for layer in getattr(cache, "layers", []):
+        for name in ("keys", "values"):
+            t = getattr(layer, name, None)
+            if t is not None and hasattr(t, "numel"):
+                total += t.numel() * t.element_size()
+    return total
+
+
+def crop_cache(cache: Any, length: int) -> None:
+    """Roll every layer of ``cache`` back to ``length`` positions (layers already shorter are left alone)."""
+    for layer in getattr(cache, "layers", []):
+        current = layer.get_seq_length()
+        if current > length:
+            layer.crop(length - current)  # a negative count removes that many positions from the end
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Sequence
+# --------------------------------------------------------------------------------------------------------------
+
+
+class HFSequence(ModelSequence):
+    """One generation on a Hugging Face model: a ``DynamicCache`` plus the ids it holds."""
+
+    def __init__(
+        self,
+        owner: "HFLoadedModel",
+        cache: Any,
+        prompt_ids: Sequence[int],
+        prefill_logits: np.ndarray,
+        image_tokens: int,
+        position_state: Any = None,
+    ) -> None:
+        self._owner = owner
+        self._cache = cache
+        self._ids: list[int] = [int(t) for t in prompt_ids]
+        self._prompt_length = len(self._ids)
+        self._prefill_logits = prefill_logits
+        self._image_tokens = int(image_tokens)
+        self._position_state = position_state  # family-specific (Qwen2-VL: its M-RoPE delta)
+
+    @property
+    def prompt_length(self) -> int:
+        return self._prompt_length
+
+    @property
+    def length(self) -> int:
+        return len(self._ids)
+
+    @property
+    def prefill_logits(self) -> np.ndarray:
+        return self._prefill_logits
+
+    @property
+    def image_tokens(self) -> int:
+        return self._image_tokens
+
+    @property
+    def token_ids(self) -> tuple[int, ...]:
+        """Every id in the cache: the rendered prompt, then the tokens fed by ``extend``."""
+        return tuple(self._ids)
+
+    def extend(self, tokens: Sequence[int]) -> np.ndarray:
+        ids = self._owner.check_token_ids(tokens)
+        if not ids:
+            return np.zeros((0, self._owner.vocab_size), dtype=self._owner.logits_dtype)
+        start = len(self._ids)
+        try:
+            logits = self._owner.forward_tokens(ids, self._cache, start, self._position_state)
+        except BaseException:
+            crop_cache(self._cache, start)  # a failed forward may have grown some layers: keep the cache consistent
+            raise
+        self._ids.extend(ids)
+        return logits
+
+    def crop(self, length: int) -> None:
+        length = int(length)
+        if not self._prompt_length <= length <= len(self._ids):
+            raise ValueError(
+                f"cannot crop to {length}: allowed range is [{self._prompt_length}, {len(self._ids)}] "
+                "(the prompt is never rolled back)"
+            )
+        crop_cache(self._cache, length)
+        del self._ids[length:]
+
+    def kv_bytes(self) -> int:
+        return kv_cache_bytes(self._cache)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Loaded model
+# --------------------------------------------------------------------------------------------------------------
+
+
+class HFLoadedModel(LoadedModel):
+    """A Hugging Face causal or image-text-to-text model with its tokenizer (and processor, for a VLM).
+
+    Subclasses implement ``render`` (the prompt as model inputs) and may override ``prompt_positions`` /
+    ``extend_positions`` (explicit position ids, so nothing depends on state kept on the module).
+    """
+
+    family = "hf"
+    model_class_name = "AutoModelForCausalLM"  # the transformers class ``load_model`` instantiates
+    uses_processor = False  # True: load ``AutoProcessor`` (tokenizer inside); False: ``AutoTokenizer`` only
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        hf_model: Any,
+        tokenizer: Any,
+        processor: Any = None,
+        source_generation_config: Any = None,
+    ) -> None:
+        import torch
+        from transformers import GenerationConfig
+
+        self.name = name
+        self.hf_model = hf_model
+        self.processor = processor
+        self._tokenizer = tokenizer
+        self.source_generation_config = source_generation_config
+        self.text_config = hf_model.config.get_text_config(decoder=True)
+        self.device = next(hf_model.parameters()).device
+        self.dtype = next(hf_model.parameters()).dtype
+        self.logits_dtype = np.float64 if self.dtype == torch.float64 else np.float32
+        self._vocab_size = int(hf_model.get_output_embeddings().weight.shape[0])
+        eos = eos_ids_of(tokenizer, source_generation_config)
+        if not eos:
+            logger.warning("%s: no end-of-sequence token; generation stops only at max_new_tokens", name)
+        self._eos = eos
+        pad = getattr(source_generation_config, "pad_token_id", None)
+        if pad is None:
+            pad = getattr(tokenizer, "pad_token_id", None)
+        if pad is None and eos:
+            pad = eos[0]
+        self.pad_token_id = None if pad is None else int(pad)
+        # The checkpoint's generation config may carry sampling or penalty settings (repetition_penalty,
+        # min_new_tokens, suppress_tokens, ...). generate() passes every setting it means explicitly; the model keeps
+        # only the ids, so nothing else leaks in through generate()'s defaults. The original stays readable above.
+        hf_model.generation_config = GenerationConfig(
+            eos_token_id=list(eos) if eos else None,
+            pad_token_id=self.pad_token_id,
+            bos_token_id=getattr(source_generation_config, "bos_token_id", None),
+        )
+        self._generate_lock = threading.Lock()
+        self._fingerprint = ModelFingerprint(
+            name=name,
+            family=self.family,
+            vocab_size=self._vocab_size,
+            tokenizer_hash=tokenizer_hash(tokenizer),
+            special_tokens=special_tokens_of(tokenizer),
+            eos_token_ids=eos,
+        )
+
+    # -- LoadedModel ---------------------------------------------------------------------------------------------
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._tokenizer
+
+    @property
+    def fingerprint(self) -> ModelFingerprint:
+        return self._fingerprint
+
+    @property
+    def vocab_size(self) -> int:
+        return self._vocab_size
+
+    @property
+    def accepts_images(self) -> bool:
+        return False
+
+    @property
+    def image_token_id(self) -> int | None:
+        return None
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.hf_model.parameters())
+
+    def start(self, image: Any | None, prompt: str) -> HFSequence:
+        import torch
+        from transformers import DynamicCache
+
+        inputs = self.render(image, prompt)
+        input_ids = inputs["input_ids"]
+        if input_ids.shape[0] != 1:
+            raise ValueError("one prompt per sequence")
+        position_ids, state = self.prompt_positions(inputs)
+        kwargs = {k: v for k, v in inputs.items() if k != "attention_mask"}
+        cache = DynamicCache(config=self.hf_model.config)
+        with torch.inference_mode():
+            out = self.hf_model(**kwargs, position_ids=position_ids, cache=cache, use_cache=True, logits_to_keep=1)
+        prompt_ids = input_ids[0].tolist()
+        image_tokens = 0
+        if self.image_token_id is not None:
+            image_tokens = sum(1 for t in prompt_ids if t == self.image_token_id)
+        return HFSequence(
+            self,
+            cache,
+            prompt_ids,
+            prefill_logits=logits_to_numpy(out.logits[0, -1]),
+            image_tokens=image_tokens,
+            position_state=state,
+        )
+
+    def generate(
+        self,
+        image: Any | None,
+        prompt: str,
+        *,
+        max_new_tokens: int,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+    ) -> list[int]:
+        import torch
+        from transformers import GenerationConfig
+
+        if max_new_tokens < 0:
+            raise ValueError("max_new_tokens must be >= 0")
+        if max_new_tokens == 0:
+            return []
+        inputs = self.render(image, prompt)
+        prompt_len = int(inputs["input_ids"].shape[1])
+        settings: dict[str, Any] = dict(
+            max_new_tokens=int(max_new_tokens),
+            min_new_tokens=0,
+            do_sample=bool(do_sample),
+            num_beams=1,
+            num_return_sequences=1,
+            use_cache=True,
+            eos_token_id=list(self._eos) if self._eos else None,
+            pad_token_id=self.pad_token_id,
+        )
+        if do_sample:
+            if temperature <= 0:
+                raise ValueError("sampling needs temperature > 0")
+            settings.update(temperature=float(temperature), top_k=int(top_k), top_p=float(top_p))
+        config = GenerationConfig(**settings)
+        with self._generate_lock, torch.inference_mode():
+            # Qwen2-VL's generate() keeps rope deltas on the module, and a seed is process-global: one at a time.
+            if do_sample and seed is not None:
+                torch.manual_seed(int(seed))
+            out = self.hf_model.generate(**inputs, generation_config=config)
+        return [int(t) for t in out[0, prompt_len:].tolist()]
+
+    def kv_bytes_per_token(self) -> int:
+        import torch
+
+        tc = self.text_config
+        heads = tc.num_attention_heads
+        kv_heads = getattr(tc, "num_key_value_heads", None) or heads
+        head_dim = getattr(tc, "head_dim", None) or tc.hidden_size // heads
+        element = torch.empty((), dtype=self.dtype).element_size()
+        return 2 * tc.num_hidden_layers * kv_heads * head_dim * element
+
+    # -- hooks for family modules ---------------------------------------------------------------------------------
+
+    def render(self, image: Any | None, prompt: str) -> Any:
+        """The prompt (and image) as the model's inputs, batch of one, on the model's device and dtype."""
+        raise NotImplementedError
+
+    def prompt_positions(self, inputs: Any) -> tuple["torch.Tensor", Any]:
+        """Position ids of the prompt and any state ``extend_positions`` needs. Default: 0..L-1, shape [1, L]."""
+        import torch
+
+        length = int(inputs["input_ids"].shape[1])
+        return torch.arange(length, device=self.device).unsqueeze(0), None
+
+    def extend_positions(self, start: int, count: int, state: Any) -> "torch.Tensor":
+        """Position ids of ``count`` tokens appended at sequence position ``start``. Default: shape [1, count]."""
+        import torch
+
+        return torch.arange(start, start + count, device=self.device).unsqueeze(0)
+
+    # -- used by HFSequence ---------------------------------------------------------------------------------------
+
+    def check_token_ids(self, tokens: Sequence[int]) -> list[int]:
+        ids = [int(t) for t in tokens]
+        for t in ids:
+            if not 0 <= t < self._vocab_size:
+                raise ValueError(f"token id {t} outside the vocabulary [0, {self._vocab_size})")
+        return ids
+
+    def forward_tokens(self, ids: list[int], cache: Any, start: int, state: Any) -> np.ndarray:
+        import torch
+
+        input_ids = torch.tensor([ids], dtype=torch.long, device=self.device)
+        position_ids = self.extend_positions(start, len(ids), state)
+        with torch.inference_mode():
+            out = self.hf_model(input_ids=input_ids, position_ids=position_ids, cache=cache, use_cache=True)
+        return logits_to_numpy(out.logits[0])
+
+    def to_model_inputs(self, batch: Any) -> Any:
+        """Move a processor / tokenizer output to the model's device; float tensors take the model's dtype."""
+        import torch
+
+        moved = {}
+        for key, value in batch.items():
+            if isinstance(value, torch.Tensor):
+                value = value.to(self.device)
+                if value.is_floating_point():
+                    value = value.to(self.dtype)
+            moved[key] = value
+        return moved
+
+
+class HFVisionLanguageModel(HFLoadedModel):
+    """A VLM whose processor renders the prompt exactly as DESIGN.md §7 says."""
+
+    uses_processor = True
+
+    @property
+    def accepts_images(self) -> bool:
+        return True
+
+    @property
+    def image_token_id(self) -> int | None:
+        config = self.hf_model.config
+        value = getattr(config, "image_token_id", None)
+        if value is None:
+            value = getattr(config, "image_token_index", None)
+        return None if value is None else int(value)
+
+    def render(self, image: Any | None, prompt: str) -> Any:
+        content: list[dict[str, Any]] = []
+        if image is not None:
+            content.append({"type": "image"})
+        content.append({"type": "text", "text": prompt})
+        text = self.processor.apply_chat_template([{"role": USER_ROLE, "content": content}], add_generation_prompt=True)
+        if image is not None:
+            batch = self.processor(text=text, images=[image], return_tensors="pt")
+        else:
+            batch = self.processor(text=text, return_tensors="pt")
+        return self.to_model_inputs(batch)

@@ -1,0 +1,48 @@
+"""Every error a peer can see, with its HTTP status and WebSocket close code.
+
+One table, used by the edge to answer and by the device to explain; codes are stable strings (documented in
+README "Errors"), never renamed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ErrorCode:
+    code: str
+    http_status: int
+    ws_close: int
+    description: str
+
+
+_CODES = [
+    ErrorCode("malformed_message", 400, 4400, "the frame is not msgpack, or not a map with the fields of its type"),
+    ErrorCode("unsupported_version", 400, 4426, "the message's protocol version is not the server's"),
+    ErrorCode("stale_round", 409, 4409, "the round number is older than the last verified round"),
+    ErrorCode("future_round", 409, 4410, "the round number skips ahead of the next expected round"),
+    ErrorCode("token_out_of_vocab", 422, 4422, "a token id is negative or >= the target's vocabulary size"),
+    ErrorCode("draft_too_long", 413, 4413, "more draft tokens in one round than the server allows"),
+    ErrorCode("generation_limit", 422, 4423, "the round would pass max_new_tokens, or the generation has ended"),
+    ErrorCode("bad_commit", 422, 4424, "the device's commit does not fit the last verdict (count or token)"),
+    ErrorCode("invalid_request", 422, 4400, "a field of the request is missing or out of range"),
+    ErrorCode("invalid_image", 415, 4400, "the uploaded bytes are not a decodable image"),
+    ErrorCode("image_too_large", 413, 4400, "the image is larger than the server's byte or pixel limit"),
+    ErrorCode("prompt_too_long", 413, 4400, "the rendered prompt is longer than the server allows"),
+    ErrorCode("unauthorized", 401, 4401, "the API key is missing or wrong"),
+    ErrorCode("unknown_session", 404, 4404, "no session with that id (never created, deleted, or expired)"),
+    ErrorCode("too_many_sessions", 429, 4429, "the server holds its maximum number of sessions"),
+    ErrorCode("kv_memory_exhausted", 503, 4503, "admitting the session would pass the server's KV-cache memory cap"),
+    ErrorCode("internal_error", 500, 1011, "the server failed; the session may be unusable"),
+]
+
+ERROR_CODES: dict[str, ErrorCode] = {e.code: e for e in _CODES}
+WS_CLOSE_TO_CODE: dict[int, str] = {}
+for _e in _CODES:
+    WS_CLOSE_TO_CODE.setdefault(_e.ws_close, _e.code)
+
+
+def error_code(code: str) -> ErrorCode:
+    """The table row for ``code`` (``internal_error`` for anything unknown)."""
+    return ERROR_CODES.get(code, ERROR_CODES["internal_error"])

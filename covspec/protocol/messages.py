@@ -1,0 +1,178 @@
+"""Wire messages as dataclasses: the session spec (JSON, HTTP) and the per-round frames (msgpack, WebSocket).
+
+Arrays travel as raw little-endian bytes (int32 token ids, float32 probabilities, float64 draft scalars), not as
+msgpack lists, so a round costs what its numbers cost.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from covspec.errors import ProtocolError
+
+
+class VerifyMode(str, enum.Enum):
+    """What crosses the link in a round (DESIGN.md §2)."""
+
+    VANILLA = "vanilla"  # uplink ids + full draft rows; edge verifies
+    DSSD = "dssd"  # uplink ids + q(token) scalars; on rejection one target row comes down, device resamples
+    COMPACT = "compact"  # uplink ids only; greedy: edge verifies; sampling: sparse target rows down, device verifies
+
+
+@dataclass(frozen=True)
+class SessionSpec:
+    """What the device asks for when it opens a session (the image travels beside it as a file)."""
+
+    prompt: str
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int | None = None
+    max_new_tokens: int = 64
+    verify_mode: VerifyMode = VerifyMode.COMPACT
+    keep_set: tuple[int, ...] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "messages": [
+                {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": self.prompt}]}
+            ],
+            "sampling": {
+                "temperature": self.temperature,
+                "top_k": self.top_k,
+                "top_p": self.top_p,
+                "seed": self.seed,
+            },
+            "max_new_tokens": self.max_new_tokens,
+            "verify_mode": self.verify_mode.value,
+            "keep_set": list(self.keep_set) if self.keep_set is not None else None,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "SessionSpec":
+        """Validate a decoded JSON body; every problem is a ``ProtocolError('invalid_request')`` naming the field."""
+        if not isinstance(data, dict):
+            raise _invalid("the session request must be a JSON object")
+        prompt = prompt_from_messages(data.get("messages"))
+        sampling = data.get("sampling") or {}
+        if not isinstance(sampling, dict):
+            raise _invalid("'sampling' must be an object")
+        temperature = _number(sampling.get("temperature", 0.0), "sampling.temperature", lo=0.0, hi=100.0)
+        top_k = _integer(sampling.get("top_k", 0), "sampling.top_k", lo=0, hi=1 << 24)
+        top_p = _number(sampling.get("top_p", 1.0), "sampling.top_p", lo=0.0, hi=1.0)
+        if top_p <= 0.0:
+            raise _invalid("'sampling.top_p' must be > 0")
+        seed = sampling.get("seed")
+        if seed is not None:
+            seed = _integer(seed, "sampling.seed", lo=0, hi=(1 << 63) - 1)
+        max_new = _integer(data.get("max_new_tokens", 64), "max_new_tokens", lo=1, hi=1 << 20)
+        try:
+            mode = VerifyMode(data.get("verify_mode", VerifyMode.COMPACT.value))
+        except ValueError:
+            raise _invalid(f"'verify_mode' must be one of {[m.value for m in VerifyMode]}") from None
+        keep = data.get("keep_set")
+        if keep is not None:
+            if not isinstance(keep, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in keep):
+                raise _invalid("'keep_set' must be a list of integer visual-token indices")
+            if len(set(keep)) != len(keep) or any(i < 0 for i in keep):
+                raise _invalid("'keep_set' must hold distinct non-negative indices")
+            keep = tuple(sorted(keep))
+        return cls(prompt, temperature, top_k, top_p, seed, max_new, mode, keep)
+
+
+def prompt_from_messages(messages: Any) -> str:
+    """The one user turn with at most one image that DESIGN.md §7 renders; its text parts joined."""
+    if not isinstance(messages, list) or len(messages) != 1 or not isinstance(messages[0], dict):
+        raise _invalid("'messages' must hold exactly one user message")
+    message = messages[0]
+    if message.get("role") != "user":
+        raise _invalid("the message's role must be 'user'")
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise _invalid("a message's content must be a string or a list of parts")
+    texts: list[str] = []
+    images = 0
+    for part in content:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif kind in ("image", "image_url"):
+            images += 1
+        else:
+            raise _invalid(f"unsupported content part: {part!r:.80}")
+    if images > 1:
+        raise _invalid("at most one image per session")
+    return "\n".join(texts)
+
+
+@dataclass(frozen=True)
+class RoundRequest:
+    """Uplink: draft block of round ``round`` (1-based), plus what the verify mode needs.
+
+    ``commit`` is the previous round's outcome when the device decided it (dssd rejection, compact sampling):
+    (accepted, token). The edge applies it before verifying this block.
+    """
+
+    round: int
+    draft_tokens: np.ndarray  # [K] int32
+    commit: tuple[int, int] | None = None
+    draft_probs: np.ndarray | None = None  # [K, V] float32, vanilla
+    draft_token_probs: np.ndarray | None = None  # [K] float64, dssd under sampling
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Downlink: the edge's answer to round ``round``.
+
+    ``accepted``/``token`` are set when the edge decided; ``target_row`` ([V] float32) comes with a dssd rejection
+    under sampling (the device samples the correction); ``sparse_rows`` (K+1 rows) come in compact sampling mode, where
+    the device verifies and reports its outcome as the next round's ``commit``.
+    """
+
+    round: int
+    accepted: int | None = None
+    token: int | None = None
+    target_row: np.ndarray | None = None
+    sparse_rows: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # (ids int32, probs float32)
+
+
+@dataclass(frozen=True)
+class ErrorFrame:
+    """Downlink: the round failed; the socket closes after this frame with the code's close code."""
+
+    round: int
+    code: str
+    message: str
+
+
+def _invalid(message: str) -> ProtocolError:
+    return ProtocolError(message, code="invalid_request")
+
+
+def _number(value: Any, name: str, *, lo: float, hi: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (lo <= float(value) <= hi):
+        raise _invalid(f"'{name}' must be a number in [{lo}, {hi}]")
+    return float(value)
+
+
+def _integer(value: Any, name: str, *, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not (lo <= value <= hi):
+        raise _invalid(f"'{name}' must be an integer in [{lo}, {hi}]")
+    return value
+
+
+# One user seed drives both sides; each side draws from its own stream so the device's draft samples and the
+# edge's acceptance uniforms are independent (equal streams would correlate them and bias the output).
+DEVICE_RNG_STREAM = 0xDE71CE
+EDGE_RNG_STREAM = 0xED6E
+
+
+def session_rng(seed: int | None, stream: int) -> np.random.Generator:
+    """The random generator of one side of a session (fresh entropy when no seed is given)."""
+    return np.random.default_rng(None if seed is None else [stream, seed])

@@ -1,0 +1,23 @@
+"""What the device loop needs from a drafter engine; engines hide their library (torch, onnxruntime, tensorrt)."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from covspec.models.base import ModelFingerprint, ModelSequence
+
+
+class DrafterEngine(Protocol):
+    """A drafter: prefill a prompt (with the image, if the drafter sees images) and step through tokens."""
+
+    name: str
+
+    @property
+    def fingerprint(self) -> ModelFingerprint: ...
+
+    @property
+    def accepts_images(self) -> bool: ...
+
+    def start(self, image: Any | None, prompt: str) -> ModelSequence: ...
+
+    def decode(self, tokens: list[int]) -> str: ...

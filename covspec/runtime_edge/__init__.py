@@ -1,0 +1,1 @@
+"""covspec.runtime_edge"""

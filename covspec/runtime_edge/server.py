@@ -1,0 +1,80 @@
+"""Running the edge app under uvicorn (the `covspec serve` entry point and the tests' in-process server)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import uvicorn
+
+from covspec.models.base import LoadedModel
+from covspec.runtime_edge.app import create_app
+from covspec.runtime_edge.settings import EdgeSettings
+
+
+def uvicorn_config(settings: EdgeSettings, model: LoadedModel | None = None, **overrides) -> uvicorn.Config:
+    # Round frames are tiny and latency-bound: no per-message deflate; vanilla rounds with full draft rows can be
+    # large, so the frame size limit follows the draft-row size of the largest allowed round.
+    options = dict(
+        host=settings.host,
+        port=settings.port,
+        ws="websockets-sansio",
+        ws_per_message_deflate=False,
+        ws_max_size=64 << 20,
+        log_level="warning",
+        lifespan="on",
+    )
+    options.update(overrides)
+    return uvicorn.Config(create_app(settings, model), **options)
+
+
+def serve(settings: EdgeSettings) -> None:
+    """Block serving ``settings.target`` until interrupted."""
+    uvicorn.Server(uvicorn_config(settings, log_level="info")).run()
+
+
+class BackgroundServer:
+    """A real uvicorn server on a thread (tests, benchmarks, `covspec demo`); ``url`` once ``start()`` returns."""
+
+    def __init__(self, settings: EdgeSettings, model: LoadedModel | None = None) -> None:
+        if settings.port == 0:
+            settings = _with_port(settings, free_port(settings.host))
+        self.settings = settings
+        self._server = uvicorn.Server(uvicorn_config(settings, model))
+        self._thread = threading.Thread(target=self._server.run, name="covspec-edge", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.host}:{self.settings.port}"
+
+    def start(self, timeout_s: float = 120.0) -> "BackgroundServer":
+        self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the edge server did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=30)
+
+    def __enter__(self) -> "BackgroundServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def _with_port(settings: EdgeSettings, port: int) -> EdgeSettings:
+    from dataclasses import replace
+
+    return replace(settings, port=port)

@@ -1,0 +1,93 @@
+"""Session store: ids, idle TTL, a maximum count, and a KV-cache memory cap that admission reserves against."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from covspec.errors import LimitError, SessionNotFoundError
+from covspec.runtime_edge.settings import EdgeLimits
+from covspec.runtime_edge.verifier import TargetState
+
+
+@dataclass
+class EdgeSession:
+    id: str
+    state: TargetState
+    kv_reserved: int
+    created: float
+    last_used: float
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class SessionStore:
+    """Holds sessions; expired ones vanish on the next access or sweep."""
+
+    def __init__(self, limits: EdgeLimits, clock: Callable[[], float] = time.monotonic) -> None:
+        self._limits = limits
+        self._clock = clock
+        self._sessions: dict[str, EdgeSession] = {}
+        self._admitting = 0
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    @property
+    def kv_reserved(self) -> int:
+        return sum(s.kv_reserved for s in self._sessions.values())
+
+    def check_capacity(self) -> None:
+        """Refuse early, before the prefill is paid for, when the count is already at its cap."""
+        self.sweep()
+        if len(self._sessions) + self._admitting >= self._limits.max_sessions:
+            raise LimitError(
+                f"the server holds its maximum of {self._limits.max_sessions} sessions", code="too_many_sessions"
+            )
+
+    def begin_admission(self) -> None:
+        self.check_capacity()
+        self._admitting += 1
+
+    def end_admission(self) -> None:
+        self._admitting -= 1
+
+    def add(self, state: TargetState, kv_reserved: int) -> EdgeSession:
+        """Register a prefilled session; the caller holds an admission slot."""
+        if self.kv_reserved + kv_reserved > self._limits.max_kv_bytes:
+            raise LimitError(
+                f"the session needs {kv_reserved} KV bytes; {self._limits.max_kv_bytes - self.kv_reserved} of "
+                f"{self._limits.max_kv_bytes} are free",
+                code="kv_memory_exhausted",
+            )
+        now = self._clock()
+        session = EdgeSession(secrets.token_urlsafe(16), state, kv_reserved, now, now)
+        self._sessions[session.id] = session
+        return session
+
+    def get(self, session_id: str) -> EdgeSession:
+        self.sweep()
+        session = self._sessions.get(session_id)
+        if session is None:
+            raise SessionNotFoundError(f"no session {session_id!r} (never created, deleted, or expired)")
+        session.last_used = self._clock()
+        return session
+
+    def remove(self, session_id: str) -> EdgeSession:
+        session = self._sessions.pop(session_id, None)
+        if session is None:
+            raise SessionNotFoundError(f"no session {session_id!r} (never created, deleted, or expired)")
+        return session
+
+    def discard(self, session_id: str) -> None:
+        self._sessions.pop(session_id, None)
+
+    def sweep(self) -> list[str]:
+        """Drop sessions idle for longer than the TTL (a session busy in a round is never dropped)."""
+        deadline = self._clock() - self._limits.session_ttl_s
+        expired = [sid for sid, s in self._sessions.items() if s.last_used < deadline and not s.lock.locked()]
+        for sid in expired:
+            del self._sessions[sid]
+        return expired

@@ -1,0 +1,57 @@
+"""Counters for one run of speculative decoding, with the derived numbers DESIGN.md §2 names.
+
+Plain arithmetic: logging, metrics and JSON are separate sinks that read :meth:`SpecStats.to_dict`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["SpecStats"]
+
+
+@dataclass
+class SpecStats:
+    """Totals over the rounds of a run.
+
+    ``drafted``: tokens drafted (sum of K). ``accepted``: drafted tokens the target agreed with. ``committed``: tokens
+    committed, normally accepted + 1 per round, fewer when generation stops inside a round (end of sequence or
+    ``max_new_tokens``).
+    """
+
+    rounds: int = 0
+    drafted: int = 0
+    accepted: int = 0
+    committed: int = 0
+
+    def record_round(self, drafted: int, accepted: int, committed: int) -> None:
+        """Add one round; requires 0 <= accepted <= drafted and 0 <= committed <= accepted + 1."""
+        if drafted < 0 or not 0 <= accepted <= drafted:
+            raise ValueError(f"need 0 <= accepted <= drafted, got accepted={accepted}, drafted={drafted}")
+        if not 0 <= committed <= accepted + 1:
+            raise ValueError(f"need 0 <= committed <= accepted + 1, got committed={committed}, accepted={accepted}")
+        self.rounds += 1
+        self.drafted += drafted
+        self.accepted += accepted
+        self.committed += committed
+
+    @property
+    def aal(self) -> float:
+        """Average acceptance length τ: mean committed tokens per round (0.0 before the first round)."""
+        return self.committed / self.rounds if self.rounds else 0.0
+
+    @property
+    def acceptance_rate(self) -> float:
+        """α: accepted / drafted over the run (0.0 when nothing was drafted)."""
+        return self.accepted / self.drafted if self.drafted else 0.0
+
+    def to_dict(self) -> dict[str, float | int]:
+        """Counters and derived numbers under their DESIGN.md names."""
+        return {
+            "rounds": self.rounds,
+            "drafted": self.drafted,
+            "accepted": self.accepted,
+            "committed": self.committed,
+            "aal": self.aal,
+            "acceptance_rate": self.acceptance_rate,
+        }

@@ -1,0 +1,70 @@
+"""Session-wide fixtures: tiny checkpoints and real uvicorn edge servers on 127.0.0.1, built/started once."""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import pytest
+
+from tests.helpers import TinyPair, build_pair
+
+
+@pytest.fixture(scope="session")
+def tiny_pair(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], TinyPair]:
+    root = tmp_path_factory.mktemp("tiny")
+    cache: dict[str, TinyPair] = {}
+
+    def get(arch: str) -> TinyPair:
+        if arch not in cache:
+            cache[arch] = build_pair(root, arch)
+        return cache[arch]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def loaded_target(tiny_pair):
+    """The tiny target of a family, loaded once in float64 (exact-equality tests; DESIGN.md §6)."""
+    from covspec.models import load_model
+
+    cache: dict[str, object] = {}
+
+    def get(arch: str):
+        if arch not in cache:
+            cache[arch] = load_model(str(tiny_pair(arch).target), dtype="float64")
+        return cache[arch]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def edge_server(tiny_pair, loaded_target) -> Iterator[Callable[[str], object]]:
+    """A real uvicorn edge server per family (default limits, no API key), sharing the loaded float64 target."""
+    from covspec.runtime_edge.server import BackgroundServer
+    from covspec.runtime_edge.settings import EdgeSettings
+
+    servers: dict[str, BackgroundServer] = {}
+
+    def get(arch: str) -> BackgroundServer:
+        if arch not in servers:
+            settings = EdgeSettings(target=str(tiny_pair(arch).target), port=0, dtype="float64")
+            servers[arch] = BackgroundServer(settings, loaded_target(arch)).start()
+        return servers[arch]
+
+    yield get
+    for server in servers.values():
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def drafter_engine(tiny_pair):
+    from covspec.runtime_device.engines import load_engine
+
+    cache: dict[str, object] = {}
+
+    def get(arch: str):
+        if arch not in cache:
+            cache[arch] = load_engine("torch", str(tiny_pair(arch).drafter), dtype="float64")
+        return cache[arch]
+
+    return get

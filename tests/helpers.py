@@ -1,0 +1,62 @@
+"""Shared test material: tiny checkpoints (built once per test session), images, prompts, running edges."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+ARCHS = ("llava", "qwen2_vl", "idefics3")
+PROMPTS = [
+    "What is in the image?",
+    "Describe the picture.",
+    "What colour is the shape?",
+    "How many circles are there?",
+    "What is left of the square?",
+    "Is there a red object?",
+    "Tell me about the colours.",
+    "Where is the triangle?",
+]
+
+
+def image_bytes(seed: int, size: tuple[int, int] = (48, 40), fmt: str = "PNG") -> bytes:
+    """A small seeded picture of a few coloured shapes, encoded as ``fmt``."""
+    rng = np.random.default_rng(seed)
+    background = tuple(int(c) for c in rng.integers(0, 256, 3))
+    image = Image.new("RGB", size, background)
+    draw = ImageDraw.Draw(image)
+    for _ in range(int(rng.integers(1, 4))):
+        x0, y0 = int(rng.integers(0, size[0] - 8)), int(rng.integers(0, size[1] - 8))
+        box = (x0, y0, x0 + int(rng.integers(6, 20)), y0 + int(rng.integers(6, 20)))
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=colour)
+    out = io.BytesIO()
+    image.save(out, format=fmt)
+    return out.getvalue()
+
+
+def pil(data: bytes) -> Image.Image:
+    with Image.open(io.BytesIO(data)) as image:
+        return image.convert("RGB")
+
+
+@dataclass(frozen=True)
+class TinyPair:
+    arch: str
+    target: Path
+    drafter: Path
+
+
+def build_pair(root: Path, arch: str, seed: int = 0) -> TinyPair:
+    from covspec.models import build_tiny
+
+    base = root / f"{arch}-{seed}"
+    target, drafter = base / "target", base / "drafter"
+    if not (target / "config.json").exists():
+        build_tiny(arch, "target", target, seed=seed)
+    if not (drafter / "config.json").exists():
+        build_tiny(arch, "drafter", drafter, seed=seed)
+    return TinyPair(arch, target, drafter)
