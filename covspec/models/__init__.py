@@ -13,7 +13,12 @@ from covspec.models.base import LoadedModel, ModelFingerprint, ModelSequence
 if TYPE_CHECKING:  # pragma: no cover
     from covspec.models.common import tokenizer_hash
     from covspec.models.loading import load_model
-    from covspec.models.tiny import TINY_ARCHS, TINY_SIZES, build_tiny, build_tiny_text_drafter
+    from covspec.models.tiny import (
+        TINY_ARCHS,
+        TINY_SIZES,
+        build_tiny,
+        build_tiny_text_drafter,
+    )
 
 _LAZY = {
     "load_model": "covspec.models.loading",
@@ -37,11 +42,11 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "TINY_ARCHS",
+    "TINY_SIZES",
     "LoadedModel",
     "ModelFingerprint",
     "ModelSequence",
-    "TINY_ARCHS",
-    "TINY_SIZES",
     "build_tiny",
     "build_tiny_text_drafter",
     "load_model",

@@ -12,10 +12,12 @@ numbered. Everything that touches the cache lives here once:
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import threading
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -60,7 +62,7 @@ def special_tokens_of(tokenizer: Any) -> dict[str, str]:
     return {str(k): str(v) for k, v in mapping.items() if isinstance(v, str) or hasattr(v, "content")}
 
 
-def logits_to_numpy(logits: "torch.Tensor") -> np.ndarray:
+def logits_to_numpy(logits: torch.Tensor) -> np.ndarray:
     """float64 stays float64; every other float dtype becomes float32."""
     import torch
 
@@ -111,6 +113,18 @@ def kv_cache_bytes(cache: Any) -> int:
     return total
 
 
+def new_cache() -> Any:
+    """An empty ``DynamicCache`` whose layers all keep every position.
+
+    Built without the model config on purpose: for a checkpoint with sliding-window layers, a config-built cache
+    drops positions that fall out of the window, and those could not be rolled back to. Full layers give the same
+    attention (the mask still applies the window) and can be cropped to any length; they cost more memory.
+    """
+    from transformers import DynamicCache
+
+    return DynamicCache()
+
+
 def crop_cache(cache: Any, length: int) -> None:
     """Roll every layer of ``cache`` back to ``length`` positions (layers already shorter are left alone)."""
     for layer in getattr(cache, "layers", []):
@@ -129,7 +143,7 @@ class HFSequence(ModelSequence):
 
     def __init__(
         self,
-        owner: "HFLoadedModel",
+        owner: HFLoadedModel,
         cache: Any,
         prompt_ids: Sequence[int],
         prefill_logits: np.ndarray,
@@ -248,6 +262,7 @@ class HFLoadedModel(LoadedModel):
             pad_token_id=self.pad_token_id,
             bos_token_id=getattr(source_generation_config, "bos_token_id", None),
         )
+        self._logits_to_keep = "logits_to_keep" in inspect.signature(hf_model.forward).parameters
         self._generate_lock = threading.Lock()
         self._fingerprint = ModelFingerprint(
             name=name,
@@ -285,7 +300,6 @@ class HFLoadedModel(LoadedModel):
 
     def start(self, image: Any | None, prompt: str) -> HFSequence:
         import torch
-        from transformers import DynamicCache
 
         inputs = self.render(image, prompt)
         input_ids = inputs["input_ids"]
@@ -293,9 +307,11 @@ class HFLoadedModel(LoadedModel):
             raise ValueError("one prompt per sequence")
         position_ids, state = self.prompt_positions(inputs)
         kwargs = {k: v for k, v in inputs.items() if k != "attention_mask"}
-        cache = DynamicCache(config=self.hf_model.config)
+        if self._logits_to_keep:
+            kwargs["logits_to_keep"] = 1  # as generate() does: the lm head on the last position only
+        cache = new_cache()
         with torch.inference_mode():
-            out = self.hf_model(**kwargs, position_ids=position_ids, cache=cache, use_cache=True, logits_to_keep=1)
+            out = self.hf_model(**kwargs, position_ids=position_ids, cache=cache, use_cache=True)
         prompt_ids = input_ids[0].tolist()
         image_tokens = 0
         if self.image_token_id is not None:
@@ -330,16 +346,16 @@ class HFLoadedModel(LoadedModel):
             return []
         inputs = self.render(image, prompt)
         prompt_len = int(inputs["input_ids"].shape[1])
-        settings: dict[str, Any] = dict(
-            max_new_tokens=int(max_new_tokens),
-            min_new_tokens=0,
-            do_sample=bool(do_sample),
-            num_beams=1,
-            num_return_sequences=1,
-            use_cache=True,
-            eos_token_id=list(self._eos) if self._eos else None,
-            pad_token_id=self.pad_token_id,
-        )
+        settings: dict[str, Any] = {
+            "max_new_tokens": int(max_new_tokens),
+            "min_new_tokens": 0,
+            "do_sample": bool(do_sample),
+            "num_beams": 1,
+            "num_return_sequences": 1,
+            "use_cache": True,
+            "eos_token_id": list(self._eos) if self._eos else None,
+            "pad_token_id": self.pad_token_id,
+        }
         if do_sample:
             if temperature <= 0:
                 raise ValueError("sampling needs temperature > 0")
@@ -368,14 +384,14 @@ class HFLoadedModel(LoadedModel):
         """The prompt (and image) as the model's inputs, batch of one, on the model's device and dtype."""
         raise NotImplementedError
 
-    def prompt_positions(self, inputs: Any) -> tuple["torch.Tensor", Any]:
+    def prompt_positions(self, inputs: Any) -> tuple[torch.Tensor, Any]:
         """Position ids of the prompt and any state ``extend_positions`` needs. Default: 0..L-1, shape [1, L]."""
         import torch
 
         length = int(inputs["input_ids"].shape[1])
         return torch.arange(length, device=self.device).unsqueeze(0), None
 
-    def extend_positions(self, start: int, count: int, state: Any) -> "torch.Tensor":
+    def extend_positions(self, start: int, count: int, state: Any) -> torch.Tensor:
         """Position ids of ``count`` tokens appended at sequence position ``start``. Default: shape [1, count]."""
         import torch
 

@@ -142,7 +142,7 @@ _TOKENIZER_SPECS: dict[str, _TokenizerSpec] = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _tokenizer_json(arch: str) -> str:
     """The serialized ``tokenizers.Tokenizer`` of one family (trained once per process, deterministic)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -190,7 +190,10 @@ def tiny_tokenizer(arch: str) -> Any:
 
 
 @dataclass(frozen=True)
-class _TextSize:
+class TextSize:
+    """The language model's shape; ``build_tiny(..., text_size=...)`` overrides a size's default (benchmarks build
+    random-weight targets of realistic size with it)."""
+
     hidden: int
     intermediate: int
     layers: int
@@ -199,26 +202,31 @@ class _TextSize:
 
 
 _TEXT = {
-    "target": _TextSize(hidden=96, intermediate=192, layers=3, heads=4, kv_heads=2),
-    "drafter": _TextSize(hidden=48, intermediate=96, layers=2, heads=2, kv_heads=1),
+    "target": TextSize(hidden=96, intermediate=192, layers=3, heads=4, kv_heads=2),
+    "drafter": TextSize(hidden=48, intermediate=96, layers=2, heads=2, kv_heads=1),
 }
-# head_dim is 24 in both sizes; Qwen2-VL's multimodal RoPE splits its 12 frequencies into (t, h, w) sections.
-_MROPE_SECTION = [4, 4, 4]
+
+
+def _mrope_section(text: TextSize) -> list[int]:
+    """Qwen2-VL's multimodal RoPE splits head_dim / 2 frequencies into (t, h, w) sections ([4, 4, 4] for the
+    default head_dim of 24)."""
+    half = text.hidden // text.heads // 2
+    return [half - 2 * (half // 3), half // 3, half // 3]
 
 # Vision towers, per family and size. Image-token counts: llava 16 / 4, qwen2_vl <= 16 / <= 9, idefics3 16 / 4.
 _VISION: dict[str, dict[str, dict[str, int]]] = {
     "llava": {
-        "target": dict(hidden=32, intermediate=64, layers=2, heads=2, image=32, patch=8),
-        "drafter": dict(hidden=16, intermediate=32, layers=1, heads=1, image=32, patch=16),
+        "target": {"hidden": 32, "intermediate": 64, "layers": 2, "heads": 2, "image": 32, "patch": 8},
+        "drafter": {"hidden": 16, "intermediate": 32, "layers": 1, "heads": 1, "image": 32, "patch": 16},
     },
     "qwen2_vl": {
         # max_side: images are resized to at most max_side**2 pixels, in multiples of patch * merge = 8
-        "target": dict(embed=32, layers=2, heads=2, patch=4, min_side=16, max_side=32),
-        "drafter": dict(embed=16, layers=1, heads=1, patch=4, min_side=16, max_side=24),
+        "target": {"embed": 32, "layers": 2, "heads": 2, "patch": 4, "min_side": 16, "max_side": 32},
+        "drafter": {"embed": 16, "layers": 1, "heads": 1, "patch": 4, "min_side": 16, "max_side": 24},
     },
     "idefics3": {
-        "target": dict(hidden=32, intermediate=64, layers=2, heads=2, image=64, patch=8),
-        "drafter": dict(hidden=16, intermediate=32, layers=1, heads=1, image=32, patch=8),
+        "target": {"hidden": 32, "intermediate": 64, "layers": 2, "heads": 2, "image": 64, "patch": 8},
+        "drafter": {"hidden": 16, "intermediate": 32, "layers": 1, "heads": 1, "image": 32, "patch": 8},
     },
 }
 
@@ -239,10 +247,9 @@ def _ids(tokenizer: Any, arch: str) -> dict[str, Any]:
     }
 
 
-def _llama_text_config(size: str, ids: dict[str, Any]) -> Any:
+def _llama_text_config(t: TextSize, ids: dict[str, Any]) -> Any:
     from transformers import LlamaConfig
 
-    t = _TEXT[size]
     return LlamaConfig(
         vocab_size=ids["vocab_size"],
         hidden_size=t.hidden,
@@ -265,9 +272,14 @@ def _llama_text_config(size: str, ids: dict[str, Any]) -> Any:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _build_llava(size: str, tokenizer: Any, ids: dict[str, Any]) -> tuple[Any, Any]:
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration
-    from transformers import LlavaProcessor
+def _build_llava(size: str, tokenizer: Any, ids: dict[str, Any], text: TextSize) -> tuple[Any, Any]:
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
 
     v = _VISION["llava"][size]
     vision = CLIPVisionConfig(
@@ -283,7 +295,7 @@ def _build_llava(size: str, tokenizer: Any, ids: dict[str, Any]) -> tuple[Any, A
     n_image = (v["image"] // v["patch"]) ** 2
     config = LlavaConfig(
         vision_config=vision,
-        text_config=_llama_text_config(size, ids),
+        text_config=_llama_text_config(text, ids),
         image_token_index=image_token_id,
         image_seq_length=n_image,
         vision_feature_select_strategy="default",
@@ -306,40 +318,45 @@ def _build_llava(size: str, tokenizer: Any, ids: dict[str, Any]) -> tuple[Any, A
     return model, processor
 
 
-def _build_qwen2_vl(size: str, tokenizer: Any, ids: dict[str, Any]) -> tuple[Any, Any]:
-    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessor
-    from transformers import Qwen2VLProcessor, Qwen2VLVideoProcessor
+def _build_qwen2_vl(size: str, tokenizer: Any, ids: dict[str, Any], text: TextSize) -> tuple[Any, Any]:
+    from transformers import (
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+        Qwen2VLImageProcessor,
+        Qwen2VLProcessor,
+        Qwen2VLVideoProcessor,
+    )
 
-    t = _TEXT[size]
+    t = text
     v = _VISION["qwen2_vl"][size]
     conv = tokenizer.convert_tokens_to_ids
-    text_config = dict(
-        vocab_size=ids["vocab_size"],
-        hidden_size=t.hidden,
-        intermediate_size=t.intermediate,
-        num_hidden_layers=t.layers,
-        num_attention_heads=t.heads,
-        num_key_value_heads=t.kv_heads,
-        max_position_embeddings=2048,
-        initializer_range=_TEXT_INIT_RANGE,
-        rms_norm_eps=1e-6,
-        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": list(_MROPE_SECTION)},
-        bos_token_id=ids["eos"][1],
-        eos_token_id=ids["eos"][0],
-        pad_token_id=ids["pad"],
-        tie_word_embeddings=False,
-    )
-    vision_config = dict(
-        depth=v["layers"],
-        embed_dim=v["embed"],
-        hidden_size=t.hidden,
-        num_heads=v["heads"],
-        mlp_ratio=2,
-        patch_size=v["patch"],
-        spatial_merge_size=2,
-        temporal_patch_size=2,
-        in_channels=3,
-    )
+    text_config = {
+        "vocab_size": ids["vocab_size"],
+        "hidden_size": t.hidden,
+        "intermediate_size": t.intermediate,
+        "num_hidden_layers": t.layers,
+        "num_attention_heads": t.heads,
+        "num_key_value_heads": t.kv_heads,
+        "max_position_embeddings": 2048,
+        "initializer_range": _TEXT_INIT_RANGE,
+        "rms_norm_eps": 1e-6,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": _mrope_section(t)},
+        "bos_token_id": ids["eos"][1],
+        "eos_token_id": ids["eos"][0],
+        "pad_token_id": ids["pad"],
+        "tie_word_embeddings": False,
+    }
+    vision_config = {
+        "depth": v["layers"],
+        "embed_dim": v["embed"],
+        "hidden_size": t.hidden,
+        "num_heads": v["heads"],
+        "mlp_ratio": 2,
+        "patch_size": v["patch"],
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+        "in_channels": 3,
+    }
     config = Qwen2VLConfig(
         text_config=text_config,
         vision_config=vision_config,
@@ -361,9 +378,14 @@ def _build_qwen2_vl(size: str, tokenizer: Any, ids: dict[str, Any]) -> tuple[Any
     return model, processor
 
 
-def _build_idefics3(size: str, tokenizer: Any, ids: dict[str, Any]) -> tuple[Any, Any]:
-    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessor
-    from transformers import Idefics3Processor, Idefics3VisionConfig
+def _build_idefics3(size: str, tokenizer: Any, ids: dict[str, Any], text: TextSize) -> tuple[Any, Any]:
+    from transformers import (
+        Idefics3Config,
+        Idefics3ForConditionalGeneration,
+        Idefics3ImageProcessor,
+        Idefics3Processor,
+        Idefics3VisionConfig,
+    )
 
     v = _VISION["idefics3"][size]
     scale = 2
@@ -377,7 +399,7 @@ def _build_idefics3(size: str, tokenizer: Any, ids: dict[str, Any]) -> tuple[Any
     )
     config = Idefics3Config(
         vision_config=vision,
-        text_config=_llama_text_config(size, ids),
+        text_config=_llama_text_config(text, ids),
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
         scale_factor=scale,
         pad_token_id=ids["pad"],
@@ -413,7 +435,7 @@ def _generation_config(ids: dict[str, Any]) -> Any:
     )
 
 
-def build_tiny(arch: str, size: str, out: Path | str, seed: int = 0) -> Path:
+def build_tiny(arch: str, size: str, out: Path | str, seed: int = 0, text_size: TextSize | None = None) -> Path:
     """Write a tiny random-weight ``arch`` checkpoint (``size`` "target" or "drafter") to ``out``; return ``out``.
 
     Offline and deterministic for a given (arch, size, seed). The tokenizer depends on ``arch`` only.
@@ -428,7 +450,7 @@ def build_tiny(arch: str, size: str, out: Path | str, seed: int = 0) -> Path:
     tokenizer = tiny_tokenizer(arch)
     ids = _ids(tokenizer, arch)
     torch.manual_seed(seed * 7919 + _SIZE_SALT[size] * 104729 + TINY_ARCHS.index(arch))
-    model, processor = _BUILDERS[arch](size, tokenizer, ids)
+    model, processor = _BUILDERS[arch](size, tokenizer, ids, text_size or _TEXT[size])
     model.generation_config = _generation_config(ids)
     model.eval()
     model.save_pretrained(out)
@@ -447,7 +469,7 @@ def build_tiny_text_drafter(out: Path | str, seed: int = 0) -> Path:
     tokenizer = tiny_tokenizer("llava")
     ids = _ids(tokenizer, "llava")
     torch.manual_seed(seed * 7919 + 2 * 104729 + 17)
-    model = LlamaForCausalLM(_llama_text_config("drafter", ids))
+    model = LlamaForCausalLM(_llama_text_config(_TEXT["drafter"], ids))
     model.generation_config = _generation_config(ids)
     model.eval()
     model.save_pretrained(out)
@@ -460,4 +482,4 @@ def _write_marker(out: Path, **info: Any) -> None:
     (out / "covspec_tiny.json").write_text(json.dumps(info, sort_keys=True) + "\n")
 
 
-__all__ = ["TINY_ARCHS", "TINY_SIZES", "build_tiny", "build_tiny_text_drafter", "tiny_tokenizer"]
+__all__ = ["TINY_ARCHS", "TINY_SIZES", "TextSize", "build_tiny", "build_tiny_text_drafter", "tiny_tokenizer"]

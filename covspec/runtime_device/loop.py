@@ -10,11 +10,11 @@ import io
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from covspec.errors import IncompatiblePairError
+from covspec.errors import CovspecError, IncompatiblePairError
 from covspec.protocol import (
     DEVICE_RNG_STREAM,
     PROTOCOL_VERSION,
@@ -105,33 +105,14 @@ def generate(
     image = _decode_image(image_bytes) if engine.accepts_images else None
     drafter = Drafter(engine.start(image, prompt), vocab_size, params, session_rng(config.seed, DEVICE_RNG_STREAM))
     channel = client.rounds(session["session_id"], vocab_size)
-    eos = set(engine.fingerprint.eos_token_ids)
-    stats = SpecStats()
-    tokens: list[int] = []
-    commit: tuple[int, int] | None = None
-    round_no = 0
     try:
-        while len(tokens) < config.max_new_tokens and not (tokens and tokens[-1] in eos):
-            k = min(config.draft_len, config.max_new_tokens - len(tokens) - 1)
-            draft, rows = drafter.draft(k)
-            round_no += 1
-            request = _round_request(round_no, draft, rows, commit, config.verify_mode, params)
-            verdict = channel.exchange(request)
-            accepted, token, commit = _resolve(verdict, draft, rows, params, drafter.rng)
-            drafter.commit(draft, accepted, token)
-            kept = 0
-            for t in draft[:accepted] + [token]:
-                tokens.append(t)
-                kept += 1
-                if t in eos:
-                    break
-            stats.record_round(drafted=k, accepted=accepted, committed=kept)
+        tokens, stats = decode_rounds(drafter, channel, config, set(engine.fingerprint.eos_token_ids))
     finally:
         channel.close()
     elapsed = time.perf_counter() - started
     try:
         client.delete_session(session["session_id"])
-    except EdgeError as exc:  # the output is complete; a vanished session only costs the edge a TTL
+    except CovspecError as exc:  # the output is complete; a session left behind only costs the edge a TTL
         log.warning("could not delete session: %s", exc)
     sent_setup = counter.sent["setup"] - setup_before[0]
     received_setup = counter.received["setup"] - setup_before[1]
@@ -158,6 +139,38 @@ def generate(
     return GenerationResult(engine.decode(tokens), tokens, result_stats)
 
 
+class RoundExchange(Protocol):
+    """Whatever carries a round to the target and brings its verdict back (the WebSocket, or a direct call)."""
+
+    def exchange(self, request: RoundRequest) -> Verdict: ...
+
+
+def decode_rounds(
+    drafter: Drafter, channel: RoundExchange, config: GenerationConfig, eos: set[int]
+) -> tuple[list[int], SpecStats]:
+    """Rounds until EOS or max_new_tokens: draft K, exchange, apply the verdict on both the tokens and the drafter."""
+    params = config.params
+    stats = SpecStats()
+    tokens: list[int] = []
+    commit: tuple[int, int] | None = None
+    round_no = 0
+    while len(tokens) < config.max_new_tokens and not (tokens and tokens[-1] in eos):
+        k = min(config.draft_len, config.max_new_tokens - len(tokens) - 1)
+        draft, rows = drafter.draft(k)
+        round_no += 1
+        verdict = channel.exchange(_round_request(round_no, draft, rows, commit, config.verify_mode, params))
+        accepted, token, commit = _resolve(verdict, draft, rows, drafter.rng)
+        drafter.commit(draft, accepted, token)
+        kept = 0
+        for t in draft[:accepted] + [token]:
+            tokens.append(t)
+            kept += 1
+            if t in eos:
+                break
+        stats.record_round(drafted=k, accepted=accepted, committed=kept)
+    return tokens, stats
+
+
 def _round_request(
     round_no: int,
     draft: list[int],
@@ -175,7 +188,7 @@ def _round_request(
 
 
 def _resolve(
-    verdict: Verdict, draft: list[int], rows: np.ndarray, params: SamplingParams, rng: np.random.Generator
+    verdict: Verdict, draft: list[int], rows: np.ndarray, rng: np.random.Generator
 ) -> tuple[int, int, tuple[int, int] | None]:
     """(accepted, committed last token, commit to report next round or None if the edge decided)."""
     if verdict.accepted is not None and verdict.token is not None:

@@ -12,7 +12,12 @@ pytest.importorskip("transformers")
 
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory) -> Path:
-    from covspec.models.tiny import TINY_ARCHS, TINY_SIZES, build_tiny, build_tiny_text_drafter
+    from covspec.models.tiny import (
+        TINY_ARCHS,
+        TINY_SIZES,
+        build_tiny,
+        build_tiny_text_drafter,
+    )
 
     root = tmp_path_factory.mktemp("tiny_models")
     for arch in TINY_ARCHS:

@@ -6,7 +6,11 @@ import numpy as np
 import pytest
 
 from covspec.models.tiny import TINY_ARCHS
-from tests.models._helpers import greedy_by_verification, image_prompt_pairs, oracle_proposer
+from tests.models._helpers import (
+    greedy_by_verification,
+    image_prompt_pairs,
+    oracle_proposer,
+)
 
 MAX_NEW = 24
 PAIRS = 5
@@ -21,6 +25,7 @@ def test_chunked_greedy_equals_generate(tiny_model, arch, dtype):
     for i, (image, prompt) in enumerate(image_prompt_pairs(PAIRS, seed=500)):
         reference = model.generate(image, prompt, max_new_tokens=MAX_NEW)
         assert 1 <= len(reference) <= MAX_NEW
+        assert reference[0] not in model.eos_token_ids  # EOS is reachable, never immediate
         assert len(reference) == MAX_NEW or reference[-1] in model.eos_token_ids
         got, stats = greedy_by_verification(
             model,

@@ -13,7 +13,12 @@ import pytest
 from covspec.errors import ConfigError, ModelLoadError
 from covspec.models import load_model, tokenizer_hash
 from covspec.models.tiny import TINY_ARCHS, tiny_tokenizer
-from tests.models._helpers import greedy_by_verification, image_prompt_pairs, make_image, oracle_proposer
+from tests.models._helpers import (
+    greedy_by_verification,
+    image_prompt_pairs,
+    make_image,
+    oracle_proposer,
+)
 
 
 @pytest.mark.parametrize("arch", TINY_ARCHS)
@@ -119,7 +124,7 @@ def test_sampling_is_seeded_and_top_k_one_is_greedy(tiny_model):
     model = tiny_model("qwen2_vl", "drafter")
     image, prompt = make_image(4), "Describe the image."
     greedy = model.generate(image, prompt, max_new_tokens=10)
-    kwargs = dict(max_new_tokens=10, do_sample=True, temperature=1.5, top_p=0.95)
+    kwargs = {"max_new_tokens": 10, "do_sample": True, "temperature": 1.5, "top_p": 0.95}
     first = model.generate(image, prompt, seed=123, **kwargs)
     assert model.generate(image, prompt, seed=123, **kwargs) == first
     samples = {tuple(model.generate(image, prompt, seed=s, **kwargs)) for s in range(4)}
@@ -157,3 +162,77 @@ def test_importing_models_base_is_light():
         "assert covspec.models.ModelFingerprint is covspec.models.base.ModelFingerprint\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_tokenizer_hash_is_the_same_whichever_way_the_tokenizer_is_loaded(tiny_path, tiny_model):
+    import transformers
+
+    for arch in TINY_ARCHS:
+        path = tiny_path(arch)
+        expected = tiny_model(arch).fingerprint.tokenizer_hash
+        assert tokenizer_hash(tiny_tokenizer(arch)) == expected
+        assert tokenizer_hash(transformers.AutoTokenizer.from_pretrained(path)) == expected
+        # Idefics3's processor re-registers its special tokens on the tokenizer: the hash must not move.
+        assert tokenizer_hash(transformers.AutoProcessor.from_pretrained(path).tokenizer) == expected
+
+
+def test_sliding_window_text_lm_rolls_back_exactly(tmp_path):
+    """A text LM with sliding-window attention (window shorter than the prompt) still crops to any length."""
+    import torch
+    from transformers import GenerationConfig, MistralConfig, MistralForCausalLM
+
+    tokenizer = tiny_tokenizer("llava")
+    torch.manual_seed(0)
+    config = MistralConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=48,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        sliding_window=6,
+        initializer_range=0.25,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    hf_model = MistralForCausalLM(config)
+    hf_model.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    hf_model.save_pretrained(tmp_path / "mistral")
+    tokenizer.save_pretrained(tmp_path / "mistral")
+
+    model = load_model(str(tmp_path / "mistral"), dtype="float64")
+    assert model.family == "text_lm"
+    prompt = "What is in this picture? Describe the colours."
+    reference = model.generate(None, prompt, max_new_tokens=20)
+    got, stats = greedy_by_verification(
+        model, None, prompt, max_new_tokens=20, propose=oracle_proposer(reference, model.vocab_size, 1)
+    )
+    assert got == reference and stats["rejected"] > 0
+    seq = model.start(None, prompt)
+    rows = seq.extend(reference[:10])
+    seq.crop(seq.prompt_length + 1)  # back further than the window
+    np.testing.assert_allclose(seq.extend(reference[1:10]), rows[1:], rtol=0, atol=1e-10 * np.abs(rows).max())
+
+
+def test_generation_stops_at_any_eos_of_the_checkpoint(tmp_path, tiny_path, tiny_model):
+    """EOS ids come from the tokenizer and the checkpoint's generation config; the EOS is kept in the output and
+    dropped from the text, and the verify loop stops at the same place as generate()."""
+    plain = tiny_model("llava", "drafter")
+    image, prompt = make_image(5), "Describe the image."
+    free_run = plain.generate(image, prompt, max_new_tokens=16)
+    stop_at = next(i for i in range(2, len(free_run)) if free_run[i] not in free_run[:i])
+    path = tmp_path / "more_eos"
+    shutil.copytree(tiny_path("llava", "drafter"), path)
+    settings = json.loads((path / "generation_config.json").read_text())
+    settings["eos_token_id"] = [plain.tokenizer.eos_token_id, free_run[stop_at]]
+    (path / "generation_config.json").write_text(json.dumps(settings))
+
+    model = load_model(str(path))
+    assert model.eos_token_ids == (plain.tokenizer.eos_token_id, free_run[stop_at])
+    stopped = model.generate(image, prompt, max_new_tokens=16)
+    assert stopped == free_run[: stop_at + 1]
+    got, _ = greedy_by_verification(
+        model, image, prompt, max_new_tokens=16, propose=oracle_proposer(free_run, model.vocab_size, 2)
+    )
+    assert got == stopped
+    assert model.decode(stopped) == plain.decode(free_run[:stop_at])

@@ -136,3 +136,33 @@ def test_dropped_connection_under_sampling_keeps_the_seeded_output(edge_server, 
     dropped, relay = _generate_through_faulty_relay(server, engine, fault, config, img, prompt)
     assert relay.counters.cuts == 1
     assert dropped.tokens == clean.tokens
+
+
+@pytest.mark.e2e
+def test_text_only_drafter_with_a_vlm_target(edge_server, loaded_target, tmp_path) -> None:
+    """A text-only causal LM sharing the target's tokenizer drafts without seeing the image; output stays the
+    target's."""
+    from covspec.models.tiny import build_tiny_text_drafter
+    from covspec.runtime_device.engines import load_engine
+
+    arch = "llava"
+    server, target = edge_server(arch), loaded_target(arch)
+    engine = load_engine("torch", str(build_tiny_text_drafter(tmp_path / "text", seed=0)), dtype="float64")
+    assert not engine.accepts_images
+    client = EdgeClient(server.url)
+    for i in range(4):
+        img, prompt = image_bytes(60 + i), PROMPTS[i]
+        want = target.generate(pil(img), prompt, max_new_tokens=MAX_NEW)
+        for mode in VerifyMode:
+            result = generate(engine, client, img, prompt,
+                              GenerationConfig(max_new_tokens=MAX_NEW, draft_len=3, verify_mode=mode))
+            assert result.tokens == want, (i, mode.value)
+
+
+@pytest.mark.e2e
+def test_drafter_with_another_tokenizer_is_refused(edge_server, drafter_engine) -> None:
+    from covspec.errors import IncompatiblePairError
+
+    server = edge_server("llava")
+    with pytest.raises(IncompatiblePairError, match="do not share a tokenizer"):
+        generate(drafter_engine("idefics3"), EdgeClient(server.url), image_bytes(1), PROMPTS[0], GenerationConfig())

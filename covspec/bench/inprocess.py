@@ -1,0 +1,48 @@
+"""The same loop with no network: drafter and target in one process, rounds handed over by a function call.
+
+Comparing it with the device-edge loop over loopback isolates what the transport (HTTP setup, WebSocket frames,
+msgpack, the edge's event loop) costs; the drafting and verification code is the very same.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from covspec.models.base import LoadedModel
+from covspec.protocol import (
+    DEVICE_RNG_STREAM,
+    EDGE_RNG_STREAM,
+    RoundRequest,
+    SessionSpec,
+    Verdict,
+    session_rng,
+)
+from covspec.runtime_device.drafter import Drafter
+from covspec.runtime_device.engines.base import DrafterEngine
+from covspec.runtime_device.loop import GenerationConfig, decode_rounds
+from covspec.runtime_edge.verifier import TargetState, process_round
+from covspec.spec import SpecStats
+
+
+class InProcessChannel:
+    def __init__(self, state: TargetState) -> None:
+        self.state = state
+
+    def exchange(self, request: RoundRequest) -> Verdict:
+        return process_round(self.state, request)[0]
+
+
+def generate_in_process(
+    engine: DrafterEngine, target: LoadedModel, image: Any, prompt: str, config: GenerationConfig
+) -> tuple[list[int], SpecStats, float]:
+    """(tokens, round stats, seconds from the first prefill to the last commit)."""
+    started = time.perf_counter()
+    spec = SessionSpec(prompt, config.temperature, config.top_k, config.top_p, config.seed,
+                       config.max_new_tokens, config.verify_mode)
+    eos = frozenset(target.eos_token_ids)
+    state = TargetState(spec, target.start(image, prompt), eos, session_rng(config.seed, EDGE_RNG_STREAM))
+    drafter = Drafter(engine.start(image if engine.accepts_images else None, prompt), target.vocab_size,
+                      config.params, session_rng(config.seed, DEVICE_RNG_STREAM))
+    tokens, stats = decode_rounds(drafter, InProcessChannel(state), config, set(eos))
+    return tokens, stats, time.perf_counter() - started
