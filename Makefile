@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.covspec-installed
 
-.PHONY: install test demo clean
+.PHONY: install test demo lint clean
 
 install: $(STAMP)
 
@@ -22,3 +22,7 @@ demo: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check covspec tests benchmarks
+	$(VENV)/bin/ruff format --check covspec tests benchmarks

@@ -60,8 +60,8 @@ def build_models(root: Path, quick: bool) -> tuple[Path, Path]:
         target_text = TextSize(hidden=256, intermediate=704, layers=4, heads=4, kv_heads=2)
         drafter_text = TextSize(hidden=64, intermediate=176, layers=2, heads=2, kv_heads=1)
     else:  # ~300M parameters; the drafter about ten times smaller
-        target_text = TextSize(hidden=1024, intermediate=2816, layers=24, heads=16, kv_heads=4)
-        drafter_text = TextSize(hidden=512, intermediate=1408, layers=8, heads=8, kv_heads=2)
+        target_text = TextSize(hidden=1024, intermediate=2816, layers=27, heads=16, kv_heads=4)
+        drafter_text = TextSize(hidden=512, intermediate=1408, layers=10, heads=8, kv_heads=2)
     target, drafter = root / "target", root / "drafter"
     if not (target / "config.json").exists():
         build_tiny("llava", "target", target, seed=0, text_size=target_text)
@@ -88,10 +88,10 @@ def verify_cost(target_path: Path, reps: int, progress: Progress) -> dict[int, l
     target = load_model(str(target_path), dtype="float32")
     image = Image.open(io.BytesIO(_scene(1))).convert("RGB")
     rng = np.random.default_rng(0)
-    times: dict[int, list[float]] = {k: [] for k in range(1, 9)}
-    task = progress.add_task("verify rounds, K=1..8", total=reps * 8)
+    times: dict[int, list[float]] = {k: [] for k in range(0, 9)}  # K=0: one target step, the target-only cost
+    task = progress.add_task("verify rounds, K=0..8", total=reps * 9)
     for _ in range(reps):
-        for k in rng.permutation(np.arange(1, 9)).tolist():
+        for k in rng.permutation(np.arange(0, 9)).tolist():
             spec = SessionSpec(PROMPTS[0], max_new_tokens=64)
             state = TargetState(spec, target.start(image, spec.prompt), frozenset(), np.random.default_rng(0))
             process_round(state, RoundRequest(1, np.array([5], dtype=np.int32)))  # warm: a pending token exists
@@ -103,12 +103,30 @@ def verify_cost(target_path: Path, reps: int, progress: Progress) -> dict[int, l
     return times
 
 
+def drafter_step_time(engine, reps: int = 20) -> float:
+    """Median seconds of one drafter step (one token through the drafter with its KV cache)."""
+    image = Image.open(io.BytesIO(_scene(2))).convert("RGB")
+    sequence = engine.start(image, PROMPTS[0])
+    base, times = sequence.length, []
+    for i in range(reps):
+        started = time.perf_counter()
+        sequence.extend([5 + i])
+        times.append(time.perf_counter() - started)
+    sequence.crop(base)
+    return statistics.median(times)
+
+
 def _start_server(target: Path, port: int) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     covspec = str(Path(sys.executable).parent / "covspec")
     affinity = (lambda: os.sched_setaffinity(0, {EDGE_CPU})) if hasattr(os, "sched_setaffinity") else None
-    proc = subprocess.Popen([covspec, "serve", "--target", str(target), "--port", str(port), "--dtype", "float32"],
-                            env=env, preexec_fn=affinity, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [covspec, "serve", "--target", str(target), "--port", str(port), "--dtype", "float32"],
+        env=env,
+        preexec_fn=affinity,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     import urllib.request
 
     deadline = time.monotonic() + 300
@@ -118,7 +136,7 @@ def _start_server(target: Path, port: int) -> subprocess.Popen:
             return proc
         except OSError:
             if proc.poll() is not None:
-                raise RuntimeError(proc.stderr.read().decode())
+                raise RuntimeError(proc.stderr.read().decode()) from None
             time.sleep(0.3)
     proc.kill()
     raise RuntimeError("covspec serve did not start")
@@ -137,14 +155,16 @@ def end_to_end(target_path: Path, drafter_path: Path, max_new: int, k: int, prog
 
     engine = load_engine("torch", str(drafter_path), dtype="float32")
     target = load_model(str(target_path), dtype="float32")
+    draft_step_s = drafter_step_time(engine)
     port = free_port()
     server = _start_server(target_path, port)
     url = f"http://127.0.0.1:{port}"
     client = EdgeClient(url)
     chat = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=600)
     config = GenerationConfig(max_new_tokens=max_new, draft_len=k, verify_mode=VerifyMode.COMPACT)
-    rows: dict[str, dict[str, list[float]]] = {m: {"tokens": [], "seconds": [], "aal": []}
-                                                for m in ("network", "in_process", "target_only")}
+    rows: dict[str, dict[str, list[float]]] = {
+        m: {"tokens": [], "seconds": [], "aal": []} for m in ("network", "in_process", "target_only")
+    }
     identical = True
     task = progress.add_task("end-to-end generations", total=3 * len(PROMPTS))
     try:
@@ -164,9 +184,17 @@ def end_to_end(target_path: Path, drafter_path: Path, max_new: int, k: int, prog
             progress.advance(task)
             started = time.perf_counter()
             uri = "data:image/png;base64," + base64.b64encode(img).decode()
-            reply = chat.chat.completions.create(model="t", max_tokens=max_new, temperature=0, messages=[
-                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": uri}},
-                                             {"type": "text", "text": prompt}]}])
+            reply = chat.chat.completions.create(
+                model="t",
+                max_tokens=max_new,
+                temperature=0,
+                messages=[
+                    {
+                        "role": "user",
+                        "content": [{"type": "image_url", "image_url": {"url": uri}}, {"type": "text", "text": prompt}],
+                    }
+                ],
+            )
             rows["target_only"]["seconds"].append(time.perf_counter() - started)
             rows["target_only"]["tokens"].append(reply.usage.completion_tokens)
             progress.advance(task)
@@ -184,7 +212,13 @@ def end_to_end(target_path: Path, drafter_path: Path, max_new: int, k: int, prog
     summary["network_over_in_process"] = summary["network"]["tokens_per_s"] / summary["in_process"]["tokens_per_s"]
     summary["network_over_target_only"] = summary["network"]["tokens_per_s"] / summary["target_only"]["tokens_per_s"]
     summary["identical_outputs"] = identical
+    summary["drafter_step_s"] = draft_step_s
     return summary
+
+
+def analytical_tokens_per_s(aal: float, k: int, draft_step_s: float, verify_s: float, rtt_s: float = 0.0) -> float:
+    """What the loop would reach with no overhead at all: AAL tokens per (K drafter steps + one verify + RTT)."""
+    return aal / (k * draft_step_s + verify_s + rtt_s)
 
 
 def plot(result: dict, path: Path) -> None:
@@ -194,14 +228,25 @@ def plot(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    ks = sorted(int(k) for k in result["verify"]["ratio_vs_k1"])
+    ks = sorted(int(k) for k in result["verify"]["ratio_vs_k1"])  # K >= 1
     a.plot(ks, [result["verify"]["ratio_vs_k1"][str(k)] for k in ks], marker="o")
     a.axhline(1.0, color="grey", lw=0.5)
-    a.set(xlabel="draft length K", ylabel="verify time / verify time at K=1",
-          title=f"edge verify cost ({result['models']['target_params'] / 1e6:.0f}M target, CPU)")
+    a.set(
+        xlabel="draft length K",
+        ylabel="verify time / verify time at K=1",
+        title=f"edge verify cost ({result['models']['target_params'] / 1e6:.0f}M target, CPU)",
+    )
     e2e = result["end_to_end"]
     modes = ["target_only", "in_process", "network"]
     b.bar(modes, [e2e[m]["tokens_per_s"] for m in modes], color=["grey", "tab:blue", "tab:orange"])
+    b.axhline(
+        e2e["analytical_tokens_per_s"],
+        color="tab:red",
+        ls="--",
+        lw=1,
+        label=f"analytical bound at measured AAL {e2e['network']['aal']:.2f}",
+    )
+    b.legend(loc="upper right", fontsize=8)
     b.set(ylabel="tokens/s", title=f"end to end, K={result['end_to_end_k']}, compact, greedy")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -228,13 +273,21 @@ def main() -> None:
         _pin(DEVICE_CPU)
         e2e = end_to_end(target, drafter, args.max_new_tokens, args.k, progress)
     medians = {k: statistics.median(v) for k, v in times.items()}
+    aal = e2e["network"]["aal"]
+    e2e["analytical_tokens_per_s"] = analytical_tokens_per_s(aal, args.k, e2e["drafter_step_s"], medians[args.k])
+    e2e["analytical_target_only_tokens_per_s"] = 1.0 / medians[0]
     result = {
-        "models": {"target_params": _parameters(target), "drafter_params": _parameters(drafter),
-                   "family": "llava", "dtype": "float32"},
+        "models": {
+            "target_params": _parameters(target),
+            "drafter_params": _parameters(drafter),
+            "family": "llava",
+            "dtype": "float32",
+        },
         "machine": {"cpus": os.cpu_count(), "edge_cpu": EDGE_CPU, "device_cpu": DEVICE_CPU, "torch_threads": 1},
         "verify": {
             "median_s": {str(k): medians[k] for k in medians},
-            "ratio_vs_k1": {str(k): medians[k] / medians[1] for k in medians},
+            "ratio_vs_k1": {str(k): medians[k] / medians[1] for k in medians if k >= 1},
+            "k0_is": "one target step (the pending token only): the target-only cost per token",
             "reps": args.reps,
         },
         "end_to_end_k": args.k,
@@ -247,7 +300,8 @@ def main() -> None:
     table.add_column("ms")
     table.add_column("vs K=1")
     for k in sorted(medians):
-        table.add_row(str(k), f"{medians[k] * 1e3:.1f}", f"{medians[k] / medians[1]:.2f}x")
+        label = "0 (target step)" if k == 0 else str(k)
+        table.add_row(label, f"{medians[k] * 1e3:.1f}", f"{medians[k] / medians[1]:.2f}x")
     console.print(table)
     console.print(json.dumps(e2e, indent=2))
     console.print(f"wrote {args.out / 'verify_cost.json'} and {args.out / 'verify_cost.png'}")

@@ -38,11 +38,16 @@ def generate_in_process(
 ) -> tuple[list[int], SpecStats, float]:
     """(tokens, round stats, seconds from the first prefill to the last commit)."""
     started = time.perf_counter()
-    spec = SessionSpec(prompt, config.temperature, config.top_k, config.top_p, config.seed,
-                       config.max_new_tokens, config.verify_mode)
+    spec = SessionSpec(
+        prompt, config.temperature, config.top_k, config.top_p, config.seed, config.max_new_tokens, config.verify_mode
+    )
     eos = frozenset(target.eos_token_ids)
     state = TargetState(spec, target.start(image, prompt), eos, session_rng(config.seed, EDGE_RNG_STREAM))
-    drafter = Drafter(engine.start(image if engine.accepts_images else None, prompt), target.vocab_size,
-                      config.params, session_rng(config.seed, DEVICE_RNG_STREAM))
+    drafter = Drafter(
+        engine.start(image if engine.accepts_images else None, prompt),
+        target.vocab_size,
+        config.params,
+        session_rng(config.seed, DEVICE_RNG_STREAM),
+    )
     tokens, stats = decode_rounds(drafter, InProcessChannel(state), config, set(eos))
     return tokens, stats, time.perf_counter() - started

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -20,19 +19,19 @@ def run(
     temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="0 = greedy."),
     top_k: int = typer.Option(0, "--top-k", min=0, help="0 = off."),
     top_p: float = typer.Option(1.0, "--top-p", min=0.0, max=1.0),
-    seed: Optional[int] = typer.Option(None, "--seed", min=0),
+    seed: int | None = typer.Option(None, "--seed", min=0),
     draft_len: int = typer.Option(4, "--draft-len", min=0, help="Draft tokens per round (K)."),
     verify_mode: VerifyMode = typer.Option(VerifyMode.COMPACT, "--verify-mode"),
     dtype: str = typer.Option("auto", "--dtype", help="Drafter dtype (torch engine)."),
-    api_key_file: Optional[Path] = typer.Option(None, "--api-key-file"),
+    api_key_file: Path | None = typer.Option(None, "--api-key-file"),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (DESIGN.md §7)."),
 ) -> None:
     """Generate an answer about IMAGE: drafted here, verified by the edge; identical to the target's own output."""
+    from covspec.apikey import read_api_key_file
     from covspec.errors import CovspecError
     from covspec.runtime_device.client import EdgeClient
     from covspec.runtime_device.engines import load_engine
     from covspec.runtime_device.loop import GenerationConfig, generate
-    from covspec.apikey import read_api_key_file
 
     try:
         api_key = read_api_key_file(api_key_file) if api_key_file else None

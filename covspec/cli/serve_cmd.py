@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -17,11 +16,15 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(8000, "--port"),
     dtype: str = typer.Option("auto", "--dtype", help="auto, float32, float64, bfloat16 or float16."),
-    api_key_file: Optional[Path] = typer.Option(None, "--api-key-file", help="File whose first line is the bearer key."),
-    name: Optional[str] = typer.Option(None, "--name", help="Model name reported by /v1/info and /v1/models."),
+    api_key_file: Path | None = typer.Option(None, "--api-key-file", help="File whose first line is the bearer key."),
+    name: str | None = typer.Option(None, "--name", help="Model name reported by /v1/info and /v1/models."),
     max_sessions: int = typer.Option(_D.max_sessions, "--max-sessions"),
-    session_ttl_s: float = typer.Option(_D.session_ttl_s, "--session-ttl-s", help="Idle seconds before a session is dropped."),
-    max_kv_bytes: int = typer.Option(_D.max_kv_bytes, "--max-kv-bytes", help="KV-cache bytes all sessions may reserve."),
+    session_ttl_s: float = typer.Option(
+        _D.session_ttl_s, "--session-ttl-s", help="Idle seconds before a session is dropped."
+    ),
+    max_kv_bytes: int = typer.Option(
+        _D.max_kv_bytes, "--max-kv-bytes", help="KV-cache bytes all sessions may reserve."
+    ),
     max_image_bytes: int = typer.Option(_D.max_image_bytes, "--max-image-bytes"),
     max_image_pixels: int = typer.Option(_D.max_image_pixels, "--max-image-pixels"),
     max_prompt_tokens: int = typer.Option(_D.max_prompt_tokens, "--max-prompt-tokens"),

@@ -21,7 +21,9 @@ class Size(str, enum.Enum):
 
 def tiny(
     arch: Arch = typer.Option(..., "--arch", help="Model family."),
-    size: Size = typer.Option(..., "--size", help="target or drafter (a target and a drafter of one seed share the tokenizer)."),
+    size: Size = typer.Option(
+        ..., "--size", help="target or drafter (a target and a drafter of one seed share the tokenizer)."
+    ),
     out: Path = typer.Option(..., "--out", help="Folder to write the checkpoint to."),
     seed: int = typer.Option(0, "--seed", help="Weight seed."),
 ) -> None:

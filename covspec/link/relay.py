@@ -35,8 +35,9 @@ class RelayCounters:
 
 
 class TcpRelay:
-    def __init__(self, upstream_host: str, upstream_port: int, *, host: str = "127.0.0.1",
-                 fault: FaultPlan | None = None) -> None:
+    def __init__(
+        self, upstream_host: str, upstream_port: int, *, host: str = "127.0.0.1", fault: FaultPlan | None = None
+    ) -> None:
         self.upstream = (upstream_host, upstream_port)
         self.fault = fault or FaultPlan()
         self.counters = RelayCounters()
@@ -50,7 +51,7 @@ class TcpRelay:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self) -> "TcpRelay":
+    def start(self) -> TcpRelay:
         self._thread.start()
         return self
 
@@ -64,7 +65,7 @@ class TcpRelay:
             _close(sock)
         self._thread.join(timeout=5)
 
-    def __enter__(self) -> "TcpRelay":
+    def __enter__(self) -> TcpRelay:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -94,7 +95,7 @@ class TcpRelay:
             threading.Thread(target=pair.pump, args=("up",), daemon=True).start()
             threading.Thread(target=pair.pump, args=("down",), daemon=True).start()
 
-    def _cut(self, pair: "_Pair") -> None:
+    def _cut(self, pair: _Pair) -> None:
         with self.counters.lock:
             self.counters.cuts += 1
         self.fault.fired = True

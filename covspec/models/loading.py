@@ -129,11 +129,7 @@ def _instantiate(adapter_cls: type[HFLoadedModel], source: str, torch_dtype: Any
 def _looks_like_path(text: str) -> bool:
     """True for strings that can only be a filesystem path (a Hub id is ``name`` or ``owner/name``)."""
     return (
-        os.path.isabs(text)
-        or text.startswith((".", "~"))
-        or "\\" in text
-        or text.count("/") > 1
-        or text.endswith("/")
+        os.path.isabs(text) or text.startswith((".", "~")) or "\\" in text or text.count("/") > 1 or text.endswith("/")
     )
 
 

@@ -213,6 +213,7 @@ def _mrope_section(text: TextSize) -> list[int]:
     half = text.hidden // text.heads // 2
     return [half - 2 * (half // 3), half // 3, half // 3]
 
+
 # Vision towers, per family and size. Image-token counts: llava 16 / 4, qwen2_vl <= 16 / <= 9, idefics3 16 / 4.
 _VISION: dict[str, dict[str, dict[str, int]]] = {
     "llava": {
@@ -367,8 +368,12 @@ def _build_qwen2_vl(size: str, tokenizer: Any, ids: dict[str, Any], text: TextSi
     )
     model = Qwen2VLForConditionalGeneration(config)
     pixels = {"shortest_edge": v["min_side"] ** 2, "longest_edge": v["max_side"] ** 2}
-    image_processor = Qwen2VLImageProcessor(size=dict(pixels), patch_size=v["patch"], temporal_patch_size=2, merge_size=2)
-    video_processor = Qwen2VLVideoProcessor(size=dict(pixels), patch_size=v["patch"], temporal_patch_size=2, merge_size=2)
+    image_processor = Qwen2VLImageProcessor(
+        size=dict(pixels), patch_size=v["patch"], temporal_patch_size=2, merge_size=2
+    )
+    video_processor = Qwen2VLVideoProcessor(
+        size=dict(pixels), patch_size=v["patch"], temporal_patch_size=2, merge_size=2
+    )
     processor = Qwen2VLProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,

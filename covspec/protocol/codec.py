@@ -125,7 +125,7 @@ def decode_downlink(data: bytes, *, vocab_size: int) -> Verdict | ErrorFrame:
         if ids.size != probs.size or offsets.size < 1 or offsets[0] != 0 or offsets[-1] != ids.size:
             raise ProtocolError("sparse rows do not line up", code="malformed_message")
         _check_ids(ids, vocab_size)
-        rows = [(ids[a:b], probs[a:b]) for a, b in zip(offsets[:-1], offsets[1:])]
+        rows = [(ids[a:b], probs[a:b]) for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
     return Verdict(n, accepted, token, row, rows)
 
 

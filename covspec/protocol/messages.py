@@ -38,9 +38,7 @@ class SessionSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "messages": [
-                {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": self.prompt}]}
-            ],
+            "messages": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": self.prompt}]}],
             "sampling": {
                 "temperature": self.temperature,
                 "top_k": self.top_k,
@@ -53,7 +51,7 @@ class SessionSpec:
         }
 
     @classmethod
-    def from_dict(cls, data: Any) -> "SessionSpec":
+    def from_dict(cls, data: Any) -> SessionSpec:
         """Validate a decoded JSON body; every problem is a ``ProtocolError('invalid_request')`` naming the field."""
         if not isinstance(data, dict):
             raise _invalid("the session request must be a JSON object")

@@ -91,8 +91,9 @@ class EdgeClient:
             data = {"error": {"code": "internal_error", "message": payload[:200].decode(errors="replace")}}
         if status >= 400:
             error = data.get("error", {}) if isinstance(data, dict) else {}
-            raise EdgeError(f"edge answered {status}: {error.get('message', data)}",
-                            code=error.get("code", "internal_error"))
+            raise EdgeError(
+                f"edge answered {status}: {error.get('message', data)}", code=error.get("code", "internal_error")
+            )
         return data
 
     def info(self) -> dict[str, Any]:
@@ -101,13 +102,14 @@ class EdgeClient:
     def open_session(self, spec: SessionSpec, image_bytes: bytes, filename: str = "image") -> dict[str, Any]:
         boundary = uuid.uuid4().hex
         body = _multipart(boundary, json.dumps(spec.to_dict()).encode(), image_bytes, filename)
-        return self._request("POST", "/v1/sessions", body,
-                             {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        return self._request(
+            "POST", "/v1/sessions", body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+        )
 
     def delete_session(self, session_id: str) -> None:
         self._request("DELETE", f"/v1/sessions/{session_id}")
 
-    def rounds(self, session_id: str, vocab_size: int) -> "RoundChannel":
+    def rounds(self, session_id: str, vocab_size: int) -> RoundChannel:
         return RoundChannel(self, session_id, vocab_size)
 
     def _delay(self, attempt: int) -> float:
@@ -132,15 +134,17 @@ class RoundChannel:
         sock = CountingSocket.connect_to(c.host, c.port, c.counter, c.retry.timeout_s)
         stack = ExitStack()
         try:
-            ws = stack.enter_context(connect(
-                f"ws://{c.host}:{c.port}{c.base_path}/v1/sessions/{self.session_id}/rounds",
-                sock=sock,
-                additional_headers=c._headers(),
-                compression=None,
-                max_size=None,
-                ping_interval=None,
-                open_timeout=c.retry.timeout_s,
-            ))
+            ws = stack.enter_context(
+                connect(
+                    f"ws://{c.host}:{c.port}{c.base_path}/v1/sessions/{self.session_id}/rounds",
+                    sock=sock,
+                    additional_headers=c._headers(),
+                    compression=None,
+                    max_size=None,
+                    ping_interval=None,
+                    open_timeout=c.retry.timeout_s,
+                )
+            )
         except BaseException:
             sock.close()
             raise
@@ -163,8 +167,9 @@ class RoundChannel:
                 continue
             except (OSError, InvalidHandshake, TimeoutError) as exc:
                 if isinstance(exc, InvalidStatus) and exc.response.status_code < 500:
-                    raise EdgeError(f"edge refused the round channel: HTTP {exc.response.status_code}",
-                                    code="internal_error") from None
+                    raise EdgeError(
+                        f"edge refused the round channel: HTTP {exc.response.status_code}", code="internal_error"
+                    ) from None
                 self._drop(f"{type(exc).__name__}: {exc}", attempt)
                 continue
             if isinstance(reply, str):
@@ -174,8 +179,9 @@ class RoundChannel:
                 self.close()
                 raise EdgeError(f"edge rejected round {message.round}: {message.message}", code=message.code)
             if message.round != request.round:
-                raise EdgeError(f"verdict for round {message.round} answered round {request.round}",
-                                code="malformed_message")
+                raise EdgeError(
+                    f"verdict for round {message.round} answered round {request.round}", code="malformed_message"
+                )
             return message
         raise EdgeUnavailableError(
             f"round {request.round} could not reach the edge after {self.client.retry.attempts} attempts"
@@ -214,11 +220,16 @@ class _CountingHTTPConnection(http.client.HTTPConnection):
 
 def _multipart(boundary: str, request_json: bytes, image: bytes, filename: str) -> bytes:
     b = boundary.encode()
-    return b"".join([
-        b"--" + b + b'\r\nContent-Disposition: form-data; name="request"\r\n'
-        b"Content-Type: application/json\r\n\r\n" + request_json + b"\r\n",
-        b"--" + b + b'\r\nContent-Disposition: form-data; name="image"; filename="'
-        + filename.encode("ascii", "replace").replace(b'"', b"_") + b'"\r\n'
-        b"Content-Type: application/octet-stream\r\n\r\n" + image + b"\r\n",
-        b"--" + b + b"--\r\n",
-    ])
+    return b"".join(
+        [
+            b"--" + b + b'\r\nContent-Disposition: form-data; name="request"\r\n'
+            b"Content-Type: application/json\r\n\r\n" + request_json + b"\r\n",
+            b"--"
+            + b
+            + b'\r\nContent-Disposition: form-data; name="image"; filename="'
+            + filename.encode("ascii", "replace").replace(b'"', b"_")
+            + b'"\r\n'
+            b"Content-Type: application/octet-stream\r\n\r\n" + image + b"\r\n",
+            b"--" + b + b"--\r\n",
+        ]
+    )

@@ -25,7 +25,7 @@ class CountingSocket(socket.socket):
     counter: ByteCounter
 
     @classmethod
-    def connect_to(cls, host: str, port: int, counter: ByteCounter, timeout: float | None) -> "CountingSocket":
+    def connect_to(cls, host: str, port: int, counter: ByteCounter, timeout: float | None) -> CountingSocket:
         last_error: OSError | None = None
         for family, kind, proto, _, address in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
             sock = cls(family, kind, proto)

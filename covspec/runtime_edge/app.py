@@ -10,9 +10,10 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, AsyncIterator, Callable, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import numpy as np
 from fastapi import Depends, FastAPI, Request, WebSocket
@@ -169,8 +170,10 @@ def _add_routes(app: FastAPI) -> None:
 
 async def _read_session_form(request: Request, service: EdgeService) -> tuple[SessionSpec, bytes]:
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise ProtocolError("POST /v1/sessions takes multipart/form-data: a 'request' JSON field and an 'image' file",
-                            code="invalid_request")
+        raise ProtocolError(
+            "POST /v1/sessions takes multipart/form-data: a 'request' JSON field and an 'image' file",
+            code="invalid_request",
+        )
     async with request.form(max_files=1, max_fields=4) as form:
         raw_spec = form.get("request")
         upload = form.get("image")
@@ -187,8 +190,10 @@ async def _read_session_form(request: Request, service: EdgeService) -> tuple[Se
     if spec.max_new_tokens > service.limits.max_new_tokens:
         raise ProtocolError(f"max_new_tokens is limited to {service.limits.max_new_tokens}", code="invalid_request")
     if len(spec.prompt) > service.limits.max_prompt_chars:
-        raise LimitError(f"the prompt has {len(spec.prompt)} characters; at most {service.limits.max_prompt_chars}",
-                         code="prompt_too_long")
+        raise LimitError(
+            f"the prompt has {len(spec.prompt)} characters; at most {service.limits.max_prompt_chars}",
+            code="prompt_too_long",
+        )
     return spec, image_bytes
 
 
@@ -264,8 +269,7 @@ async def _serve_rounds(websocket: WebSocket, session_id: str) -> None:
         except Exception as exc:  # a bug must not take the server down; this session is dropped
             log.exception("round %s of session %s failed", round_no, session_id)
             service.store.discard(session.id)
-            await _close_with_error(websocket, service, CovspecError(f"internal error: {type(exc).__name__}"),
-                                    round_no)
+            await _close_with_error(websocket, service, CovspecError(f"internal error: {type(exc).__name__}"), round_no)
             return
         service.metrics.wire_bytes.labels("downlink").inc(len(reply))
         try:
@@ -326,8 +330,9 @@ async def _chat_completion(service: EdgeService, body: ChatCompletionRequest) ->
     if not body.stream:
         tokens = await service.run_model(list, tokens_iter)
         service.metrics.chat_tokens.inc(len(tokens))
-        return completion_body(cid, name, model.decode(tokens), finish_reason(tokens), sequence.prompt_length,
-                               len(tokens))
+        return completion_body(
+            cid, name, model.decode(tokens), finish_reason(tokens), sequence.prompt_length, len(tokens)
+        )
 
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
@@ -345,15 +350,23 @@ async def _chat_completion(service: EdgeService, body: ChatCompletionRequest) ->
             if text.endswith("\ufffd") or not text.startswith(sent):
                 continue  # an incomplete multi-byte character: wait for the rest
             if len(text) > len(sent):
-                yield _sse(chunk_body(cid, name, created, {"content": text[len(sent):]}, None))
+                yield _sse(chunk_body(cid, name, created, {"content": text[len(sent) :]}, None))
                 sent = text
         text = model.decode(tokens)
-        tail = text[len(sent):] if text.startswith(sent) else ""
+        tail = text[len(sent) :] if text.startswith(sent) else ""
         service.metrics.chat_tokens.inc(len(tokens))
         yield _sse(chunk_body(cid, name, created, {"content": tail} if tail else {}, finish_reason(tokens)))
         if include_usage:
-            yield _sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": name,
-                        "choices": [], "usage": usage(sequence.prompt_length, len(tokens))})
+            yield _sse(
+                {
+                    "id": cid,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": name,
+                    "choices": [],
+                    "usage": usage(sequence.prompt_length, len(tokens)),
+                }
+            )
         yield "data: [DONE]\n\n"
 
     return StreamingResponse(events(), media_type="text/event-stream", headers={"X-Accel-Buffering": "no"})
@@ -376,8 +389,7 @@ async def _validation_error_response(request: Request, exc: Exception) -> JSONRe
     assert isinstance(exc, RequestValidationError)
     details = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
     message = "; ".join(f"{'.'.join(map(str, d['loc']))}: {d['msg']}" for d in details) or "invalid request"
-    return JSONResponse({"error": {"code": "invalid_request", "message": message, "details": details}},
-                        status_code=422)
+    return JSONResponse({"error": {"code": "invalid_request", "message": message, "details": details}}, status_code=422)
 
 
 async def _sweep_forever(service: EdgeService, period_s: float = 1.0) -> None:

@@ -37,14 +37,18 @@ def decode_image(data: bytes, limits: EdgeLimits) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise LimitError(f"image rejected as too large: {exc}", code="image_too_large") from None
     except Exception as exc:  # PIL raises many types for garbage input
-        raise ProtocolError(f"the bytes are not a decodable image ({type(exc).__name__})", code="invalid_image") from None
+        raise ProtocolError(
+            f"the bytes are not a decodable image ({type(exc).__name__})", code="invalid_image"
+        ) from None
     return image.convert("RGB")
 
 
 def decode_data_uri(uri: str, limits: EdgeLimits) -> Image.Image:
     """An image from an OpenAI-style ``data:image/...;base64,...`` URL (remote URLs are not fetched)."""
     if not uri.startswith("data:"):
-        raise ProtocolError("only data: URIs are accepted for images (the server fetches nothing)", code="invalid_image")
+        raise ProtocolError(
+            "only data: URIs are accepted for images (the server fetches nothing)", code="invalid_image"
+        )
     header, _, payload = uri.partition(",")
     if ";base64" not in header:
         raise ProtocolError("image data URIs must be base64-encoded", code="invalid_image")

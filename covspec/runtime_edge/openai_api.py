@@ -36,8 +36,9 @@ def split_chat_request(request: ChatCompletionRequest) -> tuple[str, str | None]
     """(prompt text, image data URI or None) of the single user turn DESIGN.md §7 renders."""
     messages = [m for m in request.messages if m.get("role") != "system" or m.get("content")]
     if any(m.get("role") == "system" for m in messages):
-        raise ProtocolError("system messages are not supported: the prompt is rendered with no system turn",
-                            code="invalid_request")
+        raise ProtocolError(
+            "system messages are not supported: the prompt is rendered with no system turn", code="invalid_request"
+        )
     prompt = prompt_from_messages(messages)
     image_url = None
     content = messages[0].get("content")

@@ -48,7 +48,7 @@ class BackgroundServer:
     def url(self) -> str:
         return f"http://{self.settings.host}:{self.settings.port}"
 
-    def start(self, timeout_s: float = 120.0) -> "BackgroundServer":
+    def start(self, timeout_s: float = 120.0) -> BackgroundServer:
         self._thread.start()
         deadline = time.monotonic() + timeout_s
         while not self._server.started:
@@ -61,7 +61,7 @@ class BackgroundServer:
         self._server.should_exit = True
         self._thread.join(timeout=30)
 
-    def __enter__(self) -> "BackgroundServer":
+    def __enter__(self) -> BackgroundServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

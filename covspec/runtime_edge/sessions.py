@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from covspec.errors import LimitError, SessionNotFoundError
 from covspec.runtime_edge.settings import EdgeLimits

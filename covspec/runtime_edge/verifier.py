@@ -51,7 +51,7 @@ class TargetState:
     pending: int | None = None  # committed, not yet in the KV cache
     last_round: int = 0
     last_reply: Verdict | None = None
-    awaiting: "_AwaitedCommit | None" = None
+    awaiting: _AwaitedCommit | None = None
     finished: bool = False
 
     @property
@@ -76,9 +76,7 @@ def process_round(state: TargetState, request: RoundRequest) -> tuple[Verdict, R
     if request.round <= state.last_round:
         raise ProtocolError(f"round {request.round} is older than round {state.last_round}", code="stale_round")
     if request.round != state.last_round + 1:
-        raise ProtocolError(
-            f"round {request.round} arrived; round {state.last_round + 1} is next", code="future_round"
-        )
+        raise ProtocolError(f"round {request.round} arrived; round {state.last_round + 1} is next", code="future_round")
     _check_fields(state, request)
     if state.awaiting is not None:
         _apply_commit(state, request.commit)

@@ -110,10 +110,7 @@ def acceptance_probabilities(
     if draft_token_probs.shape != draft_tokens.shape:
         raise ValueError(f"draft_token_probs {draft_token_probs.shape} must match draft_tokens {draft_tokens.shape}")
     return np.array(
-        [
-            acceptance_probability(target_probs[i, token], draft_token_probs[i])
-            for i, token in enumerate(draft_tokens)
-        ],
+        [acceptance_probability(target_probs[i, token], draft_token_probs[i]) for i, token in enumerate(draft_tokens)],
         dtype=np.float64,
     )
 

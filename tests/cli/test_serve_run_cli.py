@@ -17,9 +17,19 @@ from tests.helpers import PROMPTS, image_bytes, pil
 
 COVSPEC = str(Path(sys.executable).parent / "covspec")
 STATS_KEYS = {
-    "generated_tokens", "rounds", "aal", "acceptance_rate", "tokens_per_s", "uplink_bytes", "downlink_bytes",
-    "setup_uplink_bytes", "setup_downlink_bytes", "uplink_bytes_per_token", "downlink_bytes_per_token",
-    "draft_len", "verify_mode",
+    "generated_tokens",
+    "rounds",
+    "aal",
+    "acceptance_rate",
+    "tokens_per_s",
+    "uplink_bytes",
+    "downlink_bytes",
+    "setup_uplink_bytes",
+    "setup_downlink_bytes",
+    "uplink_bytes_per_token",
+    "downlink_bytes_per_token",
+    "draft_len",
+    "verify_mode",
 }
 
 
@@ -30,9 +40,23 @@ def served(tiny_pair, tmp_path_factory):
     key_file.write_text("cli-secret\n")
     port = free_port()
     proc = subprocess.Popen(
-        [COVSPEC, "serve", "--target", str(pair.target), "--port", str(port), "--dtype", "float64",
-         "--api-key-file", str(key_file), "--max-sessions", "8"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            COVSPEC,
+            "serve",
+            "--target",
+            str(pair.target),
+            "--port",
+            str(port),
+            "--dtype",
+            "float64",
+            "--api-key-file",
+            str(key_file),
+            "--max-sessions",
+            "8",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -59,8 +83,22 @@ def test_run_json_equals_target_output(served, loaded_target, tmp_path) -> None:
     pair, url, key_file, _ = served
     img = tmp_path / "scene.png"
     img.write_bytes(image_bytes(41))
-    common = ["--drafter", str(pair.drafter), "--image", str(img), "--prompt", PROMPTS[6], "--max-new-tokens", "16",
-              "--dtype", "float64", "--api-key-file", str(key_file), "--draft-len", "3"]
+    common = [
+        "--drafter",
+        str(pair.drafter),
+        "--image",
+        str(img),
+        "--prompt",
+        PROMPTS[6],
+        "--max-new-tokens",
+        "16",
+        "--dtype",
+        "float64",
+        "--api-key-file",
+        str(key_file),
+        "--draft-len",
+        "3",
+    ]
     done = _run([*common, "--edge", url, "--json", "--verify-mode", "dssd"])
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
@@ -85,9 +123,25 @@ def test_run_exits_nonzero_when_the_edge_is_gone(served, tmp_path) -> None:
     # the third connection is the round channel: cut it after the first verdicts and stop listening
     fault = FaultPlan(connection_index=2, cut_downlink_after=300, refuse_after_cut=True)
     with TcpRelay("127.0.0.1", port, fault=fault) as relay:
-        done = _run(["--drafter", str(pair.drafter), "--image", str(img), "--prompt", PROMPTS[0],
-                     "--max-new-tokens", "40", "--draft-len", "1", "--api-key-file", str(key_file),
-                     "--edge", relay.url, "--json"])
+        done = _run(
+            [
+                "--drafter",
+                str(pair.drafter),
+                "--image",
+                str(img),
+                "--prompt",
+                PROMPTS[0],
+                "--max-new-tokens",
+                "40",
+                "--draft-len",
+                "1",
+                "--api-key-file",
+                str(key_file),
+                "--edge",
+                relay.url,
+                "--json",
+            ]
+        )
     assert fault.fired
     assert done.returncode != 0
     assert done.stdout == ""  # no token the target did not commit is ever printed

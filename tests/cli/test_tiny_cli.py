@@ -11,8 +11,9 @@ def test_tiny_writes_a_loadable_checkpoint(tmp_path) -> None:
     from transformers import AutoConfig, AutoProcessor
 
     out = tmp_path / "d"
-    result = CliRunner().invoke(app, ["tiny", "--arch", "idefics3", "--size", "drafter", "--out", str(out),
-                                      "--seed", "3"])
+    result = CliRunner().invoke(
+        app, ["tiny", "--arch", "idefics3", "--size", "drafter", "--out", str(out), "--seed", "3"]
+    )
     assert result.exit_code == 0, result.output
     assert result.stdout.strip().splitlines()[-1] == str(out)
     assert AutoConfig.from_pretrained(out).model_type == "idefics3"

@@ -67,8 +67,12 @@ def test_broken_checkpoint_raises_model_load_error(tmp_path, tiny_path):
 def test_dtypes(tiny_path):
     path = str(tiny_path("idefics3", "drafter"))
     image = make_image(1)
-    for dtype, expected in [("auto", np.float32), ("float32", np.float32), ("float64", np.float64),
-                            ("bfloat16", np.float32)]:
+    for dtype, expected in [
+        ("auto", np.float32),
+        ("float32", np.float32),
+        ("float64", np.float64),
+        ("bfloat16", np.float32),
+    ]:
         model = load_model(path, dtype=dtype)
         seq = model.start(image, "Describe the image.")
         assert seq.prefill_logits.dtype == expected
@@ -116,7 +120,7 @@ def test_generate_ignores_checkpoint_generation_settings(tmp_path, tiny_path, ti
     (noisy_path / "generation_config.json").write_text(json.dumps(settings))
     noisy = load_model(str(noisy_path))
     assert noisy.source_generation_config.repetition_penalty == 3.0
-    for (image, prompt), reference in zip(image_prompt_pairs(2, seed=900), references):
+    for (image, prompt), reference in zip(image_prompt_pairs(2, seed=900), references, strict=True):
         assert noisy.generate(image, prompt, max_new_tokens=12) == reference
 
 
@@ -196,7 +200,9 @@ def test_sliding_window_text_lm_rolls_back_exactly(tmp_path):
         pad_token_id=tokenizer.pad_token_id,
     )
     hf_model = MistralForCausalLM(config)
-    hf_model.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    hf_model.generation_config = GenerationConfig(
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    )
     hf_model.save_pretrained(tmp_path / "mistral")
     tokenizer.save_pretrained(tmp_path / "mistral")
 

@@ -94,9 +94,11 @@ def test_interleaved_sequences_do_not_disturb_each_other(tiny_model, arch):
 
 def test_qwen2_vl_sequences_in_threads(tiny_model):
     model = tiny_model("qwen2_vl", dtype="float64")
-    inputs = [(make_image(30 + i, size), "Describe the image.") for i, size in enumerate([(64, 32), (40, 40), (48, 64)])]
+    inputs = [
+        (make_image(30 + i, size), "Describe the image.") for i, size in enumerate([(64, 32), (40, 40), (48, 64)])
+    ]
     tokens = [_tokens(model, 6, seed=40 + i) for i in range(len(inputs))]
-    expected = [model.start(*inp).extend(tok) for inp, tok in zip(inputs, tokens)]
+    expected = [model.start(*inp).extend(tok) for inp, tok in zip(inputs, tokens, strict=True)]
     results: dict[int, np.ndarray] = {}
 
     def run(i: int) -> None:

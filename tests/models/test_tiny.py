@@ -79,7 +79,10 @@ def test_target_and_drafter_pair(tiny_model, arch):
     assert drafter.num_parameters() < target.num_parameters() / 2
     assert target.fingerprint.family == drafter.fingerprint.family == arch
     image = make_image(7)
-    assert drafter.start(image, "Describe the image.").image_tokens <= target.start(image, "Describe the image.").image_tokens
+    assert (
+        drafter.start(image, "Describe the image.").image_tokens
+        <= target.start(image, "Describe the image.").image_tokens
+    )
 
 
 @pytest.mark.parametrize("arch", TINY_ARCHS)

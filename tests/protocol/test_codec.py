@@ -83,8 +83,10 @@ def test_draft_row_with_zero_probability_for_its_token_is_refused() -> None:
 
 
 def test_verdict_round_trip_with_sparse_rows_and_target_row() -> None:
-    rows = [(np.array([3, 1], np.int32), np.array([0.75, 0.25], np.float32)), (np.array([9], np.int32),
-            np.array([1.0], np.float32))]
+    rows = [
+        (np.array([3, 1], np.int32), np.array([0.75, 0.25], np.float32)),
+        (np.array([9], np.int32), np.array([1.0], np.float32)),
+    ]
     row = np.full(V, 1.0 / V, dtype=np.float32)
     got = decode_downlink(encode_verdict(Verdict(3, 1, None, row, rows)), vocab_size=V)
     assert isinstance(got, Verdict) and got.round == 3 and got.accepted == 1 and got.token is None

@@ -31,7 +31,7 @@ def test_greedy_output_equals_target_generate(arch, edge_server, loaded_target, 
     for k in (1, 3, 6):
         for mode in VerifyMode:
             config = GenerationConfig(max_new_tokens=MAX_NEW, draft_len=k, verify_mode=mode)
-            for (img, prompt), want in zip(pairs, expected):
+            for (img, prompt), want in zip(pairs, expected, strict=True):
                 result = generate(engine, client, img, prompt, config)
                 assert result.tokens == want, (arch, k, mode.value, prompt)
                 assert result.text == target.decode(want)
@@ -44,8 +44,9 @@ def _first_token_counts(engine, client, img, prompt, mode, runs, top_k):
     counts: dict[int, int] = {}
     rejected = 0
     for seed in range(runs):
-        config = GenerationConfig(max_new_tokens=4, temperature=1.0, top_k=top_k, seed=seed, draft_len=3,
-                                  verify_mode=mode)
+        config = GenerationConfig(
+            max_new_tokens=4, temperature=1.0, top_k=top_k, seed=seed, draft_len=3, verify_mode=mode
+        )
         result = generate(engine, client, img, prompt, config)
         counts[result.tokens[0]] = counts.get(result.tokens[0], 0) + 1
         rejected += result.stats["acceptance_rate"] < 1.0
@@ -58,8 +59,11 @@ def test_sampling_first_token_matches_target_distribution(mode, edge_server, loa
     arch, runs, top_k = "llava", 300, 4
     server, target, engine = edge_server(arch), loaded_target(arch), drafter_engine(arch)
     img, prompt = image_bytes(7), PROMPTS[0]
-    exact = canonical_probs(logits_to_probs(target.start(pil(img), prompt).prefill_logits,
-                                            GenerationConfig(temperature=1.0, top_k=top_k).params))
+    exact = canonical_probs(
+        logits_to_probs(
+            target.start(pil(img), prompt).prefill_logits, GenerationConfig(temperature=1.0, top_k=top_k).params
+        )
+    )
     counts, rejected = _first_token_counts(engine, EdgeClient(server.url), img, prompt, mode, runs, top_k)
     assert rejected > runs // 10, "the rejection path was hardly exercised; the test would prove little"
     support = set(np.flatnonzero(exact).tolist())
@@ -80,9 +84,13 @@ def test_byte_counts_agree_with_a_relay(mode, edge_server, drafter_engine) -> No
     host, port = server.settings.host, server.settings.port
     with TcpRelay(host, port) as relay:
         client = EdgeClient(relay.url)
-        result = generate(engine, client, image_bytes(3), PROMPTS[1],
-                          GenerationConfig(max_new_tokens=24, temperature=0.8, top_k=8, seed=1, draft_len=4,
-                                           verify_mode=mode))
+        result = generate(
+            engine,
+            client,
+            image_bytes(3),
+            PROMPTS[1],
+            GenerationConfig(max_new_tokens=24, temperature=0.8, top_k=8, seed=1, draft_len=4, verify_mode=mode),
+        )
         stats = result.stats
         up = stats["uplink_bytes"] + stats["setup_uplink_bytes"]
         down = stats["downlink_bytes"] + stats["setup_downlink_bytes"]
@@ -129,8 +137,9 @@ def test_dropped_connection_under_sampling_keeps_the_seeded_output(edge_server, 
     arch = "llava"
     server, engine = edge_server(arch), drafter_engine(arch)
     img, prompt = image_bytes(12), PROMPTS[3]
-    config = GenerationConfig(max_new_tokens=30, temperature=1.0, top_k=6, seed=42, draft_len=3,
-                              verify_mode=VerifyMode.DSSD)
+    config = GenerationConfig(
+        max_new_tokens=30, temperature=1.0, top_k=6, seed=42, draft_len=3, verify_mode=VerifyMode.DSSD
+    )
     clean = generate(engine, EdgeClient(server.url), img, prompt, config)
     fault = FaultPlan(connection_index=2, cut_downlink_after=500)
     dropped, relay = _generate_through_faulty_relay(server, engine, fault, config, img, prompt)
@@ -154,8 +163,9 @@ def test_text_only_drafter_with_a_vlm_target(edge_server, loaded_target, tmp_pat
         img, prompt = image_bytes(60 + i), PROMPTS[i]
         want = target.generate(pil(img), prompt, max_new_tokens=MAX_NEW)
         for mode in VerifyMode:
-            result = generate(engine, client, img, prompt,
-                              GenerationConfig(max_new_tokens=MAX_NEW, draft_len=3, verify_mode=mode))
+            result = generate(
+                engine, client, img, prompt, GenerationConfig(max_new_tokens=MAX_NEW, draft_len=3, verify_mode=mode)
+            )
             assert result.tokens == want, (i, mode.value)
 
 

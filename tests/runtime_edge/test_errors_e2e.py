@@ -36,8 +36,13 @@ def strict_server(tiny_pair, loaded_target):
 def _open(server, image: bytes | None = None, spec: SessionSpec | None = None, headers=AUTH) -> httpx.Response:
     spec = spec or SessionSpec(PROMPTS[0], max_new_tokens=12)
     files = {"image": ("img.png", image if image is not None else image_bytes(1), "image/png")}
-    return httpx.post(f"{server.url}/v1/sessions", data={"request": json.dumps(spec.to_dict())}, files=files,
-                      headers=headers, timeout=30)
+    return httpx.post(
+        f"{server.url}/v1/sessions",
+        data={"request": json.dumps(spec.to_dict())},
+        files=files,
+        headers=headers,
+        timeout=30,
+    )
 
 
 def _ws(server, session_id: str, headers=AUTH):
@@ -84,10 +89,19 @@ def test_http_errors_have_their_codes(strict_server) -> None:
     assert r.status_code == 404 and _error_code(r) == "unknown_session"
     r = httpx.post(f"{url}/v1/sessions", json={"x": 1}, headers=AUTH)
     assert r.status_code == 422 and _error_code(r) == "invalid_request"
+    r = _open(strict_server, spec=SessionSpec(PROMPTS[0], keep_set=(0, 999)))
+    assert r.status_code == 422 and "keep_set" in r.json()["error"]["message"]
+    r = _open(strict_server, spec=SessionSpec(PROMPTS[0], keep_set=(0, 2, 5)))
+    assert r.status_code == 200 and r.json()["keep_set_size"] == 3
+    httpx.delete(f"{url}/v1/sessions/{r.json()['session_id']}", headers=AUTH)
     bad = SessionSpec(PROMPTS[0]).to_dict()
     bad["sampling"]["top_p"] = 3
-    r = httpx.post(f"{url}/v1/sessions", data={"request": json.dumps(bad)},
-                   files={"image": ("i.png", image_bytes(1))}, headers=AUTH)
+    r = httpx.post(
+        f"{url}/v1/sessions",
+        data={"request": json.dumps(bad)},
+        files={"image": ("i.png", image_bytes(1))},
+        headers=AUTH,
+    )
     assert r.status_code == 422 and "top_p" in r.json()["error"]["message"]
 
 
@@ -150,8 +164,15 @@ def test_healthy_session_is_untouched_by_concurrent_abuse(strict_server, loaded_
 
     def healthy() -> None:
         client = EdgeClient(strict_server.url, api_key=KEY)
-        results.append(generate(engine, client, img, prompt,
-                                GenerationConfig(max_new_tokens=40, draft_len=2, verify_mode=VerifyMode.VANILLA)))
+        results.append(
+            generate(
+                engine,
+                client,
+                img,
+                prompt,
+                GenerationConfig(max_new_tokens=40, draft_len=2, verify_mode=VerifyMode.VANILLA),
+            )
+        )
 
     thread = threading.Thread(target=healthy)
     thread.start()

@@ -13,8 +13,12 @@ from tests.helpers import PROMPTS, image_bytes, pil
 
 def _messages(img: bytes, prompt: str) -> list[dict]:
     uri = "data:image/png;base64," + base64.b64encode(img).decode()
-    return [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": uri}},
-                                          {"type": "text", "text": prompt}]}]
+    return [
+        {
+            "role": "user",
+            "content": [{"type": "image_url", "image_url": {"url": uri}}, {"type": "text", "text": prompt}],
+        }
+    ]
 
 
 @pytest.mark.e2e
@@ -25,7 +29,11 @@ def test_streamed_completion_equals_target_greedy_output(arch, edge_server, load
     img, prompt = image_bytes(31), PROMPTS[5]
     want = target.generate(pil(img), prompt, max_new_tokens=20)
     stream = client.chat.completions.create(
-        model="tiny", messages=_messages(img, prompt), max_tokens=20, temperature=0, stream=True,
+        model="tiny",
+        messages=_messages(img, prompt),
+        max_tokens=20,
+        temperature=0,
+        stream=True,
         stream_options={"include_usage": True},
     )
     pieces, finish, usage = [], None, None
@@ -40,8 +48,7 @@ def test_streamed_completion_equals_target_greedy_output(arch, edge_server, load
     assert finish == ("stop" if want[-1] in target.eos_token_ids else "length")
     assert usage is not None and usage.completion_tokens == len(want)
 
-    full = client.chat.completions.create(model="tiny", messages=_messages(img, prompt), max_tokens=20,
-                                          temperature=0)
+    full = client.chat.completions.create(model="tiny", messages=_messages(img, prompt), max_tokens=20, temperature=0)
     assert full.choices[0].message.content == target.decode(want)
     assert full.usage.completion_tokens == len(want)
 

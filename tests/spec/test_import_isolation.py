@@ -23,7 +23,10 @@ print(json.dumps({{
 def _probe(module: str) -> dict:
     completed = subprocess.run(
         [sys.executable, "-c", PROBE.format(module=module, heavy=HEAVY)],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert completed.returncode == 0, completed.stderr
     return json.loads(completed.stdout.strip().splitlines()[-1])

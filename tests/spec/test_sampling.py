@@ -282,8 +282,11 @@ def test_sparse_round_trip_is_bit_identical_to_the_dense_wire_path() -> None:
     rng = np.random.default_rng(6)
     for case in range(40):
         vocab_size = int(rng.integers(1, 300))
-        params = SamplingParams(temperature=float(rng.choice([0.0, 0.7, 1.0])), top_k=int(rng.integers(0, 10)),
-                                top_p=float(rng.choice([1.0, 0.9, 0.6])))
+        params = SamplingParams(
+            temperature=float(rng.choice([0.0, 0.7, 1.0])),
+            top_k=int(rng.integers(0, 10)),
+            top_p=float(rng.choice([1.0, 0.9, 0.6])),
+        )
         probs = logits_to_probs(_random_logits(rng, (vocab_size,)), params)
         sparse = sparse_from_dense(probs)
         wire = to_wire_probs(probs)

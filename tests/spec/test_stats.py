@@ -11,7 +11,12 @@ def test_empty_run_reports_zeros() -> None:
     stats = SpecStats()
     assert stats.aal == 0.0 and stats.acceptance_rate == 0.0
     assert stats.to_dict() == {
-        "rounds": 0, "drafted": 0, "accepted": 0, "committed": 0, "aal": 0.0, "acceptance_rate": 0.0,
+        "rounds": 0,
+        "drafted": 0,
+        "accepted": 0,
+        "committed": 0,
+        "aal": 0.0,
+        "acceptance_rate": 0.0,
     }
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -249,8 +249,9 @@ def test_greedy_commits_the_target_argmax_chain(seed: int, vocab_size: int, num_
         assert committed == chain
 
         # stochastic verification of one-hot rows is the same deterministic verdict
-        one_hot_target = np.stack([logits_to_probs(target_logits(draft_tokens[:i]), SamplingParams())
-                                   for i in range(num_draft + 1)])
+        one_hot_target = np.stack(
+            [logits_to_probs(target_logits(draft_tokens[:i]), SamplingParams()) for i in range(num_draft + 1)]
+        )
         one_hot_draft = np.eye(vocab_size)[list(draft_tokens)].reshape(num_draft, vocab_size)
         law = verdict_distribution(np.array(draft_tokens), one_hot_draft, one_hot_target)
         assert law == {(verdict.accepted, verdict.token): 1.0}

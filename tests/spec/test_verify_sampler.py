@@ -91,8 +91,9 @@ def test_accepted_count_law_matches_accept_prefix() -> None:
     np.testing.assert_allclose(acceptance, [0.4 / 0.6, 0.4 / 0.5, 0.5 / 0.7], rtol=1e-6)
     law = accepted_count_distribution(np.array(acceptance))
     rng = np.random.default_rng(15)
-    counts = np.bincount([accept_prefix(DRAFT_TOKENS, draft_token_probs, TARGET_PROBS, rng) for _ in range(TRIALS)],
-                         minlength=4)
+    counts = np.bincount(
+        [accept_prefix(DRAFT_TOKENS, draft_token_probs, TARGET_PROBS, rng) for _ in range(TRIALS)], minlength=4
+    )
     sigma = np.sqrt(TRIALS * law * (1 - law))
     assert (np.abs(counts - TRIALS * law) <= 5 * sigma + 1).all(), (counts, TRIALS * law)
 
