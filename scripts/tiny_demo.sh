@@ -19,10 +19,9 @@ draw.rectangle((36, 14, 56, 34), fill=(30, 60, 200))
 image.save(sys.argv[1])
 PY
 port=$(python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-covspec serve --target "$work/target" --port "$port" &
+covspec serve --target "$work/target" --port "$port" --log-level warning &
 server_pid=$!
 for _ in $(seq 1 300); do
-  curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
   python -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:$port/healthz')" 2>/dev/null && break
   sleep 0.2
 done

@@ -30,6 +30,7 @@ def serve(
     max_prompt_tokens: int = typer.Option(_D.max_prompt_tokens, "--max-prompt-tokens"),
     max_draft_tokens: int = typer.Option(_D.max_draft_tokens, "--max-draft-tokens", help="Draft tokens per round."),
     max_new_tokens: int = typer.Option(_D.max_new_tokens, "--max-new-tokens"),
+    log_level: str = typer.Option("info", "--log-level", help="uvicorn's log level (warning hides access logs)."),
 ) -> None:
     """Serve TARGET: sessions over HTTP, rounds over WebSocket, OpenAI-compatible chat completions, /metrics."""
     from covspec.apikey import read_api_key_file
@@ -47,4 +48,4 @@ def serve(
         max_new_tokens=max_new_tokens,
     )
     api_key = read_api_key_file(api_key_file) if api_key_file else None
-    run_server(EdgeSettings(target, host, port, dtype, api_key, limits, name))
+    run_server(EdgeSettings(target, host, port, dtype, api_key, limits, name), log_level=log_level)

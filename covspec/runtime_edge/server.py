@@ -29,9 +29,9 @@ def uvicorn_config(settings: EdgeSettings, model: LoadedModel | None = None, **o
     return uvicorn.Config(create_app(settings, model), **options)
 
 
-def serve(settings: EdgeSettings) -> None:
+def serve(settings: EdgeSettings, log_level: str = "info") -> None:
     """Block serving ``settings.target`` until interrupted."""
-    uvicorn.Server(uvicorn_config(settings, log_level="info")).run()
+    uvicorn.Server(uvicorn_config(settings, log_level=log_level)).run()
 
 
 class BackgroundServer:
