@@ -80,7 +80,9 @@ def process_round(state: TargetState, request: RoundRequest) -> tuple[Verdict, R
     _check_fields(state, request)
     if state.awaiting is not None:
         _apply_commit(state, request.commit)
-    elif request.commit is not None:
+        state.applied_commit = request.commit
+    elif request.commit is not None and request.commit != state.applied_commit:
+        # (an identical commit is a resend after this round failed for another reason: already applied)
         raise ProtocolError("a commit was sent, but the last verdict was the edge's own", code="bad_commit")
     draft = np.asarray(request.draft_tokens, dtype=np.int64)
     if state.finished or len(state.generated) + draft.size + 1 > state.spec.max_new_tokens:
@@ -99,6 +101,7 @@ def process_round(state: TargetState, request: RoundRequest) -> tuple[Verdict, R
 
     state.last_round = request.round
     state.last_reply = verdict
+    state.applied_commit = None
     if committed is not None:
         _commit(state, draft, base_length, verdict.accepted or 0, committed[-1])
     return verdict, RoundOutcome(int(draft.size), verdict.accepted, len(committed or []), elapsed)

@@ -1,0 +1,137 @@
+"""The demo pair's architecture: a LLaVA target and a several-times-smaller LLaVA drafter with its own vision tower.
+
+Both are real ``LlavaForConditionalGeneration`` checkpoints with a ``LlavaProcessor`` (CLIP image processor, tokenizer,
+chat template), so ``from_pretrained``, ``AutoProcessor.from_pretrained`` and ``covspec.models.load_model`` load them.
+
+Tokenizer: the tiny LLaVA tokenizer of ``covspec.models.tiny`` (a byte-level BPE trained offline on a small corpus
+about shapes and colours), with its chat template. Reusing it keeps one LLaVA tokenizer in the project (the
+random-weight tiny pair and the trained demo pair hash equal), needs no extra training step or file, and already
+spells every scene word in one to three pieces.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from covspec.models.tiny import _LLAVA_TEMPLATE, TextSize, _generation_config, _ids, _llama_text_config, tiny_tokenizer
+
+ARCH = "llava"
+INIT_RANGE = 0.02  # the usual initializer range for training (tiny.py's wide one suits random-weight tests only)
+
+
+@dataclass(frozen=True)
+class VisionSize:
+    """A CLIP vision tower: ``(image // patch) ** 2`` visual tokens reach the language model."""
+
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    image: int
+    patch: int
+
+    @property
+    def image_tokens(self) -> int:
+        return (self.image // self.patch) ** 2
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    vision: VisionSize
+    text: TextSize
+
+
+TARGET_SIZE = ModelSize(
+    vision=VisionSize(hidden=96, intermediate=384, layers=2, heads=4, image=64, patch=16),
+    text=TextSize(hidden=128, intermediate=384, layers=4, heads=4, kv_heads=2),
+)
+DRAFTER_SIZE = ModelSize(
+    vision=VisionSize(hidden=32, intermediate=128, layers=1, heads=2, image=64, patch=16),
+    text=TextSize(hidden=64, intermediate=192, layers=2, heads=2, kv_heads=1),
+)
+
+
+def build_model(size: ModelSize, tokenizer: Any | None = None) -> tuple[Any, Any]:
+    """A freshly initialised (model, processor) of ``size`` (seed torch before calling, for determinism)."""
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    tokenizer = tokenizer if tokenizer is not None else tiny_tokenizer(ARCH)
+    ids = _ids(tokenizer, ARCH)
+    v = size.vision
+    vision = CLIPVisionConfig(
+        hidden_size=v.hidden,
+        intermediate_size=v.intermediate,
+        num_hidden_layers=v.layers,
+        num_attention_heads=v.heads,
+        image_size=v.image,
+        patch_size=v.patch,
+        projection_dim=v.hidden,
+        initializer_range=INIT_RANGE,
+    )
+    text = _llama_text_config(size.text, ids)
+    text.initializer_range = INIT_RANGE
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        image_seq_length=v.image_tokens,
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-1,
+        projector_hidden_act="gelu",
+    )
+    config.initializer_range = INIT_RANGE
+    model = LlavaForConditionalGeneration(config)
+    model.generation_config = _generation_config(ids)
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": v.image},
+        crop_size={"height": v.image, "width": v.image},
+    )
+    processor = LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=v.patch,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,  # CLIP's CLS, dropped by the "default" strategy
+        chat_template=_LLAVA_TEMPLATE,
+    )
+    return model, processor
+
+
+def num_parameters(model: Any) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def save_checkpoint(model: Any, processor: Any, out: Path) -> Path:
+    """``save_pretrained`` of model (float32 safetensors) and processor into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    model.eval()
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+def render_prompt(processor: Any, question: str) -> str:
+    """The chat-template text of one question about one image (DESIGN.md §7)."""
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+    return processor.apply_chat_template(messages, add_generation_prompt=True)
+
+
+__all__ = [
+    "DRAFTER_SIZE",
+    "TARGET_SIZE",
+    "ModelSize",
+    "TextSize",
+    "VisionSize",
+    "build_model",
+    "num_parameters",
+    "render_prompt",
+    "save_checkpoint",
+]
