@@ -6,7 +6,7 @@ import logging
 
 import typer
 
-from covspec.cli import run_cmd, serve_cmd, tiny_cmd
+from covspec.cli import demo_cmd, run_cmd, serve_cmd, tiny_cmd
 
 app = typer.Typer(
     name="covspec",
@@ -26,6 +26,8 @@ def main(verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="-v 
 app.command("tiny")(tiny_cmd.tiny)
 app.command("serve")(serve_cmd.serve)
 app.command("run")(run_cmd.run)
+app.command("demo")(demo_cmd.demo)
+app.command("demo-train")(demo_cmd.demo_train)
 
 if __name__ == "__main__":
     app()

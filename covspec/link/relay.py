@@ -6,10 +6,15 @@ the link presets (delay, bandwidth) build on it.
 
 from __future__ import annotations
 
+import queue
+import random
 import socket
 import struct
 import threading
+import time
 from dataclasses import dataclass, field
+
+from covspec.link.presets import LinkProfile
 
 
 @dataclass
@@ -36,10 +41,19 @@ class RelayCounters:
 
 class TcpRelay:
     def __init__(
-        self, upstream_host: str, upstream_port: int, *, host: str = "127.0.0.1", fault: FaultPlan | None = None
+        self,
+        upstream_host: str,
+        upstream_port: int,
+        *,
+        host: str = "127.0.0.1",
+        fault: FaultPlan | None = None,
+        link: LinkProfile | None = None,
+        seed: int = 0,
     ) -> None:
         self.upstream = (upstream_host, upstream_port)
         self.fault = fault or FaultPlan()
+        self.link = link if link is not None and link.shaped else None
+        self._jitter = random.Random(seed)
         self.counters = RelayCounters()
         self._listener = socket.create_server((host, 0))
         self.host, self.port = self._listener.getsockname()[:2]
@@ -111,10 +125,62 @@ class TcpRelay:
             pass
 
 
+class _Shaper:
+    """One direction of an emulated link: chunks leave after serialisation at the link's rate plus the one-way
+    delay (and jitter), in order, from a sender thread; the reading side never sleeps."""
+
+    def __init__(self, dst: socket.socket, bps: float | None, delay_s: float, jitter_s: float, rng: random.Random):
+        self.dst, self.bps, self.delay_s, self.jitter_s, self.rng = dst, bps, delay_s, jitter_s, rng
+        self.queue: queue.Queue[tuple[float, bytes] | None] = queue.Queue()
+        self.link_free_at = 0.0
+        self.last_due = 0.0
+        self.failed = False
+        threading.Thread(target=self._send_loop, daemon=True).start()
+
+    def put(self, data: bytes) -> bool:
+        now = time.monotonic()
+        start = max(now, self.link_free_at)
+        self.link_free_at = start + (len(data) * 8 / self.bps if self.bps else 0.0)
+        jitter = self.rng.uniform(0, self.jitter_s) if self.jitter_s else 0.0
+        due = max(self.link_free_at + self.delay_s + jitter, self.last_due)
+        self.last_due = due
+        self.queue.put((due, data))
+        return not self.failed
+
+    def close(self) -> None:
+        self.queue.put(None)
+
+    def _send_loop(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is None:
+                break
+            due, data = item
+            wait = due - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            try:
+                self.dst.sendall(data)
+            except OSError:
+                self.failed = True
+                return
+        try:
+            self.dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+
 class _Pair:
     def __init__(self, relay: TcpRelay, index: int, client: socket.socket, server: socket.socket) -> None:
         self.relay, self.index, self.client, self.server = relay, index, client, server
         self.sent = {"up": 0, "down": 0}
+        link = relay.link
+        self.shapers: dict[str, _Shaper] = {}
+        if link is not None:
+            self.shapers["up"] = _Shaper(server, link.uplink_bps, link.one_way_delay_s, link.jitter_s, relay._jitter)
+            self.shapers["down"] = _Shaper(
+                client, link.downlink_bps, link.one_way_delay_s, link.jitter_s, relay._jitter
+            )
 
     def pump(self, direction: str) -> None:
         src, dst = (self.client, self.server) if direction == "up" else (self.server, self.client)
@@ -131,16 +197,24 @@ class _Pair:
             if armed and not fault.fired and self.sent[direction] + len(data) > limit:
                 self.relay._cut(self)
                 return
-            try:
-                dst.sendall(data)
-            except OSError:
-                break
+            shaper = self.shapers.get(direction)
+            if shaper is not None:
+                if not shaper.put(data):
+                    break
+            else:
+                try:
+                    dst.sendall(data)
+                except OSError:
+                    break
             self.sent[direction] += len(data)
             with counters.lock:
                 if direction == "up":
                     counters.uplink += len(data)
                 else:
                     counters.downlink += len(data)
+        if direction in self.shapers:
+            self.shapers[direction].close()  # the sender half-closes once the queue has drained
+            return
         try:
             dst.shutdown(socket.SHUT_WR)
         except OSError:

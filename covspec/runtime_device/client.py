@@ -109,6 +109,12 @@ class EdgeClient:
     def delete_session(self, session_id: str) -> None:
         self._request("DELETE", f"/v1/sessions/{session_id}")
 
+    def chat_completion(self, body: dict[str, Any]) -> dict[str, Any]:
+        """POST /v1/chat/completions (target only, non-streaming), on the same counting socket."""
+        return self._request(
+            "POST", "/v1/chat/completions", json.dumps(body).encode(), {"Content-Type": "application/json"}
+        )
+
     def rounds(self, session_id: str, vocab_size: int) -> RoundChannel:
         return RoundChannel(self, session_id, vocab_size)
 

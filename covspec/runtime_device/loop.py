@@ -145,6 +145,55 @@ def generate(
     return GenerationResult(engine.decode(tokens), tokens, result_stats)
 
 
+def generate_target_only(
+    client: EdgeClient, image_bytes: bytes, prompt: str, config: GenerationConfig, decode: Any = None
+) -> GenerationResult:
+    """The baseline: the target alone through the edge's chat completions, over the same link. Its request (image,
+    prompt) counts as setup uplink, its response as downlink; nothing goes up per token."""
+    import base64
+
+    counter = client.counter
+    sent, received = counter.sent["setup"], counter.received["setup"]
+    uri = "data:image/png;base64," + base64.b64encode(image_bytes).decode()
+    body = {
+        "messages": [
+            {
+                "role": "user",
+                "content": [{"type": "image_url", "image_url": {"url": uri}}, {"type": "text", "text": prompt}],
+            }
+        ],
+        "max_tokens": config.max_new_tokens,
+        "temperature": config.temperature,
+        "top_k": config.top_k,
+        "top_p": config.top_p,
+        "seed": config.seed,
+    }
+    started = time.perf_counter()
+    reply = client.chat_completion(body)
+    elapsed = time.perf_counter() - started
+    tokens = list(reply.get("covspec", {}).get("token_ids", []))
+    uplink, downlink = counter.sent["setup"] - sent, counter.received["setup"] - received
+    n = len(tokens)
+    stats = {
+        "generated_tokens": n,
+        "rounds": 0,
+        "aal": None,
+        "acceptance_rate": None,
+        "tokens_per_s": n / elapsed if elapsed > 0 else 0.0,
+        "uplink_bytes": 0,
+        "downlink_bytes": downlink,
+        "setup_uplink_bytes": uplink,
+        "setup_downlink_bytes": 0,
+        "uplink_bytes_per_token": 0.0,
+        "downlink_bytes_per_token": downlink / n if n else 0.0,
+        "draft_len": 0,
+        "verify_mode": "target_only",
+        "wall_s": elapsed,
+        "reconnects": 0,
+    }
+    return GenerationResult(reply["choices"][0]["message"]["content"], tokens, stats)
+
+
 class RoundExchange(Protocol):
     """Whatever carries a round to the target and brings its verdict back (the WebSocket, or a direct call)."""
 

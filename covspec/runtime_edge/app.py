@@ -330,9 +330,7 @@ async def _chat_completion(service: EdgeService, body: ChatCompletionRequest) ->
     if not body.stream:
         tokens = await service.run_model(list, tokens_iter)
         service.metrics.chat_tokens.inc(len(tokens))
-        return completion_body(
-            cid, name, model.decode(tokens), finish_reason(tokens), sequence.prompt_length, len(tokens)
-        )
+        return completion_body(cid, name, model.decode(tokens), finish_reason(tokens), sequence.prompt_length, tokens)
 
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
 

@@ -56,7 +56,9 @@ def completion_id() -> str:
     return f"chatcmpl-{uuid.uuid4().hex[:24]}"
 
 
-def completion_body(cid: str, model: str, text: str, finish: str, prompt_tokens: int, completion_tokens: int) -> dict:
+def completion_body(cid: str, model: str, text: str, finish: str, prompt_tokens: int, tokens: list[int]) -> dict:
+    """A ``chat.completion``; the extra ``covspec.token_ids`` lets benchmarks compare token streams exactly."""
+    completion_tokens = len(tokens)
     return {
         "id": cid,
         "object": "chat.completion",
@@ -66,6 +68,7 @@ def completion_body(cid: str, model: str, text: str, finish: str, prompt_tokens:
             {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish, "logprobs": None}
         ],
         "usage": usage(prompt_tokens, completion_tokens),
+        "covspec": {"token_ids": list(tokens)},
     }
 
 

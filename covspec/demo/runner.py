@@ -1,0 +1,172 @@
+"""`covspec demo`: the trained pair behind a real `covspec serve`, the device runtime on held-out scenes, one table.
+
+Modes, side by side in one run through the same server (and the same emulated link, if any): target-only (the
+edge's chat completions), vanilla speculative decoding, and the best configuration the project has today (compact
+verification; adaptive drafting and branching will take that row when they land). Prints nothing itself.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from covspec.demo import scenes
+from covspec.demo.train import PairPaths
+from covspec.link.presets import link_profile
+from covspec.link.relay import TcpRelay
+from covspec.protocol import VerifyMode
+
+DRAFT_LEN = 4
+MAX_NEW_TOKENS = 40
+
+
+@dataclass(frozen=True)
+class DemoMode:
+    name: str
+    verify_mode: VerifyMode | None  # None: target only
+    draft_len: int = DRAFT_LEN
+
+
+DEMO_MODES = (
+    DemoMode("target-only", None, 0),
+    DemoMode("vanilla", VerifyMode.VANILLA),
+    DemoMode("compact", VerifyMode.COMPACT),  # the best configuration so far
+)
+
+
+def answer_matches(text: str, reference: str) -> bool:
+    return text.strip() == reference.strip()
+
+
+class ServeProcess:
+    """`covspec serve` as a subprocess on a free 127.0.0.1 port; stopped on exit, error or Ctrl-C."""
+
+    def __init__(self, target: Path, *, dtype: str = "float32", threads: int = 1) -> None:
+        from covspec.runtime_edge.server import free_port
+
+        self.port = free_port()
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        covspec = str(Path(sys.executable).parent / "covspec")
+        self.proc = subprocess.Popen(
+            [covspec, "serve", "--target", str(target), "--port", str(self.port), "--dtype", dtype,
+             "--log-level", "warning"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self, timeout_s: float = 180.0) -> ServeProcess:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"covspec serve exited: {self.proc.stderr.read().decode()[-2000:]}")
+            try:
+                urllib.request.urlopen(f"{self.url}/healthz", timeout=1)
+                return self
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError("covspec serve did not become ready")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def run_demo(
+    pair: PairPaths,
+    *,
+    n_scenes: int = 20,
+    link: str = "loopback",
+    modes: tuple[DemoMode, ...] = DEMO_MODES,
+    max_new_tokens: int = MAX_NEW_TOKENS,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Rows of DESIGN.md §7 (``mode``, ``accuracy``, ``tokens_per_s``, ``speedup``, ``aal``, bytes per token,
+    ``identical_to_target``) for the held-out scenes ``0 .. n_scenes - 1``."""
+    from covspec.runtime_device.client import EdgeClient
+    from covspec.runtime_device.engines import load_engine
+    from covspec.runtime_device.loop import GenerationConfig, generate, generate_target_only
+
+    items = scenes.dataset("heldout", n_scenes)
+    images = [_png(item.scene.image) for item in items]
+    engine = load_engine("torch", str(pair.drafter), dtype="float32")
+    profile = link_profile(link)
+    with ExitStack() as stack:
+        server = ServeProcess(pair.target)
+        stack.callback(server.stop)
+        server.wait_ready()
+        url = server.url
+        if profile.shaped:
+            relay = stack.enter_context(TcpRelay("127.0.0.1", server.port, link=profile))
+            url = relay.url
+        client = EdgeClient(url)
+        task = progress.add_task("demo", total=len(items) * len(modes)) if progress is not None else None
+        reference: list[list[int]] = []
+        rows = []
+        for mode in modes:
+            totals = {"tokens": 0, "seconds": 0.0, "up": 0, "down": 0, "rounds": 0, "committed": 0, "correct": 0}
+            identical = True
+            for i, (item, img) in enumerate(zip(items, images, strict=True)):
+                config = GenerationConfig(max_new_tokens=max_new_tokens, draft_len=mode.draft_len,
+                                          verify_mode=mode.verify_mode or VerifyMode.COMPACT)  # fmt: skip
+                if mode.verify_mode is None:
+                    result = generate_target_only(client, img, item.question, config)
+                    reference.append(result.tokens)
+                else:
+                    result = generate(engine, client, img, item.question, config)
+                    identical &= result.tokens == reference[i]
+                stats = result.stats
+                totals["tokens"] += stats["generated_tokens"]
+                totals["seconds"] += stats["wall_s"]
+                totals["up"] += stats["uplink_bytes"]
+                totals["down"] += stats["downlink_bytes"]
+                totals["rounds"] += stats["rounds"]
+                totals["correct"] += answer_matches(result.text, item.answer)
+                if progress is not None:
+                    progress.advance(task)
+            n = max(totals["tokens"], 1)
+            rows.append({
+                "mode": mode.name,
+                "verify_mode": mode.verify_mode.value if mode.verify_mode else None,
+                "draft_len": mode.draft_len,
+                "accuracy": totals["correct"] / len(items),
+                "tokens_per_s": totals["tokens"] / totals["seconds"],
+                "aal": totals["tokens"] / totals["rounds"] if totals["rounds"] else None,
+                "uplink_bytes_per_token": totals["up"] / n,
+                "downlink_bytes_per_token": totals["down"] / n,
+                "generated_tokens": totals["tokens"],
+                "identical_to_target": identical,
+            })  # fmt: skip
+    base = rows[0]["tokens_per_s"]
+    for row in rows:
+        row["speedup"] = row["tokens_per_s"] / base
+    return {
+        "rows": rows,
+        "scenes": n_scenes,
+        "link": profile.name,
+        "link_profile": {"one_way_delay_s": profile.one_way_delay_s, "uplink_bps": profile.uplink_bps,
+                         "downlink_bps": profile.downlink_bps},
+        "note": "bytes per token count per-token traffic only; the image upload and session setup are apart "
+                "(target-only: its request is setup, its response is downlink)",
+    }  # fmt: skip
+
+
+def _png(image: Any) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()

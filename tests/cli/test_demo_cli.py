@@ -1,0 +1,39 @@
+"""`covspec demo --json` end to end: trains the reduced pair into a temporary cache, serves it with a real
+`covspec serve` subprocess, and reports identical-to-target for every speculative mode."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+COVSPEC = str(Path(sys.executable).parent / "covspec")
+
+
+def test_demo_json_reports_identical_outputs(tmp_path) -> None:
+    env = {**os.environ, "COVSPEC_CACHE_DIR": str(tmp_path / "cache")}
+    done = subprocess.run([COVSPEC, "demo", "--reduced", "--scenes", "3", "--json"], capture_output=True, text=True,
+                          env=env, timeout=900)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)
+    rows = {row["mode"]: row for row in result["rows"]}
+    assert list(rows) == ["target-only", "vanilla", "compact"]
+    for row in rows.values():
+        assert {"mode", "tokens_per_s", "speedup", "aal", "uplink_bytes_per_token", "downlink_bytes_per_token",
+                "identical_to_target", "accuracy"} <= set(row)  # fmt: skip
+        assert row["identical_to_target"] is True
+        assert row["tokens_per_s"] > 0
+    assert rows["target-only"]["aal"] is None and rows["target-only"]["speedup"] == 1.0
+    assert rows["vanilla"]["aal"] >= 1.0 and rows["compact"]["aal"] >= 1.0
+    # the conventional baseline ships full draft rows; compact ships ids only
+    assert rows["vanilla"]["uplink_bytes_per_token"] > 20 * rows["compact"]["uplink_bytes_per_token"]
+    # accuracy is the same for every mode: they commit the very same tokens
+    assert len({row["accuracy"] for row in rows.values()}) == 1
+    assert any((tmp_path / "cache").iterdir())
+
+
+def test_demo_refuses_an_unknown_link() -> None:
+    done = subprocess.run([COVSPEC, "demo", "--link", "pigeon"], capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "unknown link preset" in done.stderr
