@@ -18,7 +18,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q -ra tests
 
 demo: $(STAMP)
-	PATH="$(abspath $(VENV))/bin:$$PATH" bash scripts/tiny_demo.sh
+	$(VENV)/bin/covspec demo
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -12,9 +12,10 @@ from collections import defaultdict
 from typing import Any
 
 from covspec.demo import scenes
-from covspec.demo.train import PairPaths
+from covspec.demo.train import PairPaths, quiet_transformers
 
 MAX_NEW_TOKENS = 40  # the longest caption (four objects) is 26 tokens with EOS
+BASELINE_SCENES = 3000  # training questions the blind majority baseline takes its answer statistics from
 
 
 def evaluate_pair(
@@ -26,11 +27,15 @@ def evaluate_pair(
     dtype: str = "float32",
     threads: int = 2,
     max_new_tokens: int = MAX_NEW_TOKENS,
+    tasks: tuple[str, ...] = scenes.TASKS,
+    max_objects: int = scenes.MAX_OBJECTS,
     progress: Any = None,
 ) -> dict[str, Any]:
-    """Scores of the pair at ``paths`` on the first ``n_heldout`` held-out questions (``scenes.dataset``).
+    """Scores of the pair at ``paths`` on the first ``n_heldout`` held-out questions (``scenes.dataset``, drawn from
+    ``tasks``, scenes of at most ``max_objects`` objects).
 
-    Returns ``n_questions``, ``target_accuracy``, ``drafter_accuracy``, ``majority_baseline``, ``aal`` and
+    Returns ``n_questions``, ``target_accuracy``, ``drafter_accuracy``, ``majority_baseline`` (a blind guesser that
+    gives each question its most frequent training answer), ``aal`` and
     ``acceptance_rate`` (greedy, draft length ``k``), ``rounds``, ``generated_tokens``, ``identical_to_target``
     (fraction of questions where the speculative output equals the target's own generate), ``parameters`` and
     ``by_task`` (the same numbers per question task).
@@ -47,12 +52,13 @@ def evaluate_pair(
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        target = load_model(str(paths.target), dtype=dtype)
-        drafter = load_model(str(paths.drafter), dtype=dtype)
-        engine = load_engine("torch", str(paths.drafter), dtype=dtype)
+        with quiet_transformers():
+            target = load_model(str(paths.target), dtype=dtype)
+            drafter = load_model(str(paths.drafter), dtype=dtype)
+            engine = load_engine("torch", str(paths.drafter), dtype=dtype)
         config = GenerationConfig(max_new_tokens=max_new_tokens, draft_len=k, verify_mode=VerifyMode.COMPACT)
-        items = scenes.dataset("heldout", n_heldout, seed=seed)
-        bar = progress.add_task("evaluate", total=len(items)) if progress is not None else None
+        items = scenes.dataset("heldout", n_heldout, seed=seed, tasks=tasks, max_objects=max_objects)
+        bar = progress.add_task("evaluate", total=len(items), loss=float("nan")) if progress is not None else None
 
         tallies: dict[str, dict[str, Any]] = defaultdict(lambda: {"n": 0, "target": 0, "drafter": 0, "same": 0})
         stats_by_task: dict[str, SpecStats] = defaultdict(SpecStats)
@@ -96,7 +102,9 @@ def evaluate_pair(
         k=k,
         verify_mode="greedy",
         dtype=dtype,
-        majority_baseline=scenes.majority_baseline(items),
+        majority_baseline=scenes.majority_baseline(
+            items, scenes.dataset("train", BASELINE_SCENES, seed=seed, tasks=tasks, max_objects=max_objects)
+        ),
         parameters={"target": target.num_parameters(), "drafter": drafter.num_parameters()},
         by_task={task: summary(task) for task in scenes.TASKS if task in tallies},
     )

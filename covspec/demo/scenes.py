@@ -89,14 +89,17 @@ class QAItem:
     answer: str
 
 
-def make_scene(rng_or_seed: np.random.Generator | int) -> Scene:
-    """One scene from a seed (recorded in ``Scene.seed``) or from a generator (``seed`` is then -1)."""
+def make_scene(rng_or_seed: np.random.Generator | int, max_objects: int = MAX_OBJECTS) -> Scene:
+    """One scene of 1..``max_objects`` objects from a seed (recorded in ``Scene.seed``) or from a generator
+    (``seed`` is then -1)."""
+    if not 1 <= max_objects <= MAX_OBJECTS:
+        raise ValueError(f"max_objects must lie in [1, {MAX_OBJECTS}]")
     if isinstance(rng_or_seed, np.random.Generator):
         rng, seed = rng_or_seed, -1
     else:
         seed = int(rng_or_seed)
         rng = np.random.default_rng(seed)
-    count = int(rng.integers(1, MAX_OBJECTS + 1))
+    count = int(rng.integers(1, max_objects + 1))
     columns = sorted(int(c) for c in rng.choice(GRID, size=count, replace=False))
     kinds = rng.choice(len(SHAPES) * len(COLOURS), size=count, replace=False)
     colour_names = list(COLOURS)
@@ -185,32 +188,47 @@ def scene_seed(split: str, index: int, seed: int = 0) -> int:
     return SPLIT_OFFSETS[split] + seed * SEED_STRIDE + index
 
 
-def item_for(scene: Scene, rng: np.random.Generator) -> QAItem:
-    """One question of ``scene``: a task drawn uniformly from those it supports, then a question of that task."""
+def item_for(scene: Scene, rng: np.random.Generator, tasks: tuple[str, ...] = TASKS) -> QAItem:
+    """One question of ``scene``: a task drawn uniformly from those of ``tasks`` it supports (``count`` and
+    ``describe`` always apply), then a question of that task."""
+    unknown = set(tasks) - set(TASKS)
+    if unknown or not tasks:
+        raise ValueError(f"unknown tasks {sorted(unknown)}; choose from {', '.join(TASKS)}")
     items = qa_items(scene)
-    tasks = sorted({it.task for it in items}, key=TASKS.index)
-    task = tasks[int(rng.integers(len(tasks)))]
+    supported = sorted({it.task for it in items if it.task in tasks}, key=TASKS.index)
+    if not supported:  # e.g. only "colour" asked of a scene where every shape repeats in the same size
+        supported = [t for t in ("count", "describe") if t in tasks] or ["count"]
+    task = supported[int(rng.integers(len(supported)))]
     of_task = [it for it in items if it.task == task]
     return of_task[int(rng.integers(len(of_task)))]
 
 
-def dataset(split: str, n: int, seed: int = 0, start: int = 0) -> list[QAItem]:
-    """``n`` questions of ``split``, one per scene, scenes ``start .. start + n - 1`` (deterministic)."""
+def dataset(
+    split: str,
+    n: int,
+    seed: int = 0,
+    start: int = 0,
+    tasks: tuple[str, ...] = TASKS,
+    max_objects: int = MAX_OBJECTS,
+) -> list[QAItem]:
+    """``n`` questions of ``split``, one per scene, scenes ``start .. start + n - 1`` (deterministic), drawn from
+    ``tasks`` (all by default) about scenes of at most ``max_objects`` objects."""
     out = []
     for index in range(start, start + n):
         s = scene_seed(split, index, seed)
-        scene = make_scene(s)
-        out.append(item_for(scene, np.random.default_rng([s, 1])))
+        scene = make_scene(s, max_objects)
+        out.append(item_for(scene, np.random.default_rng([s, 1]), tasks))
     return out
 
 
-def majority_baseline(items: list[QAItem]) -> float:
-    """Exact-match accuracy of always giving each question's most frequent answer in ``items`` (a blind guesser
-    that knows the answer statistics but never looks)."""
+def majority_baseline(items: list[QAItem], reference: list[QAItem] | None = None) -> float:
+    """Exact-match accuracy on ``items`` of a blind guesser: it gives each question the answer most frequent for that
+    question in ``reference`` (default: ``items`` themselves, an optimistic bound), never looking at the picture."""
     by_question: dict[str, Counter[str]] = {}
-    for it in items:
+    for it in items if reference is None else reference:
         by_question.setdefault(it.question, Counter())[it.answer] += 1
-    hits = sum(counts.most_common(1)[0][1] for counts in by_question.values())
+    guesses = {q: counts.most_common(1)[0][0] for q, counts in by_question.items()}
+    hits = sum(guesses.get(it.question) == it.answer for it in items)
     return hits / len(items) if items else 0.0
 
 
