@@ -146,7 +146,7 @@ def generate(
 
 
 def generate_target_only(
-    client: EdgeClient, image_bytes: bytes, prompt: str, config: GenerationConfig, decode: Any = None
+    client: EdgeClient, image_bytes: bytes, prompt: str, config: GenerationConfig
 ) -> GenerationResult:
     """The baseline: the target alone through the edge's chat completions, over the same link. Its request (image,
     prompt) counts as setup uplink, its response as downlink; nothing goes up per token."""
