@@ -18,8 +18,6 @@ import io
 import json
 import os
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -116,32 +114,6 @@ def drafter_step_time(engine, reps: int = 20) -> float:
     return statistics.median(times)
 
 
-def _start_server(target: Path, port: int) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    covspec = str(Path(sys.executable).parent / "covspec")
-    affinity = (lambda: os.sched_setaffinity(0, {EDGE_CPU})) if hasattr(os, "sched_setaffinity") else None
-    proc = subprocess.Popen(
-        [covspec, "serve", "--target", str(target), "--port", str(port), "--dtype", "float32"],
-        env=env,
-        preexec_fn=affinity,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    import urllib.request
-
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
-            return proc
-        except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError(proc.stderr.read().decode()) from None
-            time.sleep(0.3)
-    proc.kill()
-    raise RuntimeError("covspec serve did not start")
-
-
 def end_to_end(target_path: Path, drafter_path: Path, max_new: int, k: int, progress: Progress) -> dict:
     import openai
 
@@ -151,14 +123,13 @@ def end_to_end(target_path: Path, drafter_path: Path, max_new: int, k: int, prog
     from covspec.runtime_device.client import EdgeClient
     from covspec.runtime_device.engines import load_engine
     from covspec.runtime_device.loop import GenerationConfig, generate
-    from covspec.runtime_edge.server import free_port
+    from covspec.runtime_edge.server import ServeProcess
 
     engine = load_engine("torch", str(drafter_path), dtype="float32")
     target = load_model(str(target_path), dtype="float32")
     draft_step_s = drafter_step_time(engine)
-    port = free_port()
-    server = _start_server(target_path, port)
-    url = f"http://127.0.0.1:{port}"
+    server = ServeProcess(target_path, dtype="float32", threads=1, cpus={EDGE_CPU}).wait_ready(timeout_s=300)
+    url = server.url
     client = EdgeClient(url)
     chat = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=600)
     config = GenerationConfig(max_new_tokens=max_new, draft_len=k, verify_mode=VerifyMode.COMPACT)
@@ -199,8 +170,7 @@ def end_to_end(target_path: Path, drafter_path: Path, max_new: int, k: int, prog
             rows["target_only"]["tokens"].append(reply.usage.completion_tokens)
             progress.advance(task)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        server.stop()
     summary = {}
     for mode, r in rows.items():
         summary[mode] = {

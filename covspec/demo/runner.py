@@ -8,14 +8,8 @@ verification; adaptive drafting and branching will take that row when they land)
 from __future__ import annotations
 
 import io
-import os
-import subprocess
-import sys
-import time
-import urllib.request
 from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from covspec.demo import scenes
@@ -46,47 +40,6 @@ def answer_matches(text: str, reference: str) -> bool:
     return text.strip() == reference.strip()
 
 
-class ServeProcess:
-    """`covspec serve` as a subprocess on a free 127.0.0.1 port; stopped on exit, error or Ctrl-C."""
-
-    def __init__(self, target: Path, *, dtype: str = "float32", threads: int = 1) -> None:
-        from covspec.runtime_edge.server import free_port
-
-        self.port = free_port()
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-        covspec = str(Path(sys.executable).parent / "covspec")
-        self.proc = subprocess.Popen(
-            [covspec, "serve", "--target", str(target), "--port", str(self.port), "--dtype", dtype,
-             "--log-level", "warning"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )  # fmt: skip
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def wait_ready(self, timeout_s: float = 180.0) -> ServeProcess:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"covspec serve exited: {self.proc.stderr.read().decode()[-2000:]}")
-            try:
-                urllib.request.urlopen(f"{self.url}/healthz", timeout=1)
-                return self
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError("covspec serve did not become ready")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
 def run_demo(
     pair: PairPaths,
     *,
@@ -101,6 +54,7 @@ def run_demo(
     from covspec.runtime_device.client import EdgeClient
     from covspec.runtime_device.engines import load_engine
     from covspec.runtime_device.loop import GenerationConfig, generate, generate_target_only
+    from covspec.runtime_edge.server import ServeProcess
 
     items = scenes.dataset("heldout", n_scenes)
     images = [_png(item.scene.image) for item in items]

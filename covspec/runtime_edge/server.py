@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
+from pathlib import Path
 
 import uvicorn
 
@@ -78,3 +83,53 @@ def _with_port(settings: EdgeSettings, port: int) -> EdgeSettings:
     from dataclasses import replace
 
     return replace(settings, port=port)
+
+
+class ServeProcess:
+    """`covspec serve` as a subprocess on a free 127.0.0.1 port (demo, benchmarks); ``stop()`` it in a finally block,
+    so Ctrl-C or an error never leaves it running. ``cpus`` pins it (DESIGN.md §10)."""
+
+    def __init__(
+        self,
+        target: Path | str,
+        *,
+        dtype: str = "float32",
+        threads: int = 1,
+        cpus: set[int] | None = None,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        self.port = free_port()
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus and hasattr(os, "sched_setaffinity") else None
+        covspec = str(Path(sys.executable).parent / "covspec")
+        self.proc = subprocess.Popen(
+            [covspec, "serve", "--target", str(target), "--port", str(self.port), "--dtype", dtype,
+             "--log-level", "warning", *extra_args],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=pin,
+        )  # fmt: skip
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self, timeout_s: float = 180.0) -> ServeProcess:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"covspec serve exited: {self.proc.stderr.read().decode()[-2000:]}")
+            try:
+                urllib.request.urlopen(f"{self.url}/healthz", timeout=1)
+                return self
+            except OSError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError("covspec serve did not become ready")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()

@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from covspec.link.relay import FaultPlan, TcpRelay
-from covspec.runtime_edge.server import free_port
+from covspec.runtime_edge.server import ServeProcess
 from tests.helpers import PROMPTS, image_bytes, pil
 
 COVSPEC = str(Path(sys.executable).parent / "covspec")
@@ -38,41 +36,14 @@ def served(tiny_pair, tmp_path_factory):
     pair = tiny_pair("llava")
     key_file = tmp_path_factory.mktemp("keys") / "key"
     key_file.write_text("cli-secret\n")
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            COVSPEC,
-            "serve",
-            "--target",
-            str(pair.target),
-            "--port",
-            str(port),
-            "--dtype",
-            "float64",
-            "--api-key-file",
-            str(key_file),
-            "--max-sessions",
-            "8",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    server = ServeProcess(
+        pair.target, dtype="float64", extra_args=("--api-key-file", str(key_file), "--max-sessions", "8")
     )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"covspec serve did not start: {proc.stdout.read()}")
-        time.sleep(0.2)
-    yield pair, url, key_file, port
-    proc.terminate()
-    proc.wait(timeout=30)
+    try:
+        server.wait_ready(timeout_s=120)
+        yield pair, server.url, key_file, server.port
+    finally:
+        server.stop()
 
 
 def _run(args: list[str]) -> subprocess.CompletedProcess:
