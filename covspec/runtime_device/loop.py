@@ -30,6 +30,7 @@ from covspec.runtime_device.drafter import Drafter
 from covspec.runtime_device.engines.base import DrafterEngine
 from covspec.spec import (
     SamplingParams,
+    SparseProbs,
     SpecStats,
     dense_from_sparse,
     from_wire_probs,
@@ -253,8 +254,6 @@ def _resolve(
         token = sample_residual(target_row, rows[verdict.accepted], rng)
         return verdict.accepted, token, (verdict.accepted, token)
     if verdict.sparse_rows and len(verdict.sparse_rows) == len(draft) + 1:  # compact sampling: verify here
-        from covspec.spec import SparseProbs
-
         vocab = rows.shape[1]
         target = np.stack([dense_from_sparse(SparseProbs(i, p), vocab) for i, p in verdict.sparse_rows])
         outcome = verify_stochastic(np.asarray(draft, dtype=np.int64), rows, target, rng)
