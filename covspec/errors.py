@@ -68,3 +68,22 @@ class EdgeUnavailableError(CovspecError):
     """The edge server cannot be reached (after the device's retries)."""
 
     code = "edge_unavailable"
+
+
+class BundleError(CovspecError):
+    """A device bundle is missing a file, was edited after export, or comes from a newer covspec."""
+
+    code = "bad_bundle"
+
+
+class ExportError(CovspecError):
+    """``covspec export`` / ``covspec quantize`` could not produce a bundle (unsupported model, validation past
+    tolerance)."""
+
+    code = "export_failed"
+
+
+class EngineUnavailableError(CovspecError):
+    """An engine or execution provider was asked for that this machine lacks (TensorRT, CUDA, a GPU)."""
+
+    code = "engine_unavailable"

@@ -111,4 +111,30 @@ def evaluate_pair(
     return result
 
 
-__all__ = ["MAX_NEW_TOKENS", "evaluate_pair"]
+def teacher_forced_accuracy(
+    model: Any, processor: Any, items: list[scenes.QAItem], device: str = "cpu", batch_size: int = 256
+) -> dict[str, float]:
+    """Greedy exact-match accuracy per task (and ``"all"``) in a few batched forwards: greedy decoding yields the
+    reference answer and then EOS exactly when the argmax at every answer position, given the reference prefix, is
+    the reference token. A quick check while training; ``evaluate_pair`` decodes for real."""
+    import torch
+
+    from covspec.demo.train import Encoder, answer_logits
+
+    encoder = Encoder(processor)
+    hits: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(items), batch_size):
+            chunk = items[start : start + batch_size]
+            batch = {k: v.to(device) for k, v in encoder.batch(chunk).items()}
+            predicted = answer_logits(model, batch).argmax(-1)
+            right = ((predicted == batch["answer_ids"]) | ~batch["answer_mask"]).all(-1)
+            for item, ok in zip(chunk, right.tolist(), strict=True):
+                for key in ("all", item.task):
+                    hits[key][0] += int(ok)
+                    hits[key][1] += 1
+    return {key: right / total for key, (right, total) in hits.items()}
+
+
+__all__ = ["MAX_NEW_TOKENS", "evaluate_pair", "teacher_forced_accuracy"]

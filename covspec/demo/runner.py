@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from covspec.demo import scenes
-from covspec.demo.train import PairPaths
+from covspec.demo.train import PairPaths, quiet_transformers
 from covspec.link.presets import link_profile
 from covspec.link.relay import TcpRelay
 from covspec.protocol import VerifyMode
@@ -58,7 +58,8 @@ def run_demo(
 
     items = scenes.dataset("heldout", n_scenes)
     images = [_png(item.scene.image) for item in items]
-    engine = load_engine("torch", str(pair.drafter), dtype="float32")
+    with quiet_transformers():
+        engine = load_engine("torch", str(pair.drafter), dtype="float32")
     profile = link_profile(link)
     with ExitStack() as stack:
         server = ServeProcess(pair.target)

@@ -18,7 +18,7 @@ Questions (``qa_items``), by task:
 
 Everything is deterministic from a seed. ``dataset(split, n, seed)`` draws scene ``i`` from the seed
 ``SPLIT_OFFSETS[split] + seed * SEED_STRIDE + i``: training scenes come from [0, 2**40), held-out scenes from
-[2**40, 2**41), so the two splits never share a scene while ``seed < 2**20`` and ``n <= 2**20``.
+[2**40, 2**41), so the two splits never share a scene while ``seed < 2**16`` and ``n <= 2**24``.
 """
 
 from __future__ import annotations
@@ -47,8 +47,9 @@ TASKS: tuple[str, ...] = ("colour", "shape", "size", "count", "left", "right", "
 DESCRIBE_QUESTIONS: tuple[str, ...] = ("Describe the image.", "What is in the image?")
 
 SPLITS: tuple[str, ...] = ("train", "heldout")
-SEED_STRIDE = 1 << 20
+SEED_STRIDE = 1 << 24  # scenes per (split, seed); seed 0's scenes are those of a stride of 2**20
 SPLIT_OFFSETS: dict[str, int] = {"train": 0, "heldout": 1 << 40}
+MAX_SEED = (1 << 40) // SEED_STRIDE
 
 _BACKGROUND = (236, 236, 232)
 
@@ -183,8 +184,8 @@ def scene_seed(split: str, index: int, seed: int = 0) -> int:
     """The seed of scene ``index`` of ``split`` (see the module docstring for the ranges)."""
     if split not in SPLIT_OFFSETS:
         raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-    if not 0 <= seed < SEED_STRIDE or not 0 <= index < SEED_STRIDE:
-        raise ValueError(f"seed and index must lie in [0, {SEED_STRIDE})")
+    if not 0 <= seed < MAX_SEED or not 0 <= index < SEED_STRIDE:
+        raise ValueError(f"seed must lie in [0, {MAX_SEED}) and index in [0, {SEED_STRIDE})")
     return SPLIT_OFFSETS[split] + seed * SEED_STRIDE + index
 
 
@@ -242,6 +243,7 @@ __all__ = [
     "SPLITS",
     "SPLIT_OFFSETS",
     "SEED_STRIDE",
+    "MAX_SEED",
     "TASKS",
     "QAItem",
     "Scene",

@@ -3,7 +3,7 @@ cached under the user cache dir, keyed by its config digest.
 
 ``ensure_pair()`` with the default config and seed 0 returns the shipped pair (``covspec.demo.ship``) when the package
 holds it; any other config or seed (or a package without the weights) trains into the cache. Cache layout:
-``<cache root>/demo-pair-v1/<digest[:16]>/{target,drafter,covspec_demo_pair.json}``. The cache
+``<cache root>/demo-pair-v2/<digest[:16]>/{target,drafter,covspec_demo_pair.json}``. The cache
 root is, in order: the ``cache_dir`` argument, ``$COVSPEC_CACHE_DIR``, ``$XDG_CACHE_HOME/covspec``,
 ``~/.cache/covspec``.
 
@@ -26,7 +26,7 @@ from covspec.demo.train import PairPaths, TrainConfig, train_pair
 logger = logging.getLogger(__name__)
 
 CACHE_ENV = "COVSPEC_CACHE_DIR"
-PAIR_DIR = "demo-pair-v1"
+PAIR_DIR = "demo-pair-v2"
 
 
 def cache_root(cache_dir: Path | str | None = None) -> Path:

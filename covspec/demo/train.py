@@ -8,8 +8,9 @@ Both stages add a training-only ``PatchProbe`` loss (what each cell holds, read 
 the probe is not saved, so the checkpoints stay plain LLaVA.
 
 Every batch is fresh: step ``s`` uses training scenes ``s * batch_size ..`` of ``scenes.dataset``'s training range,
-so nothing is seen twice and the held-out split stays unseen. Deterministic for a (config, seed) on one machine and
-thread count. Nothing is printed: pass a ``rich.progress.Progress`` to see bars.
+so nothing is seen twice and the held-out split stays unseen. A batch is a pure function of its step, so building
+batches in worker processes (``TrainConfig.workers``) changes nothing but speed. Deterministic for a (config, seed)
+on one machine, device and thread count. Nothing is printed: pass a ``rich.progress.Progress`` to see bars.
 """
 
 from __future__ import annotations
@@ -43,8 +44,12 @@ from covspec.demo.pair import (
 
 logger = logging.getLogger(__name__)
 
-PAIR_FORMAT = 1  # bump when scenes, the architecture or the recipe change in a way the config does not show
+PAIR_FORMAT = 2  # bump when scenes, the architecture or the recipe change in a way the config does not show
 TRAIN_INFO = "covspec_demo_pair.json"
+SCENES_PER_STAGE = scenes.SEED_STRIDE // 2  # the target reads the first half of a seed's training scenes, the drafter
+# the second
+# Settings that change speed, not what is trained: left out of ``TrainConfig.digest``.
+_RUNTIME_FIELDS = ("threads", "device", "workers")
 
 
 @dataclass(frozen=True)
@@ -60,8 +65,8 @@ class StageConfig:
 class TrainConfig:
     target_size: ModelSize = TARGET_SIZE
     drafter_size: ModelSize = DRAFTER_SIZE
-    target: StageConfig = StageConfig(steps=3000, batch_size=32, lr=2e-3, warmup=100)
-    drafter: StageConfig = StageConfig(steps=800, batch_size=32, lr=3e-3)
+    target: StageConfig = StageConfig(steps=5500, batch_size=128, lr=1e-3, warmup=500)
+    drafter: StageConfig = StageConfig(steps=2500, batch_size=128, lr=2e-3, warmup=200)
     distill_temperature: float = 1.0
     init_range: float = INIT_RANGE
     label_weight: float = 0.1  # weight of the reference-answer cross-entropy beside the KL to the target
@@ -71,6 +76,8 @@ class TrainConfig:
     # torch threads while training; not part of ``digest`` (it moves last bits, not quality). Measured here: two
     # threads are ~10% faster than one on an idle machine, but several times slower when another process is busy.
     threads: int = 2
+    device: str = "cpu"  # torch device to train on ("cuda" for the shipped pair; see ship.py)
+    workers: int = 0  # processes building batches beside the training loop (0: in the loop)
 
     @classmethod
     def reduced(cls) -> TrainConfig:
@@ -99,7 +106,7 @@ class TrainConfig:
 
     def digest(self, seed: int) -> str:
         """sha256 of everything that determines the trained weights (config, seed, format version)."""
-        config = {k: v for k, v in self.to_dict().items() if k != "threads"}
+        config = {k: v for k, v in self.to_dict().items() if k not in _RUNTIME_FIELDS}
         payload = json.dumps({"config": config, "seed": seed, "format": PAIR_FORMAT}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()
 
@@ -207,14 +214,14 @@ class PatchProbe:
     language model need not find the picture through its own loss alone (which stalls on CPU-sized budgets at the
     blind, answer-prior solution). The probe is not part of the saved checkpoint."""
 
-    def __init__(self, model: Any, size: ModelSize) -> None:
+    def __init__(self, model: Any, size: ModelSize, device: str = "cpu") -> None:
         import torch
 
         grid = size.vision.image // size.vision.patch
         if grid != scenes.GRID:
             raise ValueError(f"the patch probe needs a {scenes.GRID}x{scenes.GRID} patch grid, got {grid}x{grid}")
         self.classes = (len(scenes.COLOURS) + 1, len(scenes.SHAPES) + 1, len(scenes.SIZES) + 1)
-        self.head = torch.nn.Linear(size.text.hidden, sum(self.classes))
+        self.head = torch.nn.Linear(size.text.hidden, sum(self.classes), device=device)
         self._features: Any = None
         self._hook = model.model.multi_modal_projector.register_forward_hook(self._capture)
 
@@ -250,10 +257,40 @@ def answer_logits(model: Any, batch: dict[str, Any]) -> Any:
 
 def _train_items(step: int, stage: StageConfig, config: TrainConfig, seed: int, salt: int) -> list[scenes.QAItem]:
     """The batch of step ``step``: fresh training scenes (the drafter stage reads a separate stretch, ``salt``)."""
-    start = salt * (1 << 19) + step * stage.batch_size
+    start = salt * SCENES_PER_STAGE + step * stage.batch_size
     return scenes.dataset(
         "train", stage.batch_size, seed=seed, start=start, tasks=config.tasks, max_objects=config.max_objects
     )
+
+
+class StepBatches:
+    """The batches of one stage indexed by step: for each encoder its model inputs, plus the patch labels. A map-style
+    dataset, so a ``DataLoader`` can build them in worker processes, in step order."""
+
+    def __init__(
+        self, encoders: tuple[Encoder, ...], stage: StageConfig, config: TrainConfig, seed: int, salt: int
+    ) -> None:
+        self.encoders, self.stage, self.config, self.seed, self.salt = encoders, stage, config, seed, salt
+
+    def __len__(self) -> int:
+        return self.stage.steps
+
+    def __getitem__(self, step: int) -> tuple[list[dict[str, Any]], Any]:
+        items = _train_items(step, self.stage, self.config, self.seed, self.salt)
+        return [encoder.batch(items) for encoder in self.encoders], patch_labels(items)
+
+
+def _iterate(batches: StepBatches, config: TrainConfig) -> Any:
+    """Yield ``(inputs per encoder, patch labels)`` for every step, on ``config.device``."""
+    if config.workers > 0:
+        from torch.utils.data import DataLoader
+
+        source: Any = DataLoader(batches, batch_size=None, shuffle=False, num_workers=config.workers, prefetch_factor=4)
+    else:
+        source = (batches[step] for step in range(len(batches)))
+    for inputs, labels in source:
+        moved = [{k: v.to(config.device) for k, v in batch.items()} for batch in inputs]
+        yield moved, labels.to(config.device)
 
 
 def _schedule(stage: StageConfig) -> Any:
@@ -280,13 +317,13 @@ def _optimizer(model: Any, stage: StageConfig, probe: PatchProbe | None = None) 
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, _schedule(stage))
 
 
-def _update(loss: Any, probe: Any, config: TrainConfig, items: list, optim: tuple[Any, Any, list]) -> None:
+def _update(loss: Any, probe: Any, config: TrainConfig, labels: Any, optim: tuple[Any, Any, list]) -> None:
     """One optimiser step on ``loss`` (plus the training-only patch probe's loss), gradients clipped to norm 1."""
     import torch
 
     opt, sched, params = optim
     if probe is not None:
-        loss = loss + config.probe_weight * probe.loss(patch_labels(items))
+        loss = loss + config.probe_weight * probe.loss(labels)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -299,19 +336,17 @@ def _train_target(
 ) -> list[float]:
     import torch.nn.functional as F
 
-    probe = PatchProbe(model, config.target_size) if config.probe_weight > 0 else None
+    probe = PatchProbe(model, config.target_size, config.device) if config.probe_weight > 0 else None
     opt, sched = _optimizer(model, stage, probe)
     params = [p for group in opt.param_groups for p in group["params"]]
     model.train()
     losses = []
-    for step in range(stage.steps):
-        items = _train_items(step, stage, config, seed, salt=0)
-        batch = encoder.batch(items)
+    for (batch,), labels in _iterate(StepBatches((encoder,), stage, config, seed, salt=0), config):
         logits = answer_logits(model, batch)
         mask = batch["answer_mask"]
         loss = F.cross_entropy(logits[mask], batch["answer_ids"][mask])
         losses.append(loss.item())
-        _update(loss, probe, config, items, (opt, sched, params))
+        _update(loss, probe, config, labels, (opt, sched, params))
         tick(loss=losses[-1])
     if probe is not None:
         probe.remove()
@@ -332,17 +367,14 @@ def _distil_drafter(
     import torch
     import torch.nn.functional as F
 
-    probe = PatchProbe(drafter, config.drafter_size) if config.probe_weight > 0 else None
+    probe = PatchProbe(drafter, config.drafter_size, config.device) if config.probe_weight > 0 else None
     opt, sched = _optimizer(drafter, stage, probe)
     params = [p for group in opt.param_groups for p in group["params"]]
     drafter.train()
     target.eval()
     temp = config.distill_temperature
     losses = []
-    for step in range(stage.steps):
-        items = _train_items(step, stage, config, seed, salt=1)
-        t_batch = t_encoder.batch(items)
-        d_batch = d_encoder.batch(items)
+    for (t_batch, d_batch), labels in _iterate(StepBatches((t_encoder, d_encoder), stage, config, seed, 1), config):
         mask = d_batch["answer_mask"]
         with torch.no_grad():
             teacher = F.log_softmax(answer_logits(target, t_batch)[mask] / temp, dim=-1)
@@ -352,7 +384,7 @@ def _distil_drafter(
         ce = F.cross_entropy(student_logits, d_batch["answer_ids"][mask])
         loss = kl + config.label_weight * ce
         losses.append(loss.item())
-        _update(loss, probe, config, items, (opt, sched, params))
+        _update(loss, probe, config, labels, (opt, sched, params))
         tick(loss=losses[-1])
     if probe is not None:
         probe.remove()
@@ -391,8 +423,8 @@ def train_pair(out: Path | str, config: TrainConfig | None = None, seed: int = 0
 
     config = config or TrainConfig()
     for stage in (config.target, config.drafter):
-        if stage.steps * stage.batch_size > 1 << 19:
-            raise ValueError("a stage may read at most 2**19 training scenes (steps * batch_size)")
+        if stage.steps * stage.batch_size > SCENES_PER_STAGE:
+            raise ValueError(f"a stage may read at most {SCENES_PER_STAGE} training scenes (steps * batch_size)")
     paths = PairPaths(Path(out))
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)
@@ -404,6 +436,8 @@ def train_pair(out: Path | str, config: TrainConfig | None = None, seed: int = 0
             torch.manual_seed(seed * 1_000_003 + 2)
             drafter, d_processor = build_model(config.drafter_size, tokenizer, config.init_range)
             t_encoder, d_encoder = Encoder(t_processor), Encoder(d_processor)
+            target.to(config.device)
+            drafter.to(config.device)
 
             started = time.perf_counter()
             t_losses = _train_target(
@@ -422,6 +456,8 @@ def train_pair(out: Path | str, config: TrainConfig | None = None, seed: int = 0
                 _ticker(progress, "drafter (distil)", config.drafter.steps),
             )
             d_seconds = time.perf_counter() - started
+            target.to("cpu")
+            drafter.to("cpu")
             save_checkpoint(target, t_processor, paths.target)
             save_checkpoint(drafter, d_processor, paths.drafter)
             info = _train_info(config, seed, tokenizer, (target, drafter), (t_seconds, d_seconds), (t_losses, d_losses))
@@ -449,6 +485,9 @@ def _train_info(
         "final_loss": {"target": _tail_mean(losses[0]), "drafter": _tail_mean(losses[1])},
         "torch": torch.__version__,
         "threads": config.threads,
+        "device": config.device,
+        "device_name": torch.cuda.get_device_name(config.device) if config.device.startswith("cuda") else "cpu",
+        "workers": config.workers,
     }
 
 

@@ -97,6 +97,7 @@ def test_digest_tracks_what_shapes_the_weights() -> None:
     assert base.digest(0) != base.digest(1)
     assert base.digest(0) != dataclasses.replace(base, label_weight=0.2).digest(0)
     assert base.digest(0) == dataclasses.replace(base, threads=1).digest(0)
+    assert base.digest(0) == dataclasses.replace(base, device="cuda", workers=8).digest(0)
     assert TrainConfig().digest(0) != base.digest(0)
 
 
@@ -124,3 +125,24 @@ def test_fp16_storage_halves_the_files_and_keeps_the_answers(reduced, tmp_path) 
     assert model.generate(item.scene.image, item.question, max_new_tokens=8) == original.generate(
         item.scene.image, item.question, max_new_tokens=8
     )
+
+
+def test_batches_built_in_worker_processes_equal_those_built_in_the_loop() -> None:
+    """``TrainConfig.workers`` changes speed only: a batch is a pure function of its step."""
+    import torch
+
+    from covspec.demo.pair import build_model
+    from covspec.demo.train import Encoder, StepBatches, _iterate
+
+    base = TrainConfig.reduced()
+    config = dataclasses.replace(base, target=dataclasses.replace(base.target, steps=3))
+    _, processor = build_model(config.target_size)
+    batches = StepBatches((Encoder(processor),), config.target, config, seed=0, salt=0)
+    in_loop = list(_iterate(batches, config))
+    in_workers = list(_iterate(batches, dataclasses.replace(config, workers=2)))
+    assert len(in_loop) == len(in_workers) == 3
+    for (a_inputs, a_labels), (b_inputs, b_labels) in zip(in_loop, in_workers, strict=True):
+        assert torch.equal(a_labels, b_labels)
+        for key, value in a_inputs[0].items():
+            assert torch.equal(value, b_inputs[0][key]), key
+    assert not torch.equal(in_loop[0][0][0]["pixel_values"], in_loop[1][0][0]["pixel_values"])  # fresh scenes

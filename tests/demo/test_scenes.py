@@ -24,14 +24,18 @@ def test_dataset_is_deterministic() -> None:
 
 
 def test_splits_draw_from_disjoint_seed_ranges() -> None:
-    train = {scenes.scene_seed("train", i, seed) for seed in (0, 1, 2**20 - 1) for i in (0, 1, 2**20 - 1)}
-    heldout = {scenes.scene_seed("heldout", i, seed) for seed in (0, 1, 2**20 - 1) for i in (0, 1, 2**20 - 1)}
+    last_seed, last_index = scenes.MAX_SEED - 1, scenes.SEED_STRIDE - 1
+    train = {scenes.scene_seed("train", i, seed) for seed in (0, 1, last_seed) for i in (0, 1, last_index)}
+    heldout = {scenes.scene_seed("heldout", i, seed) for seed in (0, 1, last_seed) for i in (0, 1, last_index)}
     assert max(train) < min(heldout)
+    assert len(train) == len(heldout) == 9  # no two (seed, index) pairs share a scene
     assert {i.scene.seed for i in scenes.dataset("train", 50)}.isdisjoint(
         {i.scene.seed for i in scenes.dataset("heldout", 50)}
     )
     with pytest.raises(ValueError):
-        scenes.scene_seed("train", 2**20)
+        scenes.scene_seed("train", scenes.SEED_STRIDE)
+    with pytest.raises(ValueError):
+        scenes.scene_seed("train", 0, seed=scenes.MAX_SEED)
     with pytest.raises(ValueError):
         scenes.scene_seed("test", 0)
 
