@@ -68,3 +68,42 @@ def drafter_engine(tiny_pair):
         return cache[arch]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def tiny_text_drafter(tmp_path_factory: pytest.TempPathFactory):
+    """A tiny text-only Llama drafter sharing the tiny llava tokenizer, built once."""
+    from covspec.models import build_tiny_text_drafter
+
+    return build_tiny_text_drafter(tmp_path_factory.mktemp("tiny-text") / "drafter")
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_pair, tiny_text_drafter, tmp_path_factory: pytest.TempPathFactory):
+    """``tiny_bundle(arch)``: (drafter checkpoint, its exported and validated ONNX bundle), exported once per session.
+
+    ``arch`` is one of llava, qwen2_vl, idefics3, or "text" for the text-only drafter.
+    """
+    pytest.importorskip("onnxruntime")
+    from covspec.export.onnx_export import export_bundle
+
+    root = tmp_path_factory.mktemp("bundles")
+    cache: dict[str, tuple] = {}
+
+    def get(arch: str):
+        if arch not in cache:
+            source = tiny_text_drafter if arch == "text" else tiny_pair(arch).drafter
+            export_bundle(source, root / arch)
+            cache[arch] = (source, root / arch)
+        return cache[arch]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def reduced_demo_pair(tmp_path_factory: pytest.TempPathFactory):
+    """(TrainConfig.reduced(), PairPaths): the reduced demo pair, trained once per session (about 1-2 minutes)."""
+    from covspec.demo.train import TrainConfig, train_pair
+
+    config = TrainConfig.reduced()
+    return config, train_pair(tmp_path_factory.mktemp("demo-pair") / "pair", config, seed=0)

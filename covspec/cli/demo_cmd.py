@@ -59,13 +59,16 @@ def demo(
     link: str = typer.Option("loopback", "--link", help="Emulated link preset: loopback, lan, wifi, 5g, lte."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (DESIGN.md §7)."),
     reduced: bool = typer.Option(False, "--reduced", help="Use the reduced recipe's pair (tests, smoke runs)."),
+    engine: str = typer.Option(
+        "onnxruntime", "--engine", help="Drafter engine: onnxruntime (its bundle, exported on first use) or torch."
+    ),
 ) -> None:
     """Serve the demo target, run the device runtime on held-out scenes in each mode, print one table."""
     from rich.console import Console
     from rich.progress import Progress
 
     from covspec.demo.runner import run_demo
-    from covspec.demo.store import ensure_pair
+    from covspec.demo.store import ensure_bundle, ensure_pair
     from covspec.demo.train import TrainConfig
     from covspec.link.presets import link_profile
 
@@ -73,10 +76,13 @@ def demo(
         link_profile(link)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--link") from None
+    if engine not in ("onnxruntime", "torch"):
+        raise typer.BadParameter(f"unknown engine {engine!r}; choose onnxruntime or torch", param_hint="--engine")
     console = Console(stderr=True)
     with Progress(console=console, transient=True) as progress:
         pair = ensure_pair(config=TrainConfig.reduced() if reduced else TrainConfig(), progress=progress)
-        result = run_demo(pair, n_scenes=scenes, link=link, progress=progress)
+        bundle = ensure_bundle(pair, progress=progress) if engine == "onnxruntime" else None
+        result = run_demo(pair, bundle=bundle, n_scenes=scenes, link=link, progress=progress)
     if as_json:
         typer.echo(json.dumps(result))
         return
@@ -87,7 +93,9 @@ def _print_rows(result: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"covspec demo: {result['scenes']} held-out scenes, link {result['link']}")
+    table = Table(
+        title=f"covspec demo: {result['scenes']} held-out scenes, link {result['link']}, drafter {result['engine']}"
+    )
     for column in ("mode", "acc", "tok/s", "speedup", "AAL", "up B/tok", "down B/tok", "same"):
         table.add_column(column, justify="left" if column == "mode" else "right", no_wrap=True)
     for row in result["rows"]:

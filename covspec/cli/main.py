@@ -6,7 +6,7 @@ import logging
 
 import typer
 
-from covspec.cli import demo_cmd, run_cmd, serve_cmd, tiny_cmd
+from covspec.cli import demo_cmd, export_cmd, run_cmd, serve_cmd, tiny_cmd
 
 app = typer.Typer(
     name="covspec",
@@ -28,6 +28,8 @@ app.command("serve")(serve_cmd.serve)
 app.command("run")(run_cmd.run)
 app.command("demo")(demo_cmd.demo)
 app.command("demo-train")(demo_cmd.demo_train)
+app.command("export")(export_cmd.export)
+app.command("quantize")(export_cmd.quantize)
 
 if __name__ == "__main__":
     app()

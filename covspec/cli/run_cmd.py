@@ -11,7 +11,14 @@ from covspec.protocol import VerifyMode
 
 
 def run(
-    drafter: str = typer.Option(..., "--drafter", help="Drafter checkpoint: a local folder or a hub id."),
+    drafter: str | None = typer.Option(None, "--drafter", help="Drafter checkpoint (torch engine): folder or hub id."),
+    bundle: Path | None = typer.Option(
+        None, "--bundle", file_okay=False, help="Device bundle from `covspec export` (ONNX Runtime engine)."
+    ),
+    ep: str = typer.Option("auto", "--ep", help="Execution provider for --bundle: cpu, cuda, tensorrt, auto."),
+    engine_kind: str = typer.Option(
+        "onnxruntime", "--engine", help="Engine for --bundle: onnxruntime, or tensorrt (its native TensorRT engines)."
+    ),
     edge: str = typer.Option(..., "--edge", help="Edge server URL, e.g. http://127.0.0.1:8000"),
     image: Path = typer.Option(..., "--image", exists=True, dir_okay=False, readable=True),
     prompt: str = typer.Option(..., "--prompt"),
@@ -35,7 +42,14 @@ def run(
 
     try:
         api_key = read_api_key_file(api_key_file) if api_key_file else None
-        engine = load_engine("torch", drafter, dtype=dtype)
+        if (drafter is None) == (bundle is None):
+            raise ValueError("give exactly one of --drafter (a checkpoint) or --bundle (a device bundle)")
+        if bundle is not None:
+            if engine_kind not in ("onnxruntime", "tensorrt"):
+                raise ValueError(f"unknown --engine {engine_kind!r}; choose onnxruntime or tensorrt")
+            engine = load_engine(engine_kind, bundle, ep=ep)
+        else:
+            engine = load_engine("torch", drafter, dtype=dtype)
         client = EdgeClient(edge, api_key=api_key)
         config = GenerationConfig(max_new_tokens, temperature, top_k, top_p, seed, draft_len, verify_mode)
         result = generate(engine, client, image.read_bytes(), prompt, config)

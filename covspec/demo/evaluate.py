@@ -12,7 +12,8 @@ from collections import defaultdict
 from typing import Any
 
 from covspec.demo import scenes
-from covspec.demo.train import PairPaths, quiet_transformers
+from covspec.demo.train import PairPaths
+from covspec.models.loading import quiet_transformers
 
 MAX_NEW_TOKENS = 40  # the longest caption (four objects) is 26 tokens with EOS
 BASELINE_SCENES = 3000  # training questions the blind majority baseline takes its answer statistics from

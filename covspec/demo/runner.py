@@ -10,12 +10,14 @@ from __future__ import annotations
 import io
 from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from covspec.demo import scenes
-from covspec.demo.train import PairPaths, quiet_transformers
+from covspec.demo.train import PairPaths
 from covspec.link.presets import link_profile
 from covspec.link.relay import TcpRelay
+from covspec.models.loading import quiet_transformers
 from covspec.protocol import VerifyMode
 
 DRAFT_LEN = 4
@@ -43,6 +45,7 @@ def answer_matches(text: str, reference: str) -> bool:
 def run_demo(
     pair: PairPaths,
     *,
+    bundle: Path | None = None,
     n_scenes: int = 20,
     link: str = "loopback",
     modes: tuple[DemoMode, ...] = DEMO_MODES,
@@ -50,7 +53,8 @@ def run_demo(
     progress: Any = None,
 ) -> dict[str, Any]:
     """Rows of DESIGN.md §7 (``mode``, ``accuracy``, ``tokens_per_s``, ``speedup``, ``aal``, bytes per token,
-    ``identical_to_target``) for the held-out scenes ``0 .. n_scenes - 1``."""
+    ``identical_to_target``) for the held-out scenes ``0 .. n_scenes - 1``. The drafter runs from its device
+    ``bundle`` on ONNX Runtime (CPU) when one is given, else from the checkpoint on torch."""
     from covspec.runtime_device.client import EdgeClient
     from covspec.runtime_device.engines import load_engine
     from covspec.runtime_device.loop import GenerationConfig, generate, generate_target_only
@@ -59,7 +63,10 @@ def run_demo(
     items = scenes.dataset("heldout", n_scenes)
     images = [_png(item.scene.image) for item in items]
     with quiet_transformers():
-        engine = load_engine("torch", str(pair.drafter), dtype="float32")
+        if bundle is not None:
+            engine = load_engine("onnxruntime", bundle, ep="cpu")
+        else:
+            engine = load_engine("torch", str(pair.drafter), dtype="float32")
     profile = link_profile(link)
     with ExitStack() as stack:
         server = ServeProcess(pair.target)
@@ -113,6 +120,7 @@ def run_demo(
     return {
         "rows": rows,
         "scenes": n_scenes,
+        "engine": "onnxruntime fp32 bundle" if bundle is not None else "torch float32",
         "link": profile.name,
         "link_profile": {"one_way_delay_s": profile.one_way_delay_s, "uplink_bps": profile.uplink_bps,
                          "downlink_bps": profile.downlink_bps},

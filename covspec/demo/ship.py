@@ -25,7 +25,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from covspec.demo.train import PairPaths, TrainConfig, quiet_transformers, train_pair
+from covspec.demo.train import PairPaths, TrainConfig, train_pair
+from covspec.models.loading import quiet_transformers
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "weights" / "demo-pair-v2"
 PROVENANCE = "provenance.json"

@@ -15,7 +15,6 @@ on one machine, device and thread count. Nothing is printed: pass a ``rich.progr
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -41,6 +40,7 @@ from covspec.demo.pair import (
     render_prompt,
     save_checkpoint,
 )
+from covspec.models.loading import quiet_transformers
 
 logger = logging.getLogger(__name__)
 
@@ -395,20 +395,6 @@ def _distil_drafter(
 # --------------------------------------------------------------------------------------------------------------
 # Public API
 # --------------------------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def quiet_transformers() -> Any:
-    """Silence transformers' own progress bars (loading and saving shards) for the duration."""
-    from transformers.utils import logging as hf_logging
-
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()
 
 
 def train_pair(out: Path | str, config: TrainConfig | None = None, seed: int = 0, progress: Any = None) -> PairPaths:

@@ -7,6 +7,7 @@ is accepted; what cannot be loaded raises ``covspec.errors.ModelLoadError``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib
 import json
@@ -133,4 +134,27 @@ def _looks_like_path(text: str) -> bool:
     )
 
 
-__all__ = ["SUPPORTED_DTYPES", "VLM_FAMILIES", "adapter_for", "load_model", "read_config", "tokenizer_hash"]
+@contextlib.contextmanager
+def quiet_transformers() -> Any:
+    """Silence transformers' own progress bars (loading and saving shards) for the duration: commands that show their
+    own rich progress would otherwise interleave tqdm bars with it."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+__all__ = [
+    "SUPPORTED_DTYPES",
+    "VLM_FAMILIES",
+    "adapter_for",
+    "load_model",
+    "quiet_transformers",
+    "read_config",
+    "tokenizer_hash",
+]

@@ -1,5 +1,5 @@
-"""`covspec demo --json` end to end: trains the reduced pair into a temporary cache, serves it with a real
-`covspec serve` subprocess, and reports identical-to-target for every speculative mode."""
+"""`covspec demo --json` end to end: trains the reduced pair into a temporary cache, exports its drafter bundle, serves
+the target with a real `covspec serve` subprocess, and reports identical-to-target for every speculative mode."""
 
 from __future__ import annotations
 
@@ -32,6 +32,10 @@ def test_demo_json_reports_identical_outputs(tmp_path) -> None:
     # accuracy is the same for every mode: they commit the very same tokens
     assert len({row["accuracy"] for row in rows.values()}) == 1
     assert any((tmp_path / "cache").iterdir())
+    # the drafter ran from its device bundle, exported into the cache on first use
+    assert result["engine"] == "onnxruntime fp32 bundle"
+    bundles = list((tmp_path / "cache" / "demo-bundle-v1").iterdir())
+    assert len(bundles) == 1 and (bundles[0] / "manifest.json").is_file()
 
 
 def test_demo_refuses_an_unknown_link() -> None:

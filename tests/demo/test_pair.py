@@ -22,13 +22,8 @@ N_HELDOUT = 60
 
 
 @pytest.fixture(scope="module")
-def reduced() -> tuple[TrainConfig, PairPaths]:
-    import tempfile
-    from pathlib import Path
-
-    config = TrainConfig.reduced()
-    with tempfile.TemporaryDirectory(prefix="covspec-demo-pair-") as tmp:
-        yield config, train_pair(Path(tmp) / "pair", config, seed=0)
+def reduced(reduced_demo_pair) -> tuple[TrainConfig, PairPaths]:
+    return reduced_demo_pair  # trained once per session (tests/conftest.py), shared with tests/export
 
 
 @pytest.fixture(scope="module")

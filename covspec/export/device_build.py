@@ -1,0 +1,111 @@
+"""One call from a drafter checkpoint to a device bundle: export (fp32, validated), quantize, TensorRT engines.
+
+``covspec export`` is this function; a device profile (``--device``) supplies the precision when none is given and the
+TensorRT settings. Missing TensorRT is reported before any work starts, so a long export never ends in that error.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+from covspec.errors import ExportError
+from covspec.models.loading import quiet_transformers
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "fp16", "int8", "int8_qdq", "int4")
+
+
+def build_device_bundle(
+    model: str | Path,
+    out: str | Path,
+    *,
+    precision: str | None = None,
+    device: str | None = None,
+    tensorrt: bool = False,
+    opset: int | None = None,
+    validate: bool = True,
+    tolerance: float | None = None,
+    calibration_images: str | Path | None = None,
+    target: str | Path | None = None,
+    overwrite: bool = False,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Write the bundle of ``model`` into ``out`` at ``precision`` (default: the device profile's, else fp32) and
+    return its manifest as a dict. ``calibration_images`` makes int8 the calibrated QDQ form (what TensorRT reads);
+    ``target`` adds the pair's AAL before and after quantization to the report."""
+    from covspec.export.bundle import read_manifest, update_manifest
+    from covspec.export.onnx_export import DEFAULT_OPSET, export_bundle
+    from covspec.export.profiles import get_profile
+
+    profile = get_profile(device) if device else None
+    precision = precision or (profile.precision if profile else "fp32")
+    if precision not in PRECISIONS:
+        raise ExportError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if tensorrt:
+        from covspec.export.tensorrt import import_tensorrt
+
+        if profile is None:
+            profile = get_profile("jetson-orin")
+        if profile.tensorrt is None:
+            raise ExportError(f"device profile {profile.name} does not use TensorRT; pick jetson-orin or jetson-xavier")
+        import_tensorrt()  # fails now, with the install hint, rather than after the export
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise ExportError(f"{out} exists and is not empty; pass --overwrite or choose a new folder")
+        shutil.rmtree(out)
+    export_args: dict[str, Any] = {"opset": opset or DEFAULT_OPSET, "validate": validate, "tolerance": tolerance}
+
+    def export_fp32(path: Path) -> None:
+        with quiet_transformers(), warnings.catch_warnings():
+            # torch.onnx notes each dynamic axis name it merges with an equal one; nothing for a user to act on
+            warnings.filterwarnings("ignore", message=".*axis name.*will not be used", category=UserWarning)
+            export_bundle(model, path, progress=_say(progress), overwrite=True, **export_args)
+
+    if precision == "fp32":
+        export_fp32(out)
+    else:
+        from covspec.quant.bundle import quantize_bundle
+
+        with tempfile.TemporaryDirectory(prefix="covspec-export-") as tmp:
+            fp32 = Path(tmp) / "fp32"
+            export_fp32(fp32)
+            static = precision == "int8_qdq" or (precision == "int8" and calibration_images is not None)
+            quantize_bundle(
+                fp32,
+                out,
+                "int8" if precision == "int8_qdq" else precision,
+                calibration_images=calibration_images,
+                static=static,
+                target=target,
+                progress=progress,
+            )
+    if profile is not None:
+        update_manifest(out, device_profile=profile.to_dict())
+    if tensorrt:
+        from covspec.export.tensorrt import build_bundle_engines
+
+        build_bundle_engines(out, profile, progress=progress)
+    return read_manifest(out).to_dict()
+
+
+def _say(progress: Any) -> Any:
+    """export_bundle reports steps as messages; show them as a spinner line when a rich Progress is given."""
+    if progress is None:
+        return None
+    task = progress.add_task("export", total=None)
+
+    def say(message: str) -> None:
+        logger.info("%s", message)
+        progress.update(task, description=f"export: {message}")
+
+    return say
+
+
+__all__ = ["PRECISIONS", "build_device_bundle"]

@@ -1,0 +1,403 @@
+"""The ONNX Runtime drafter engine: a device bundle (``covspec export``) run without torch.
+
+Prompts are rendered exactly as the torch adapters render them (the processor's chat template, then the processor on
+the text and the image, as numpy). The engine encodes the image with ``vision_encoder.onnx``, embeds the ids with
+``embed_tokens.onnx``, writes the image features over the image placeholder embeddings, and runs
+``decoder_model_merged.onnx`` with an explicit KV cache that ``crop`` slices. Qwen2-VL positions (M-RoPE) come from
+``mrope`` in numpy.
+
+Execution providers: ``cpu``; ``cuda`` (I/O binding keeps the KV cache on the GPU between steps); ``tensorrt``
+(TensorRT, then CUDA, then CPU for what TensorRT cannot take; engine cache under the bundle's ``tensorrt/``);
+``auto`` (the best this onnxruntime build has).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from covspec.errors import EngineUnavailableError
+from covspec.export.bundle import Bundle, load_bundle
+from covspec.models.base import ModelFingerprint, ModelSequence
+from covspec.runtime_device.engines import mrope
+
+logger = logging.getLogger(__name__)
+
+EP_CHOICES = ("cpu", "cuda", "tensorrt", "auto")
+_PROVIDER = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+_INSTALL_HINT = (
+    "install onnxruntime-gpu (pip install onnxruntime-gpu, in place of onnxruntime) on a CUDA machine, "
+    "or the onnxruntime-gpu wheel built for JetPack on a Jetson"
+)
+USER_ROLE = "user"
+
+FeedRecorder = Callable[[str, dict[str, np.ndarray]], None]
+
+
+def providers_for(ep: str, bundle: Bundle) -> tuple[str, list[Any]]:
+    """(resolved ep, the provider list for ``InferenceSession``); ``EngineUnavailableError`` when missing."""
+    import onnxruntime as ort
+
+    if ep not in EP_CHOICES:
+        raise EngineUnavailableError(f"unknown execution provider {ep!r}; choose one of {', '.join(EP_CHOICES)}")
+    available = set(ort.get_available_providers())
+    if ep == "auto":
+        if _PROVIDER["tensorrt"] in available and bundle.manifest.tensorrt:
+            ep = "tensorrt"
+        elif _PROVIDER["cuda"] in available:
+            ep = "cuda"
+        else:
+            ep = "cpu"
+    needed = [_PROVIDER[ep]] + ([_PROVIDER["cuda"]] if ep == "tensorrt" else [])
+    missing = [p for p in needed if p not in available]
+    if missing:
+        raise EngineUnavailableError(
+            f"execution provider {ep!r} needs {', '.join(missing)}, which this onnxruntime {ort.__version__} lacks "
+            f"(it has {', '.join(sorted(available))}): {_INSTALL_HINT}"
+        )
+    if ep == "cpu":
+        return ep, ["CPUExecutionProvider"]
+    cuda = ("CUDAExecutionProvider", {"device_id": 0})
+    if ep == "cuda":
+        return ep, [cuda, "CPUExecutionProvider"]
+    cache = bundle.root / "tensorrt" / "onnxruntime"  # beside (not among) the native engines of export.tensorrt
+    cache.mkdir(parents=True, exist_ok=True)
+    trt = {
+        "device_id": 0,
+        "trt_engine_cache_enable": True,
+        "trt_engine_cache_path": str(cache),
+        "trt_timing_cache_enable": True,
+        "trt_timing_cache_path": str(cache),
+        "trt_fp16_enable": bundle.manifest.precision == "fp16",
+    }
+    return ep, [("TensorrtExecutionProvider", trt), cuda, "CPUExecutionProvider"]
+
+
+def load_processor(root: Path, family: str) -> Any:
+    """The bundle's processor (VLM) or tokenizer (text LM), loadable without torch.
+
+    Without torch, transformers picks the PIL image processors; Qwen2-VL's video processor needs torchvision, so
+    there the processor is assembled from its image processor and tokenizer alone (images only).
+    """
+    import transformers
+
+    if family == "text_lm":
+        return transformers.AutoTokenizer.from_pretrained(str(root))
+    try:
+        return transformers.AutoProcessor.from_pretrained(str(root))
+    except ImportError:
+        if family != "qwen2_vl":
+            raise
+        logger.info("%s: no torchvision, so Qwen2-VL's video processor is left out (images only)", root)
+        image_processor = transformers.AutoImageProcessor.from_pretrained(str(root))
+        tokenizer = transformers.AutoTokenizer.from_pretrained(str(root))
+        chat = root / "chat_template.jinja"
+        template = chat.read_text(encoding="utf-8") if chat.is_file() else getattr(tokenizer, "chat_template", None)
+        return _qwen2_vl_images_only()(image_processor=image_processor, tokenizer=tokenizer, chat_template=template)
+
+
+def _qwen2_vl_images_only() -> type:
+    """``Qwen2VLProcessor`` without its video processor: transformers finds a processor's parts from the names of its
+    ``__init__`` parameters, so this subclass's ``__init__`` simply has no ``video_processor``."""
+    from transformers import Qwen2VLProcessor
+    from transformers.processing_utils import ProcessorMixin
+
+    class Qwen2VLImagesOnlyProcessor(Qwen2VLProcessor):
+        def __init__(self, image_processor: Any = None, tokenizer: Any = None, chat_template: Any = None) -> None:
+            self.image_token = getattr(tokenizer, "image_token", None) or "<|image_pad|>"
+            self.video_token = getattr(tokenizer, "video_token", None) or "<|video_pad|>"
+            self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
+            self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
+            ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
+
+    return Qwen2VLImagesOnlyProcessor
+
+
+class OnnxDrafterEngine:
+    """A drafter over a device bundle, run by ONNX Runtime; implements ``DrafterEngine``."""
+
+    def __init__(
+        self, bundle_dir: str | Path, *, ep: str = "cpu", threads: int | None = None, verify: bool = True
+    ) -> None:
+        import onnxruntime as ort
+
+        self.bundle = load_bundle(bundle_dir, verify=verify)
+        manifest = self.bundle.manifest
+        self.family = manifest.family
+        self.ep, providers = providers_for(ep, self.bundle)
+        self.name = f"onnxruntime-{self.ep}:{self.bundle.root}"
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = int(threads)
+            options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self.sessions: dict[str, Any] = {}
+        for role in ("vision_encoder", "embed_tokens", "decoder"):
+            if self.bundle.has_graph(role):
+                path = str(self.bundle.graph_path(role))
+                self.sessions[role] = ort.InferenceSession(path, sess_options=options, providers=providers)
+        active = self.sessions["decoder"].get_providers()
+        if _PROVIDER.get(self.ep, "") not in active:
+            raise EngineUnavailableError(
+                f"onnxruntime could not start {_PROVIDER[self.ep]} (active: {', '.join(active)}); check the CUDA / "
+                f"TensorRT libraries it needs: {_INSTALL_HINT}"
+            )
+        self.feed_recorder: FeedRecorder | None = None
+        info = manifest.model
+        self.num_layers = int(info["num_layers"])
+        self.num_kv_heads = int(info["num_kv_heads"])
+        self.head_dim = int(info["head_dim"])
+        self.vocab_size = int(info["vocab_size"])
+        self.image_token_id = info.get("image_token_id")
+        self.mrope = info.get("positions") == "mrope"
+        fp = manifest.fingerprint
+        self._fingerprint = ModelFingerprint(
+            name=str(fp.get("name", manifest.source.get("model", ""))),
+            family=str(fp.get("family", self.family)),
+            vocab_size=int(fp.get("vocab_size", self.vocab_size)),
+            tokenizer_hash=str(fp.get("tokenizer_hash", "")),
+            special_tokens=dict(fp.get("special_tokens", {})),
+            eos_token_ids=tuple(int(t) for t in fp.get("eos_token_ids", info.get("eos_token_ids", ()))),
+        )
+        self.processor = load_processor(self.bundle.root, self.family)
+        self.tokenizer = self.processor if self.family == "text_lm" else self.processor.tokenizer
+        self._decoder_inputs = {i.name for i in self.sessions["decoder"].get_inputs()}
+        self._device_kv = self.ep in ("cuda", "tensorrt")
+        logger.info("onnxruntime drafter %s on %s", self.bundle.root, self.sessions["decoder"].get_providers())
+
+    # -- DrafterEngine -------------------------------------------------------------------------------------------
+
+    @property
+    def fingerprint(self) -> ModelFingerprint:
+        return self._fingerprint
+
+    @property
+    def eos_token_ids(self) -> tuple[int, ...]:
+        return self._fingerprint.eos_token_ids
+
+    @property
+    def accepts_images(self) -> bool:
+        return "vision_encoder" in self.sessions
+
+    def start(self, image: Any | None, prompt: str) -> OnnxSequence:
+        if not self.accepts_images:
+            image = None
+        batch = self.render(image, prompt)
+        input_ids = np.asarray(batch["input_ids"], dtype=np.int64)
+        if input_ids.shape[0] != 1:
+            raise ValueError("one prompt per sequence")
+        embeds = self.embed(input_ids)
+        image_tokens = 0
+        if image is not None:
+            features = self.image_features(batch)
+            where = input_ids[0] == self.image_token_id
+            image_tokens = int(where.sum())
+            if features.shape[0] != image_tokens:
+                raise ValueError(f"{features.shape[0]} image features for {image_tokens} image placeholder tokens")
+            embeds[0, where] = features.astype(embeds.dtype, copy=False)
+        length = input_ids.shape[1]
+        delta = 0
+        if self.mrope:
+            info = self.bundle.manifest.model
+            positions, delta = mrope.prompt_position_ids(
+                input_ids[0],
+                image_token_id=int(self.image_token_id),
+                video_token_id=info.get("video_token_id"),
+                spatial_merge_size=int(info.get("spatial_merge_size", 2)),
+                image_grid_thw=batch.get("image_grid_thw") if image is not None else None,
+            )
+        else:
+            positions = np.arange(length, dtype=np.int64)[None, :]
+        kv = self.empty_kv()
+        logits, kv = self.run_decoder(embeds, positions, kv, 0)
+        return OnnxSequence(self, input_ids[0].tolist(), logits[-1], kv, image_tokens, delta)
+
+    def decode(self, tokens: Sequence[int]) -> str:
+        eos = set(self.eos_token_ids)
+        return self.tokenizer.decode([int(t) for t in tokens if int(t) not in eos], skip_special_tokens=True)
+
+    # -- pieces ----------------------------------------------------------------------------------------------------
+
+    def render(self, image: Any | None, prompt: str) -> dict[str, np.ndarray]:
+        """The prompt (and image) as numpy model inputs, exactly as ``covspec.models`` renders them."""
+        if self.family == "text_lm":
+            tokenizer = self.processor
+            if getattr(tokenizer, "chat_template", None):
+                text = tokenizer.apply_chat_template(
+                    [{"role": USER_ROLE, "content": prompt}], add_generation_prompt=True, tokenize=False
+                )
+                return dict(tokenizer(text, add_special_tokens=False, return_tensors="np"))
+            return dict(tokenizer(prompt, return_tensors="np"))
+        content: list[dict[str, Any]] = []
+        if image is not None:
+            content.append({"type": "image"})
+        content.append({"type": "text", "text": prompt})
+        text = self.processor.apply_chat_template([{"role": USER_ROLE, "content": content}], add_generation_prompt=True)
+        if image is not None:
+            return dict(self.processor(text=text, images=[image], return_tensors="np"))
+        return dict(self.processor(text=text, return_tensors="np"))
+
+    def _run(self, role: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        if self.feed_recorder is not None:
+            self.feed_recorder(role, feeds)
+        return self.sessions[role].run(None, feeds)
+
+    def embed(self, input_ids: np.ndarray) -> np.ndarray:
+        return np.array(self._run("embed_tokens", {"input_ids": input_ids.astype(np.int64)})[0], dtype=np.float32)
+
+    def vision_feeds(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        pixels = np.asarray(batch["pixel_values"], dtype=np.float32)
+        if self.family == "qwen2_vl":
+            return {"pixel_values": pixels, "image_grid_thw": np.asarray(batch["image_grid_thw"], dtype=np.int64)}
+        if self.family == "idefics3":
+            b, n = pixels.shape[:2]
+            mask = batch.get("pixel_attention_mask")
+            mask = np.ones((b, n, *pixels.shape[3:]), np.int64) if mask is None else np.asarray(mask, np.int64)
+            real = (pixels.reshape(b * n, -1) != 0).any(axis=1)  # all-zero images are padding, as transformers drops
+            pixels = pixels.reshape(b * n, *pixels.shape[2:])[real][None]
+            mask = mask.reshape(b * n, *mask.shape[2:])[real][None]
+            return {"pixel_values": pixels, "pixel_attention_mask": mask}
+        return {"pixel_values": pixels}
+
+    def image_features(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        """[n_image_tokens, hidden] embeddings for the image placeholders of a rendered batch."""
+        return np.asarray(self._run("vision_encoder", self.vision_feeds(batch))[0], dtype=np.float32)
+
+    def empty_kv(self) -> list[Any]:
+        empty = np.zeros((1, self.num_kv_heads, 0, self.head_dim), dtype=np.float32)
+        return [empty] * (2 * self.num_layers)
+
+    def run_decoder(
+        self, embeds: np.ndarray, positions: np.ndarray, kv: list[Any], past: int
+    ) -> tuple[np.ndarray, list[Any]]:
+        """One decoder run over ``embeds`` [1, n, hidden] after ``past`` cached positions; (logits [n, vocab], kv)."""
+        n = embeds.shape[1]
+        feeds: dict[str, Any] = {
+            "inputs_embeds": np.ascontiguousarray(embeds, dtype=np.float32),
+            "attention_mask": np.ones((1, past + n), dtype=np.int64),
+            "position_ids": np.ascontiguousarray(positions, dtype=np.int64),
+        }
+        names = [f"past_key_values.{i}.{k}" for i in range(self.num_layers) for k in ("key", "value")]
+        if self._device_kv:
+            return self._run_decoder_bound(feeds, names, kv)
+        feeds.update(zip(names, kv, strict=True))
+        outputs = self._run("decoder", feeds)
+        return np.asarray(outputs[0][0]), list(outputs[1:])
+
+    def _run_decoder_bound(
+        self, feeds: dict[str, Any], names: list[str], kv: list[Any]
+    ) -> tuple[np.ndarray, list[Any]]:
+        """CUDA / TensorRT: the KV cache stays on the GPU as ``OrtValue``s; only the logits come back."""
+        session = self.sessions["decoder"]
+        if self.feed_recorder is not None:
+            self.feed_recorder("decoder", {**feeds, **dict(zip(names, [_to_numpy(v) for v in kv], strict=True))})
+        binding = session.io_binding()
+        for name, value in feeds.items():
+            binding.bind_cpu_input(name, value)
+        for name, value in zip(names, kv, strict=True):
+            if isinstance(value, np.ndarray):  # the empty prefill cache, or one just cropped: copied up by the run
+                binding.bind_cpu_input(name, value)
+            else:
+                binding.bind_ortvalue_input(name, value)
+        outputs = [o.name for o in session.get_outputs()]
+        binding.bind_output(outputs[0], "cpu")
+        for name in outputs[1:]:
+            binding.bind_output(name, "cuda", 0)
+        session.run_with_iobinding(binding)
+        values = binding.get_outputs()
+        return values[0].numpy()[0], list(values[1:])
+
+    def crop_kv(self, kv: list[Any], length: int) -> list[Any]:
+        # ONNX Runtime cannot slice a GPU OrtValue in place: a crop brings the cache to the host once, and the next
+        # run binds it back (rounds crop once each; the steps between keep the cache on the GPU)
+        return [np.ascontiguousarray(v[:, :, :length]) for v in kv]
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    return value if isinstance(value, np.ndarray) else value.numpy()
+
+
+def _kv_nbytes(value: Any) -> int:
+    if isinstance(value, np.ndarray):
+        return int(value.nbytes)
+    return int(np.prod(value.shape())) * 4
+
+
+class OnnxSequence(ModelSequence):
+    """One generation on the ONNX drafter: the KV cache as numpy arrays (or GPU ``OrtValue``s) and the ids."""
+
+    def __init__(
+        self,
+        engine: OnnxDrafterEngine,
+        prompt_ids: list[int],
+        prefill_logits: np.ndarray,
+        kv: list[Any],
+        image_tokens: int,
+        delta: int,
+    ) -> None:
+        self._engine = engine
+        self._ids = [int(t) for t in prompt_ids]
+        self._prompt_length = len(self._ids)
+        self._prefill_logits = np.asarray(prefill_logits, dtype=np.float32)
+        self._kv = kv
+        self._image_tokens = image_tokens
+        self._delta = delta
+
+    @property
+    def prompt_length(self) -> int:
+        return self._prompt_length
+
+    @property
+    def length(self) -> int:
+        return len(self._ids)
+
+    @property
+    def prefill_logits(self) -> np.ndarray:
+        return self._prefill_logits
+
+    @property
+    def image_tokens(self) -> int:
+        return self._image_tokens
+
+    @property
+    def token_ids(self) -> tuple[int, ...]:
+        return tuple(self._ids)
+
+    def extend(self, tokens: Sequence[int]) -> np.ndarray:
+        engine = self._engine
+        ids = [int(t) for t in tokens]
+        for t in ids:
+            if not 0 <= t < engine.vocab_size:
+                raise ValueError(f"token id {t} outside the vocabulary [0, {engine.vocab_size})")
+        if not ids:
+            return np.zeros((0, engine.vocab_size), dtype=np.float32)
+        start = len(self._ids)
+        embeds = engine.embed(np.asarray([ids], dtype=np.int64))
+        if engine.mrope:
+            positions = mrope.extend_position_ids(start, len(ids), self._delta)
+        else:
+            positions = np.arange(start, start + len(ids), dtype=np.int64)[None, :]
+        logits, self._kv = engine.run_decoder(embeds, positions, self._kv, start)
+        self._ids.extend(ids)
+        return np.asarray(logits, dtype=np.float32)
+
+    def crop(self, length: int) -> None:
+        length = int(length)
+        if not self._prompt_length <= length <= len(self._ids):
+            raise ValueError(
+                f"cannot crop to {length}: allowed range is [{self._prompt_length}, {len(self._ids)}] "
+                "(the prompt is never rolled back)"
+            )
+        if length < len(self._ids):
+            self._kv = self._engine.crop_kv(self._kv, length)
+            del self._ids[length:]
+
+    def kv_bytes(self) -> int:
+        return sum(_kv_nbytes(v) for v in self._kv)
+
+
+__all__ = ["EP_CHOICES", "OnnxDrafterEngine", "OnnxSequence", "load_processor", "providers_for"]

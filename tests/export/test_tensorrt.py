@@ -1,0 +1,331 @@
+"""TensorRT engine build: the parts that need no GPU run everywhere (typing choice, profile shapes, version and GPU
+checks, the clear error without TensorRT); the build itself runs only where ``tensorrt`` and a CUDA GPU exist."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from covspec.errors import BundleError, EngineUnavailableError, ExportError
+from covspec.export import tensorrt as trt_build
+from covspec.export.profiles import get_profile
+
+HAS_TRT = importlib.util.find_spec("tensorrt") is not None
+ORIN = get_profile("jetson-orin")
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+MISSING = " and ".join(
+    what
+    for what, absent in (
+        ("the tensorrt Python module (see docs/jetson.md)", not HAS_TRT),
+        ("a CUDA GPU visible to torch", not _has_cuda()),
+    )
+    if absent
+)
+
+
+@pytest.mark.skipif(HAS_TRT, reason="tensorrt is installed here; the missing-module error cannot be shown")
+def test_missing_tensorrt_says_how_to_install(monkeypatch):
+    with pytest.raises(EngineUnavailableError) as info:
+        trt_build.import_tensorrt()
+    message = str(info.value)
+    assert "pip install tensorrt-cu12" in message or "python3-libnvinfer" in message
+    monkeypatch.setattr(trt_build, "is_jetson", lambda: True)
+    assert "python3-libnvinfer" in trt_build.install_hint()
+    assert "tensorrt-cu13" in trt_build.install_hint(jetson=False)
+
+
+@pytest.mark.skipif(HAS_TRT, reason="tensorrt is installed here")
+def test_build_without_tensorrt_raises_engine_unavailable(tmp_path):
+    with pytest.raises(EngineUnavailableError, match="TensorRT"):
+        trt_build.build_bundle_engines(tmp_path, "jetson-orin")
+
+
+def test_cpu_profiles_refuse_tensorrt(tmp_path):
+    with pytest.raises(ExportError, match="does not use TensorRT"):
+        trt_build.build_bundle_engines(tmp_path, "x86-cpu")
+
+
+@pytest.mark.parametrize(
+    ("text", "l4t", "jetpack"),
+    [
+        (
+            "# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64, DATE: Wed Jan 8",
+            "36.4.3",
+            "6.2",
+        ),
+        ("# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref, EABI: aarch64", "35.4.1", "5.1.2"),
+        ("# R36 (release), REVISION: 3.0, GCID: 36191598", "36.3.0", "6.0"),
+        ("not a release file", None, None),
+    ],
+)
+def test_jetson_release_parsing(text, l4t, jetpack):
+    assert trt_build.parse_l4t_release(text) == l4t
+    assert trt_build.jetpack_for_l4t(l4t) == jetpack
+
+
+def test_choose_typing():
+    orin = ORIN.tensorrt
+    assert trt_build.choose_typing("11.4.1", "fp32", orin).strongly_typed
+    assert trt_build.choose_typing("11.4.1", "fp16", orin) == trt_build.Typing(True, (), "")
+    assert trt_build.choose_typing("10.3.0", "fp16", orin).strongly_typed
+    weak = trt_build.choose_typing("10.3.0", "fp32", orin)
+    assert not weak.strongly_typed and weak.flags == ("FP16",)
+    assert trt_build.choose_typing("10.3.0", "int8_qdq", orin).strongly_typed
+    assert "INT8" in trt_build.choose_typing("8.5.2", "int8_qdq", orin).flags
+    with pytest.raises(ExportError, match="MatMulNBits"):
+        trt_build.choose_typing("10.3.0", "int4", orin)
+
+
+def _decoder_inputs(layers: int = 2, mrope: bool = False):
+    inputs = {
+        "inputs_embeds": ["batch", "seq", 96],
+        "attention_mask": ["batch", "total"],
+        "position_ids": [3, "batch", "seq"] if mrope else ["batch", "seq"],
+    }
+    for i in range(layers):
+        inputs[f"past_key_values.{i}.key"] = ["batch", 2, "past", 24]
+        inputs[f"past_key_values.{i}.value"] = ["batch", 2, "past", 24]
+    return inputs
+
+
+MODEL = {"hidden_size": 96, "num_kv_heads": 2, "head_dim": 24}
+
+
+def test_prefill_profile_has_empty_cache():
+    shapes = trt_build.decoder_shapes(_decoder_inputs(), MODEL, ORIN, "prefill", opt_prompt=40)
+    assert shapes["inputs_embeds"].min == (1, 1, 96) and shapes["inputs_embeds"].max == (1, ORIN.max_prompt_tokens, 96)
+    assert shapes["inputs_embeds"].opt == (1, 40, 96)
+    assert shapes["past_key_values.0.key"].max == (1, 2, 0, 24)
+    assert shapes["attention_mask"].max == (1, ORIN.max_prompt_tokens)
+
+
+def test_decode_profile_spans_the_context():
+    shapes = trt_build.decoder_shapes(_decoder_inputs(mrope=True), MODEL, ORIN, "decode", opt_prompt=40)
+    assert shapes["inputs_embeds"].max == (1, ORIN.max_step_tokens, 96)
+    assert shapes["position_ids"].max == (3, 1, ORIN.max_step_tokens)
+    assert shapes["past_key_values.1.value"].min == (1, 2, 1, 24)
+    assert shapes["attention_mask"].max == (1, ORIN.max_context_tokens)  # past + step never exceeds the context
+    for shape in shapes.values():
+        assert all(a <= b <= c for a, b, c in zip(shape.min, shape.opt, shape.max, strict=True))
+
+
+def test_unknown_decoder_input_is_refused():
+    with pytest.raises(ExportError, match="cache_position"):
+        trt_build.decoder_shapes({"cache_position": ["seq"]}, MODEL, ORIN, "decode", opt_prompt=8)
+
+
+RECORDED = {"tensorrt_version": "10.3.0", "device_name": "Orin", "compute_capability": "8.7", "jetpack": "6.1"}
+
+
+def test_compatible_engines_pass():
+    trt_build.check_compatible(RECORDED, trt_build.PlatformInfo("10.3.0", "Orin", "8.7", "6.1", "36.4.0"))
+
+
+@pytest.mark.parametrize(
+    ("platform", "needle"),
+    [
+        (trt_build.PlatformInfo("10.7.0", "Orin", "8.7", "6.1"), "TensorRT 10.3.0"),
+        (trt_build.PlatformInfo("10.3.0", "NVIDIA H200", "9.0"), "compute capability 8.7"),
+        (trt_build.PlatformInfo("10.3.0", "Orin", "8.7", "6.2"), "JetPack 6.1"),
+    ],
+)
+def test_engines_from_another_version_or_gpu_are_refused(platform, needle):
+    with pytest.raises(BundleError) as info:
+        trt_build.check_compatible(RECORDED, platform)
+    assert needle in str(info.value) and "rebuild" in str(info.value)
+
+
+@pytest.mark.gpu
+@pytest.mark.tensorrt
+@pytest.mark.skipif(bool(MISSING), reason=f"needs {MISSING}")
+def test_build_engines_for_a_tiny_bundle(tiny_fp16_bundle):
+    from covspec.export.bundle import load_bundle
+
+    section = trt_build.build_bundle_engines(tiny_fp16_bundle, "jetson-orin")
+    assert set(section["engines"]) >= {"embed_tokens", "decoder_prefill", "decoder_decode"}
+    bundle = load_bundle(tiny_fp16_bundle)
+    assert bundle.manifest.tensorrt["tensorrt_version"] == section["tensorrt_version"]
+    assert any(f.startswith("tensorrt/") for f in bundle.manifest.files)
+    paths = trt_build.engine_paths(bundle)
+    assert all(p.stat().st_size > 0 for p in paths.values())
+
+
+@pytest.fixture(scope="module")
+def tiny_fp32_bundle(tmp_path_factory):
+    from tests.quant.bundles import shared_fp32_bundle
+
+    return shared_fp32_bundle(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def tiny_fp16_bundle(tiny_fp32_bundle, tmp_path_factory):
+    from covspec.quant import quantize_bundle
+
+    out = tmp_path_factory.mktemp("trt_build") / "fp16"
+    quantize_bundle(tiny_fp32_bundle, out, "fp16", report=False)
+    return out
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _has_cuda(), reason="needs a CUDA GPU visible to torch")
+def test_cuda_device_reports_name_and_capability():
+    name, capability = trt_build.cuda_device()
+    major, minor = capability.split(".")
+    assert name and int(major) >= 5 and minor.isdigit()
+
+
+class _FakeTensorRT:
+    """Just enough of the ``tensorrt`` module's builder API to run ``build_bundle_engines`` without a GPU: it
+    records what covspec asks of TensorRT and writes placeholder plans."""
+
+    __version__ = "10.3.0"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+        fake = self
+
+        class Logger:
+            WARNING = 2
+
+            def __init__(self, level):
+                pass
+
+        class NetworkDefinitionCreationFlag:
+            EXPLICIT_BATCH = 0
+            STRONGLY_TYPED = 5
+
+        class MemoryPoolType:
+            WORKSPACE = "workspace"
+
+        class BuilderFlag:
+            FP16, INT8, GPU_FALLBACK = "FP16", "INT8", "GPU_FALLBACK"
+
+        class OnnxParser:
+            num_errors = 0
+
+            def __init__(self, network, logger):
+                self.network = network
+
+            def parse_from_file(self, path):
+                self.network["onnx"] = path
+                return True
+
+        class TimingCache:
+            def serialize(self):
+                return b"timing"
+
+        class Config:
+            def __init__(self):
+                self.flags, self.profiles, self.builder_optimization_level = [], [], None
+
+            def set_memory_pool_limit(self, pool, size):
+                self.workspace = size
+
+            def set_flag(self, flag):
+                self.flags.append(flag)
+
+            def create_timing_cache(self, data):
+                return TimingCache()
+
+            def set_timing_cache(self, cache, ignore_mismatch):
+                pass
+
+            def get_timing_cache(self):
+                return TimingCache()
+
+            def add_optimization_profile(self, profile):
+                self.profiles.append(profile)
+
+        class Profile(dict):
+            def set_shape(self, name, low, opt, high):
+                self[name] = (tuple(low), tuple(opt), tuple(high))
+
+        class Builder:
+            def __init__(self, logger):
+                pass
+
+            def create_network(self, flags):
+                return {"flags": flags}
+
+            def create_builder_config(self):
+                return Config()
+
+            def create_optimization_profile(self):
+                return Profile()
+
+            def build_serialized_network(self, network, config):
+                fake.calls.append((network, config))
+                return b"plan for " + network["onnx"].encode()
+
+        self.Logger, self.NetworkDefinitionCreationFlag, self.MemoryPoolType = (
+            Logger,
+            NetworkDefinitionCreationFlag,
+            MemoryPoolType,
+        )
+        self.BuilderFlag, self.OnnxParser, self.Builder = BuilderFlag, OnnxParser, Builder
+
+
+@pytest.fixture
+def fake_trt(monkeypatch):
+    import sys
+
+    fake = _FakeTensorRT()
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    monkeypatch.setattr(trt_build, "cuda_device", lambda index=0: ("Orin", "8.7"))
+    monkeypatch.setattr(trt_build, "jetson_release", lambda: ("36.4.3", "6.2"))
+    return fake
+
+
+def test_build_bundle_engines_with_a_fake_tensorrt(tiny_fp16_bundle, fake_trt, tmp_path):
+    """The orchestration around TensorRT on CPU: engines planned, profiles sized, typing chosen, manifest written."""
+    import shutil
+
+    from covspec.export.bundle import load_bundle
+
+    bundle_dir = tmp_path / "bundle"
+    shutil.copytree(tiny_fp16_bundle, bundle_dir)
+    section = trt_build.build_bundle_engines(bundle_dir, "jetson-orin")
+    assert set(section["engines"]) == {"vision_encoder", "embed_tokens", "decoder_prefill", "decoder_decode"}
+    assert section["tensorrt_version"] == "10.3.0" and section["jetpack"] == "6.2" and section["l4t"] == "36.4.3"
+    assert section["compute_capability"] == "8.7" and section["strongly_typed"] and section["builder_flags"] == []
+    networks = {Path(net["onnx"]).name for net, _ in fake_trt.calls}
+    assert networks == {"vision_encoder_fp16.onnx", "embed_tokens_fp16.onnx", "decoder_model_merged_fp16.onnx"}
+    assert all(net["flags"] == 1 << 5 for net, _ in fake_trt.calls)  # STRONGLY_TYPED, no precision flags
+    assert all(config.workspace == ORIN.tensorrt.workspace_mib << 20 for _, config in fake_trt.calls)
+
+    vision = section["engines"]["vision_encoder"]["profile"]["pixel_values"]
+    assert vision["min"] == vision["max"] == [1, 3, 32, 32]  # the processor's fixed image size
+    prefill = section["engines"]["decoder_prefill"]["profile"]
+    decode = section["engines"]["decoder_decode"]["profile"]
+    assert prefill["past_key_values.0.key"]["max"][2] == 0 and decode["past_key_values.0.key"]["min"][2] == 1
+    assert 1 < prefill["inputs_embeds"]["opt"][1] < ORIN.max_prompt_tokens  # opt = a real prompt's length
+
+    bundle = load_bundle(bundle_dir)  # the plans and the timing cache are hashed into the manifest
+    assert {"tensorrt/decoder_decode.plan", "tensorrt/timing.cache"} <= set(bundle.manifest.files)
+    orin = trt_build.PlatformInfo("10.3.0", "Orin", "8.7", "6.2", "36.4.3")
+    assert set(trt_build.engine_paths(bundle, platform=orin)) == set(section["engines"])
+    with pytest.raises(BundleError, match="TensorRT 10.3.0"):
+        trt_build.engine_paths(bundle, platform=trt_build.PlatformInfo("10.7.0", "Orin", "8.7", "6.2"))
+
+
+def test_fp32_bundle_on_tensorrt_10_uses_the_fp16_flag(tiny_fp32_bundle, fake_trt, tmp_path):
+    import shutil
+
+    bundle_dir = tmp_path / "bundle"
+    shutil.copytree(tiny_fp32_bundle, bundle_dir)
+    section = trt_build.build_bundle_engines(bundle_dir, "jetson-orin")
+    assert section["bundle_precision"] == "fp32" and not section["strongly_typed"]
+    assert section["builder_flags"] == ["FP16"]
+    assert all(config.flags == ["FP16"] for _, config in fake_trt.calls)
