@@ -60,3 +60,24 @@ def build_pair(root: Path, arch: str, seed: int = 0) -> TinyPair:
     if not (drafter / "config.json").exists():
         build_tiny(arch, "drafter", drafter, seed=seed)
     return TinyPair(arch, target, drafter)
+
+
+def has_cuda() -> bool:
+    """A CUDA GPU visible to torch."""
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+def tensorrt_missing() -> str:
+    """What this machine lacks for the TensorRT tests ("" when it has everything), for skip reasons."""
+    import importlib.util
+
+    needs = (
+        ("the tensorrt Python module (see docs/jetson.md)", importlib.util.find_spec("tensorrt") is None),
+        ("a CUDA GPU visible to torch", not has_cuda()),
+    )
+    return " and ".join(what for what, absent in needs if absent)

@@ -74,6 +74,56 @@ class ModelSequence(abc.ABC):
         return 0
 
 
+def check_token_ids(tokens: Sequence[int], vocab_size: int) -> list[int]:
+    """``tokens`` as ints, each checked against the vocabulary (a drafter must never feed an id its model lacks)."""
+    ids = [int(t) for t in tokens]
+    for t in ids:
+        if not 0 <= t < vocab_size:
+            raise ValueError(f"token id {t} outside the vocabulary [0, {vocab_size})")
+    return ids
+
+
+class TokenSequence(ModelSequence):
+    """The bookkeeping every engine's sequence shares: the ids in the cache, the prompt's length (never rolled back),
+    the prefill row and the image-token count. Subclasses hold the cache and run the forwards."""
+
+    def __init__(self, prompt_ids: Sequence[int], prefill_logits: np.ndarray, image_tokens: int) -> None:
+        self._ids: list[int] = [int(t) for t in prompt_ids]
+        self._prompt_length = len(self._ids)
+        self._prefill_logits = prefill_logits
+        self._image_tokens = int(image_tokens)
+
+    @property
+    def prompt_length(self) -> int:
+        return self._prompt_length
+
+    @property
+    def length(self) -> int:
+        return len(self._ids)
+
+    @property
+    def prefill_logits(self) -> np.ndarray:
+        return self._prefill_logits
+
+    @property
+    def image_tokens(self) -> int:
+        return self._image_tokens
+
+    @property
+    def token_ids(self) -> tuple[int, ...]:
+        """Every id in the cache: the rendered prompt, then the tokens fed by ``extend``."""
+        return tuple(self._ids)
+
+    def _checked_crop(self, length: int) -> int:
+        length = int(length)
+        if not self._prompt_length <= length <= len(self._ids):
+            raise ValueError(
+                f"cannot crop to {length}: allowed range is [{self._prompt_length}, {len(self._ids)}] "
+                "(the prompt is never rolled back)"
+            )
+        return length
+
+
 class LoadedModel(abc.ABC):
     """Weights + tokenizer + processor of one checkpoint."""
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from covspec.models.base import LoadedModel, ModelFingerprint, ModelSequence
+from covspec.models.base import LoadedModel, ModelFingerprint, TokenSequence, check_token_ids
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -138,7 +138,7 @@ def crop_cache(cache: Any, length: int) -> None:
 # --------------------------------------------------------------------------------------------------------------
 
 
-class HFSequence(ModelSequence):
+class HFSequence(TokenSequence):
     """One generation on a Hugging Face model: a ``DynamicCache`` plus the ids it holds."""
 
     def __init__(
@@ -150,34 +150,10 @@ class HFSequence(ModelSequence):
         image_tokens: int,
         position_state: Any = None,
     ) -> None:
+        super().__init__(prompt_ids, prefill_logits, image_tokens)
         self._owner = owner
         self._cache = cache
-        self._ids: list[int] = [int(t) for t in prompt_ids]
-        self._prompt_length = len(self._ids)
-        self._prefill_logits = prefill_logits
-        self._image_tokens = int(image_tokens)
         self._position_state = position_state  # family-specific (Qwen2-VL: its M-RoPE delta)
-
-    @property
-    def prompt_length(self) -> int:
-        return self._prompt_length
-
-    @property
-    def length(self) -> int:
-        return len(self._ids)
-
-    @property
-    def prefill_logits(self) -> np.ndarray:
-        return self._prefill_logits
-
-    @property
-    def image_tokens(self) -> int:
-        return self._image_tokens
-
-    @property
-    def token_ids(self) -> tuple[int, ...]:
-        """Every id in the cache: the rendered prompt, then the tokens fed by ``extend``."""
-        return tuple(self._ids)
 
     def extend(self, tokens: Sequence[int]) -> np.ndarray:
         ids = self._owner.check_token_ids(tokens)
@@ -193,12 +169,7 @@ class HFSequence(ModelSequence):
         return logits
 
     def crop(self, length: int) -> None:
-        length = int(length)
-        if not self._prompt_length <= length <= len(self._ids):
-            raise ValueError(
-                f"cannot crop to {length}: allowed range is [{self._prompt_length}, {len(self._ids)}] "
-                "(the prompt is never rolled back)"
-            )
+        length = self._checked_crop(length)
         crop_cache(self._cache, length)
         del self._ids[length:]
 
@@ -400,11 +371,7 @@ class HFLoadedModel(LoadedModel):
     # -- used by HFSequence ---------------------------------------------------------------------------------------
 
     def check_token_ids(self, tokens: Sequence[int]) -> list[int]:
-        ids = [int(t) for t in tokens]
-        for t in ids:
-            if not 0 <= t < self._vocab_size:
-                raise ValueError(f"token id {t} outside the vocabulary [0, {self._vocab_size})")
-        return ids
+        return check_token_ids(tokens, self._vocab_size)
 
     def forward_tokens(self, ids: list[int], cache: Any, start: int, state: Any) -> np.ndarray:
         import torch

@@ -11,28 +11,13 @@ import pytest
 from covspec.errors import BundleError, EngineUnavailableError, ExportError
 from covspec.export import tensorrt as trt_build
 from covspec.export.profiles import get_profile
+from tests.helpers import has_cuda, tensorrt_missing
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 ORIN = get_profile("jetson-orin")
 
 
-def _has_cuda() -> bool:
-    try:
-        import torch
-
-        return torch.cuda.is_available()
-    except ImportError:
-        return False
-
-
-MISSING = " and ".join(
-    what
-    for what, absent in (
-        ("the tensorrt Python module (see docs/jetson.md)", not HAS_TRT),
-        ("a CUDA GPU visible to torch", not _has_cuda()),
-    )
-    if absent
-)
+MISSING = tensorrt_missing()
 
 
 @pytest.mark.skipif(HAS_TRT, reason="tensorrt is installed here; the missing-module error cannot be shown")
@@ -179,7 +164,7 @@ def tiny_fp16_bundle(tiny_fp32_bundle, tmp_path_factory):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not _has_cuda(), reason="needs a CUDA GPU visible to torch")
+@pytest.mark.skipif(not has_cuda(), reason="needs a CUDA GPU visible to torch")
 def test_cuda_device_reports_name_and_capability():
     name, capability = trt_build.cuda_device()
     major, minor = capability.split(".")

@@ -13,27 +13,12 @@ import numpy as np
 import pytest
 
 from covspec.errors import EngineUnavailableError
+from tests.helpers import tensorrt_missing
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 
 
-def _has_cuda() -> bool:
-    try:
-        import torch
-
-        return torch.cuda.is_available()
-    except ImportError:
-        return False
-
-
-MISSING = " and ".join(
-    what
-    for what, absent in (
-        ("the tensorrt Python module (see docs/jetson.md)", not HAS_TRT),
-        ("a CUDA GPU visible to torch", not _has_cuda()),
-    )
-    if absent
-)
+MISSING = tensorrt_missing()
 
 
 @pytest.mark.skipif(HAS_TRT, reason="tensorrt is installed here; the missing-module error cannot be shown")

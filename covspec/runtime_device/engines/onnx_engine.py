@@ -22,7 +22,7 @@ import numpy as np
 
 from covspec.errors import EngineUnavailableError
 from covspec.export.bundle import Bundle, load_bundle
-from covspec.models.base import ModelFingerprint, ModelSequence
+from covspec.models.base import ModelFingerprint, TokenSequence, check_token_ids
 from covspec.runtime_device.engines import mrope
 
 logger = logging.getLogger(__name__)
@@ -147,6 +147,14 @@ class OnnxDrafterEngine:
                 f"TensorRT libraries it needs: {_INSTALL_HINT}"
             )
         self.feed_recorder: FeedRecorder | None = None
+        self._read_manifest()
+        self._decoder_inputs = {i.name for i in self.sessions["decoder"].get_inputs()}
+        self._device_kv = self.ep in ("cuda", "tensorrt")
+        logger.info("onnxruntime drafter %s on %s", self.bundle.root, self.sessions["decoder"].get_providers())
+
+    def _read_manifest(self) -> None:
+        """Model shape, fingerprint and processor from the bundle's manifest (shared with the TensorRT engine)."""
+        manifest = self.bundle.manifest
         info = manifest.model
         self.num_layers = int(info["num_layers"])
         self.num_kv_heads = int(info["num_kv_heads"])
@@ -165,9 +173,6 @@ class OnnxDrafterEngine:
         )
         self.processor = load_processor(self.bundle.root, self.family)
         self.tokenizer = self.processor if self.family == "text_lm" else self.processor.tokenizer
-        self._decoder_inputs = {i.name for i in self.sessions["decoder"].get_inputs()}
-        self._device_kv = self.ep in ("cuda", "tensorrt")
-        logger.info("onnxruntime drafter %s on %s", self.bundle.root, self.sessions["decoder"].get_providers())
 
     # -- DrafterEngine -------------------------------------------------------------------------------------------
 
@@ -327,7 +332,7 @@ def _kv_nbytes(value: Any) -> int:
     return int(np.prod(value.shape())) * 4
 
 
-class OnnxSequence(ModelSequence):
+class OnnxSequence(TokenSequence):
     """One generation on the ONNX drafter: the KV cache as numpy arrays (or GPU ``OrtValue``s) and the ids."""
 
     def __init__(
@@ -339,40 +344,14 @@ class OnnxSequence(ModelSequence):
         image_tokens: int,
         delta: int,
     ) -> None:
+        super().__init__(prompt_ids, np.asarray(prefill_logits, dtype=np.float32), image_tokens)
         self._engine = engine
-        self._ids = [int(t) for t in prompt_ids]
-        self._prompt_length = len(self._ids)
-        self._prefill_logits = np.asarray(prefill_logits, dtype=np.float32)
         self._kv = kv
-        self._image_tokens = image_tokens
         self._delta = delta
-
-    @property
-    def prompt_length(self) -> int:
-        return self._prompt_length
-
-    @property
-    def length(self) -> int:
-        return len(self._ids)
-
-    @property
-    def prefill_logits(self) -> np.ndarray:
-        return self._prefill_logits
-
-    @property
-    def image_tokens(self) -> int:
-        return self._image_tokens
-
-    @property
-    def token_ids(self) -> tuple[int, ...]:
-        return tuple(self._ids)
 
     def extend(self, tokens: Sequence[int]) -> np.ndarray:
         engine = self._engine
-        ids = [int(t) for t in tokens]
-        for t in ids:
-            if not 0 <= t < engine.vocab_size:
-                raise ValueError(f"token id {t} outside the vocabulary [0, {engine.vocab_size})")
+        ids = check_token_ids(tokens, engine.vocab_size)
         if not ids:
             return np.zeros((0, engine.vocab_size), dtype=np.float32)
         start = len(self._ids)
@@ -386,12 +365,7 @@ class OnnxSequence(ModelSequence):
         return np.asarray(logits, dtype=np.float32)
 
     def crop(self, length: int) -> None:
-        length = int(length)
-        if not self._prompt_length <= length <= len(self._ids):
-            raise ValueError(
-                f"cannot crop to {length}: allowed range is [{self._prompt_length}, {len(self._ids)}] "
-                "(the prompt is never rolled back)"
-            )
+        length = self._checked_crop(length)
         if length < len(self._ids):
             self._kv = self._engine.crop_kv(self._kv, length)
             del self._ids[length:]

@@ -21,8 +21,7 @@ import numpy as np
 
 from covspec.errors import BundleError, EngineUnavailableError, LimitError
 from covspec.export.bundle import load_bundle
-from covspec.models.base import ModelFingerprint
-from covspec.runtime_device.engines.onnx_engine import OnnxDrafterEngine, OnnxSequence, load_processor
+from covspec.runtime_device.engines.onnx_engine import OnnxDrafterEngine, OnnxSequence
 
 logger = logging.getLogger(__name__)
 
@@ -140,24 +139,7 @@ class TensorRTDrafterEngine(OnnxDrafterEngine):
         self.name = f"tensorrt:{self.bundle.root}"
         self.sessions: dict[str, Any] = {}
         self.feed_recorder = None
-        info = manifest.model
-        self.num_layers = int(info["num_layers"])
-        self.num_kv_heads = int(info["num_kv_heads"])
-        self.head_dim = int(info["head_dim"])
-        self.vocab_size = int(info["vocab_size"])
-        self.image_token_id = info.get("image_token_id")
-        self.mrope = info.get("positions") == "mrope"
-        fp = manifest.fingerprint
-        self._fingerprint = ModelFingerprint(
-            name=str(fp.get("name", manifest.source.get("model", ""))),
-            family=str(fp.get("family", self.family)),
-            vocab_size=int(fp.get("vocab_size", self.vocab_size)),
-            tokenizer_hash=str(fp.get("tokenizer_hash", "")),
-            special_tokens=dict(fp.get("special_tokens", {})),
-            eos_token_ids=tuple(int(t) for t in fp.get("eos_token_ids", info.get("eos_token_ids", ()))),
-        )
-        self.processor = load_processor(self.bundle.root, self.family)
-        self.tokenizer = self.processor if self.family == "text_lm" else self.processor.tokenizer
+        self._read_manifest()
         self._device_kv = True
         self._vision_fallback: Any = None
         self._kv_names = [f"past_key_values.{i}.{k}" for i in range(self.num_layers) for k in ("key", "value")]
