@@ -22,13 +22,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from covspec.models.base import LoadedModel, ModelFingerprint, TokenSequence, check_token_ids
+from covspec.models.prompts import vlm_inputs
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 logger = logging.getLogger(__name__)
-
-USER_ROLE = "user"
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -414,13 +413,4 @@ class HFVisionLanguageModel(HFLoadedModel):
         return None if value is None else int(value)
 
     def render(self, image: Any | None, prompt: str) -> Any:
-        content: list[dict[str, Any]] = []
-        if image is not None:
-            content.append({"type": "image"})
-        content.append({"type": "text", "text": prompt})
-        text = self.processor.apply_chat_template([{"role": USER_ROLE, "content": content}], add_generation_prompt=True)
-        if image is not None:
-            batch = self.processor(text=text, images=[image], return_tensors="pt")
-        else:
-            batch = self.processor(text=text, return_tensors="pt")
-        return self.to_model_inputs(batch)
+        return self.to_model_inputs(vlm_inputs(self.processor, image, prompt, "pt"))

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from covspec.models.common import USER_ROLE, HFLoadedModel
+from covspec.models.common import HFLoadedModel
+from covspec.models.prompts import text_inputs
 
 
 class TextLMAdapter(HFLoadedModel):
@@ -18,15 +19,7 @@ class TextLMAdapter(HFLoadedModel):
     uses_processor = False
 
     def render(self, image: Any | None, prompt: str) -> Any:
-        tokenizer = self.tokenizer
-        if getattr(tokenizer, "chat_template", None):
-            text = tokenizer.apply_chat_template(
-                [{"role": USER_ROLE, "content": prompt}], add_generation_prompt=True, tokenize=False
-            )
-            batch = tokenizer(text, add_special_tokens=False, return_tensors="pt")
-        else:
-            batch = tokenizer(prompt, return_tensors="pt")
-        return self.to_model_inputs(batch)
+        return self.to_model_inputs(text_inputs(self.tokenizer, prompt, "pt"))
 
 
 __all__ = ["TextLMAdapter"]

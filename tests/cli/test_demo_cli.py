@@ -33,7 +33,7 @@ def test_demo_json_reports_identical_outputs(tmp_path) -> None:
     assert len({row["accuracy"] for row in rows.values()}) == 1
     assert any((tmp_path / "cache").iterdir())
     # the drafter ran from its device bundle, exported into the cache on first use
-    assert result["engine"] == "onnxruntime fp32 bundle"
+    assert result["engine"] == "onnxruntime-fp32"
     bundles = list((tmp_path / "cache" / "demo-bundle-v1").iterdir())
     assert len(bundles) == 1 and (bundles[0] / "manifest.json").is_file()
 

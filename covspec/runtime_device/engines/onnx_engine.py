@@ -23,6 +23,7 @@ import numpy as np
 from covspec.errors import EngineUnavailableError
 from covspec.export.bundle import Bundle, load_bundle
 from covspec.models.base import ModelFingerprint, TokenSequence, check_token_ids
+from covspec.models.prompts import text_inputs, vlm_inputs
 from covspec.runtime_device.engines import mrope
 
 logger = logging.getLogger(__name__)
@@ -33,7 +34,6 @@ _INSTALL_HINT = (
     "install onnxruntime-gpu (pip install onnxruntime-gpu, in place of onnxruntime) on a CUDA machine, "
     "or the onnxruntime-gpu wheel built for JetPack on a Jetson"
 )
-USER_ROLE = "user"
 
 FeedRecorder = Callable[[str, dict[str, np.ndarray]], None]
 
@@ -230,21 +230,8 @@ class OnnxDrafterEngine:
     def render(self, image: Any | None, prompt: str) -> dict[str, np.ndarray]:
         """The prompt (and image) as numpy model inputs, exactly as ``covspec.models`` renders them."""
         if self.family == "text_lm":
-            tokenizer = self.processor
-            if getattr(tokenizer, "chat_template", None):
-                text = tokenizer.apply_chat_template(
-                    [{"role": USER_ROLE, "content": prompt}], add_generation_prompt=True, tokenize=False
-                )
-                return dict(tokenizer(text, add_special_tokens=False, return_tensors="np"))
-            return dict(tokenizer(prompt, return_tensors="np"))
-        content: list[dict[str, Any]] = []
-        if image is not None:
-            content.append({"type": "image"})
-        content.append({"type": "text", "text": prompt})
-        text = self.processor.apply_chat_template([{"role": USER_ROLE, "content": content}], add_generation_prompt=True)
-        if image is not None:
-            return dict(self.processor(text=text, images=[image], return_tensors="np"))
-        return dict(self.processor(text=text, return_tensors="np"))
+            return dict(text_inputs(self.processor, prompt, "np"))
+        return dict(vlm_inputs(self.processor, image, prompt, "np"))
 
     def _run(self, role: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         if self.feed_recorder is not None:
