@@ -317,18 +317,33 @@ def _optimizer(model: Any, stage: StageConfig, probe: PatchProbe | None = None) 
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, _schedule(stage))
 
 
-def _update(loss: Any, probe: Any, config: TrainConfig, labels: Any, optim: tuple[Any, Any, list]) -> None:
-    """One optimiser step on ``loss`` (plus the training-only patch probe's loss), gradients clipped to norm 1."""
+def _run_stage(
+    model: Any, size: ModelSize, batches: StepBatches, config: TrainConfig, stage_loss: Any, tick: Any
+) -> list[float]:
+    """The loop both stages share: AdamW on the stage's schedule with a training-only patch probe beside ``model``;
+    each step minimises ``stage_loss(inputs)`` plus the probe's loss, gradients clipped to norm 1."""
     import torch
 
-    opt, sched, params = optim
+    probe = PatchProbe(model, size, config.device) if config.probe_weight > 0 else None
+    opt, sched = _optimizer(model, batches.stage, probe)
+    params = [p for group in opt.param_groups for p in group["params"]]
+    model.train()
+    losses = []
+    for inputs, labels in _iterate(batches, config):
+        loss = stage_loss(inputs)
+        losses.append(loss.item())
+        if probe is not None:
+            loss = loss + config.probe_weight * probe.loss(labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        tick(loss=losses[-1])
     if probe is not None:
-        loss = loss + config.probe_weight * probe.loss(labels)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(params, 1.0)
-    opt.step()
-    sched.step()
+        probe.remove()
+    model.eval()
+    return losses
 
 
 def _train_target(
@@ -336,22 +351,13 @@ def _train_target(
 ) -> list[float]:
     import torch.nn.functional as F
 
-    probe = PatchProbe(model, config.target_size, config.device) if config.probe_weight > 0 else None
-    opt, sched = _optimizer(model, stage, probe)
-    params = [p for group in opt.param_groups for p in group["params"]]
-    model.train()
-    losses = []
-    for (batch,), labels in _iterate(StepBatches((encoder,), stage, config, seed, salt=0), config):
-        logits = answer_logits(model, batch)
+    def answer_loss(inputs: list[dict[str, Any]]) -> Any:
+        (batch,) = inputs
         mask = batch["answer_mask"]
-        loss = F.cross_entropy(logits[mask], batch["answer_ids"][mask])
-        losses.append(loss.item())
-        _update(loss, probe, config, labels, (opt, sched, params))
-        tick(loss=losses[-1])
-    if probe is not None:
-        probe.remove()
-    model.eval()
-    return losses
+        return F.cross_entropy(answer_logits(model, batch)[mask], batch["answer_ids"][mask])
+
+    batches = StepBatches((encoder,), stage, config, seed, salt=0)
+    return _run_stage(model, config.target_size, batches, config, answer_loss, tick)
 
 
 def _distil_drafter(
@@ -367,14 +373,11 @@ def _distil_drafter(
     import torch
     import torch.nn.functional as F
 
-    probe = PatchProbe(drafter, config.drafter_size, config.device) if config.probe_weight > 0 else None
-    opt, sched = _optimizer(drafter, stage, probe)
-    params = [p for group in opt.param_groups for p in group["params"]]
-    drafter.train()
     target.eval()
     temp = config.distill_temperature
-    losses = []
-    for (t_batch, d_batch), labels in _iterate(StepBatches((t_encoder, d_encoder), stage, config, seed, 1), config):
+
+    def distil_loss(inputs: list[dict[str, Any]]) -> Any:
+        t_batch, d_batch = inputs
         mask = d_batch["answer_mask"]
         with torch.no_grad():
             teacher = F.log_softmax(answer_logits(target, t_batch)[mask] / temp, dim=-1)
@@ -382,14 +385,10 @@ def _distil_drafter(
         student = F.log_softmax(student_logits / temp, dim=-1)
         kl = F.kl_div(student, teacher, log_target=True, reduction="batchmean") * temp**2
         ce = F.cross_entropy(student_logits, d_batch["answer_ids"][mask])
-        loss = kl + config.label_weight * ce
-        losses.append(loss.item())
-        _update(loss, probe, config, labels, (opt, sched, params))
-        tick(loss=losses[-1])
-    if probe is not None:
-        probe.remove()
-    drafter.eval()
-    return losses
+        return kl + config.label_weight * ce
+
+    batches = StepBatches((t_encoder, d_encoder), stage, config, seed, salt=1)
+    return _run_stage(drafter, config.drafter_size, batches, config, distil_loss, tick)
 
 
 # --------------------------------------------------------------------------------------------------------------
