@@ -46,10 +46,15 @@ logger = logging.getLogger(__name__)
 
 PAIR_FORMAT = 2  # bump when scenes, the architecture or the recipe change in a way the config does not show
 TRAIN_INFO = "covspec_demo_pair.json"
+LOSS_READ_EVERY = 16  # steps between reads of the training loss from the device (progress bars move as often)
+IGNORE = -100  # label of a probe slot that has no answer (cross-entropy's ignore_index)
 SCENES_PER_STAGE = scenes.SEED_STRIDE // 2  # the target reads the first half of a seed's training scenes, the drafter
 # the second
 # Settings that change speed, not what is trained: left out of ``TrainConfig.digest``.
 _RUNTIME_FIELDS = ("threads", "device", "workers")
+# Fields added after PAIR_FORMAT 2 pairs were trained, with the value those pairs had: hashed only when they differ, so
+# a pair trained before a field existed keeps its digest.
+_LATER_FIELDS: dict[str, Any] = {"relation_probe": False}
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,7 @@ class TrainConfig:
     init_range: float = INIT_RANGE
     label_weight: float = 0.1  # weight of the reference-answer cross-entropy beside the KL to the target
     probe_weight: float = 1.0  # weight of the training-only patch probe (see ``PatchProbe``); 0 turns it off
+    relation_probe: bool = False  # the probe also predicts each object's left and right neighbours
     tasks: tuple[str, ...] = scenes.TASKS  # question tasks trained on
     max_objects: int = scenes.MAX_OBJECTS  # objects per training scene: 1..max_objects
     # torch threads while training; not part of ``digest`` (it moves last bits, not quality). Measured here: two
@@ -106,7 +112,11 @@ class TrainConfig:
 
     def digest(self, seed: int) -> str:
         """sha256 of everything that determines the trained weights (config, seed, format version)."""
-        config = {k: v for k, v in self.to_dict().items() if k not in _RUNTIME_FIELDS}
+        config = {
+            k: v
+            for k, v in self.to_dict().items()
+            if k not in _RUNTIME_FIELDS and not (k in _LATER_FIELDS and v == _LATER_FIELDS[k])
+        }
         payload = json.dumps({"config": config, "seed": seed, "format": PAIR_FORMAT}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()
 
@@ -192,19 +202,31 @@ class Encoder:
         }
 
 
-def patch_labels(items: list[scenes.QAItem]) -> Any:
+def patch_labels(items: list[scenes.QAItem], relations: bool = False) -> Any:
     """[B, GRID * GRID, 3] per visual token (raster order): colour (0 none, 1..), shape (0 none, 1..), size
-    (0 none, 1 small, 2 large) of the object drawn in that cell."""
+    (0 none, 1 small, 2 large) of the object drawn in that cell. With ``relations``, four more columns for cells
+    that hold an object: the colour and shape of its nearest neighbour to the left, then to the right (0: none on
+    that side; -100, ignored, for empty cells)."""
     import torch
 
     colours, sizes = list(scenes.COLOURS), list(scenes.SIZES)
-    labels = torch.zeros((len(items), scenes.GRID * scenes.GRID, 3), dtype=torch.long)
+    width = 7 if relations else 3
+    labels = torch.zeros((len(items), scenes.GRID * scenes.GRID, width), dtype=torch.long)
+    if relations:
+        labels[..., 3:] = IGNORE
     for b, item in enumerate(items):
-        for obj in item.scene.objects:
+        objects = item.scene.objects  # left to right
+        for i, obj in enumerate(objects):
             cell = obj.row * scenes.GRID + obj.column
             labels[b, cell, 0] = colours.index(obj.colour) + 1
             labels[b, cell, 1] = scenes.SHAPES.index(obj.shape) + 1
             labels[b, cell, 2] = sizes.index(obj.size) + 1
+            if relations:
+                left = objects[i - 1] if i > 0 else None
+                right = objects[i + 1] if i + 1 < len(objects) else None
+                for column, neighbour in ((3, left), (5, right)):
+                    labels[b, cell, column] = 0 if neighbour is None else colours.index(neighbour.colour) + 1
+                    labels[b, cell, column + 1] = 0 if neighbour is None else scenes.SHAPES.index(neighbour.shape) + 1
     return labels
 
 
@@ -212,15 +234,21 @@ class PatchProbe:
     """Training-only linear probe on the projected visual tokens (what the language model reads), predicting the
     colour, shape and size drawn in each cell. It gives the vision tower a direct signal from the first step, so the
     language model need not find the picture through its own loss alone (which stalls on CPU-sized budgets at the
-    blind, answer-prior solution). The probe is not part of the saved checkpoint."""
+    blind, answer-prior solution). The probe is not part of the saved checkpoint.
 
-    def __init__(self, model: Any, size: ModelSize, device: str = "cpu") -> None:
+    ``relations``: each object's cell also predicts its left and right neighbours (``patch_labels``), so the vision
+    tower puts "what is beside me" into the token the language model already finds for "the red circle"."""
+
+    def __init__(self, model: Any, size: ModelSize, device: str = "cpu", relations: bool = False) -> None:
         import torch
 
         grid = size.vision.image // size.vision.patch
         if grid != scenes.GRID:
             raise ValueError(f"the patch probe needs a {scenes.GRID}x{scenes.GRID} patch grid, got {grid}x{grid}")
-        self.classes = (len(scenes.COLOURS) + 1, len(scenes.SHAPES) + 1, len(scenes.SIZES) + 1)
+        self.relations = relations
+        cell = (len(scenes.COLOURS) + 1, len(scenes.SHAPES) + 1, len(scenes.SIZES) + 1)
+        neighbour = (len(scenes.COLOURS) + 1, len(scenes.SHAPES) + 1)
+        self.classes = cell + (neighbour * 2 if relations else ())
         self.head = torch.nn.Linear(size.text.hidden, sum(self.classes), device=device)
         self._features: Any = None
         self._hook = model.model.multi_modal_projector.register_forward_hook(self._capture)
@@ -240,7 +268,8 @@ class PatchProbe:
         logits = self.head(self._features.reshape(labels.shape[0], labels.shape[1], -1))
         total, start = 0.0, 0
         for i, n in enumerate(self.classes):
-            total = total + F.cross_entropy(logits[..., start : start + n].reshape(-1, n), labels[..., i].reshape(-1))
+            part = logits[..., start : start + n].reshape(-1, n)
+            total = total + F.cross_entropy(part, labels[..., i].reshape(-1), ignore_index=IGNORE)
             start += n
         return total
 
@@ -277,7 +306,7 @@ class StepBatches:
 
     def __getitem__(self, step: int) -> tuple[list[dict[str, Any]], Any]:
         items = _train_items(step, self.stage, self.config, self.seed, self.salt)
-        return [encoder.batch(items) for encoder in self.encoders], patch_labels(items)
+        return [encoder.batch(items) for encoder in self.encoders], patch_labels(items, self.config.relation_probe)
 
 
 def _iterate(batches: StepBatches, config: TrainConfig) -> Any:
@@ -309,10 +338,12 @@ def _optimizer(model: Any, stage: StageConfig, probe: PatchProbe | None = None) 
     named = list(model.named_parameters()) + (list(probe.head.named_parameters()) if probe is not None else [])
     decay = [p for n, p in named if p.ndim >= 2 and "embed" not in n]
     no_decay = [p for n, p in named if not (p.ndim >= 2 and "embed" not in n)]
+    on_cuda = next(model.parameters()).is_cuda
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": stage.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=stage.lr,
         betas=(0.9, 0.98),
+        **({"fused": True} if on_cuda else {}),  # one kernel per step instead of one per tensor group
     )
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, _schedule(stage))
 
@@ -321,17 +352,19 @@ def _run_stage(
     model: Any, size: ModelSize, batches: StepBatches, config: TrainConfig, stage_loss: Any, tick: Any
 ) -> list[float]:
     """The loop both stages share: AdamW on the stage's schedule with a training-only patch probe beside ``model``;
-    each step minimises ``stage_loss(inputs)`` plus the probe's loss, gradients clipped to norm 1."""
+    each step minimises ``stage_loss(inputs)`` plus the probe's loss, gradients clipped to norm 1. Losses are read
+    back from the device every ``LOSS_READ_EVERY`` steps, not every step (a read waits for the device)."""
     import torch
 
-    probe = PatchProbe(model, size, config.device) if config.probe_weight > 0 else None
+    probe = PatchProbe(model, size, config.device, config.relation_probe) if config.probe_weight > 0 else None
     opt, sched = _optimizer(model, batches.stage, probe)
     params = [p for group in opt.param_groups for p in group["params"]]
     model.train()
-    losses = []
+    losses: list[float] = []
+    pending: list[Any] = []
     for inputs, labels in _iterate(batches, config):
         loss = stage_loss(inputs)
-        losses.append(loss.item())
+        pending.append(loss.detach())
         if probe is not None:
             loss = loss + config.probe_weight * probe.loss(labels)
         opt.zero_grad(set_to_none=True)
@@ -339,7 +372,11 @@ def _run_stage(
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
-        tick(loss=losses[-1])
+        if len(pending) == LOSS_READ_EVERY or len(losses) + len(pending) == len(batches):
+            read = torch.stack(pending).tolist()
+            losses.extend(read)
+            pending.clear()
+            tick(advance=len(read), loss=read[-1])
     if probe is not None:
         probe.remove()
     model.eval()
@@ -508,8 +545,8 @@ def _ticker(progress: Any, label: str, total: int) -> Any:
         return lambda **_: None
     task = progress.add_task(label, total=total, loss=float("nan"))
 
-    def tick(loss: float) -> None:
-        progress.update(task, advance=1, loss=loss)
+    def tick(advance: int, loss: float) -> None:
+        progress.update(task, advance=advance, loss=loss)
 
     return tick
 
