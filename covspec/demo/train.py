@@ -245,7 +245,6 @@ class PatchProbe:
         grid = size.vision.image // size.vision.patch
         if grid != scenes.GRID:
             raise ValueError(f"the patch probe needs a {scenes.GRID}x{scenes.GRID} patch grid, got {grid}x{grid}")
-        self.relations = relations
         cell = (len(scenes.COLOURS) + 1, len(scenes.SHAPES) + 1, len(scenes.SIZES) + 1)
         neighbour = (len(scenes.COLOURS) + 1, len(scenes.SHAPES) + 1)
         self.classes = cell + (neighbour * 2 if relations else ())
