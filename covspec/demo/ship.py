@@ -12,22 +12,11 @@ seed, config digest, training device, sha256 of every file and the evaluation of
     python -m covspec.demo.ship --from-trained DIR --threads 1                          # evaluate, store, record
 
 (``python -m covspec.demo.ship`` alone does both on this machine's CPU, in hours.)
-
-A recipe with a refine stage (``TrainConfig.refine``, see ``covspec.demo.train.RefineConfig``) may run that stage
-apart, on the saved pair of the first two stages (it computes the same as one ``train_pair`` run)::
-
-    python -m covspec.demo.ship --refine-from DIR --trained DIR2 --threads 2   # the refine stage alone
-    python -m covspec.demo.ship --from-trained DIR2 --threads 1                 # evaluate, store, record
-
-``--refine-from`` uses the default config's refine stage, or ``RefineConfig()`` while the default has none (the
-shipped pair is found by the default config's digest, so a refined pair ships once the default names its refine
-stage).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hashlib
 import json
 import shutil
@@ -36,7 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from covspec.demo.train import PairPaths, RefineConfig, TrainConfig, refine_pair, train_pair, training_progress
+from covspec.demo.train import PairPaths, TrainConfig, train_pair
 from covspec.models.loading import quiet_transformers
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "weights" / "demo-pair-v2"
@@ -90,6 +79,10 @@ def file_hashes(root: Path) -> dict[str, str]:
 
 def train(trained: Path, seed: int = 0, threads: int = 1, device: str = "cpu", workers: int = 0) -> PairPaths:
     """Train the default pair (fp32) into ``trained``, with progress bars on stderr."""
+    import dataclasses
+
+    from covspec.demo.train import training_progress
+
     config = dataclasses.replace(TrainConfig(), threads=threads, device=device, workers=workers)
     with training_progress(transient=False) as progress:
         return train_pair(trained, config, seed=seed, progress=progress)
@@ -138,13 +131,6 @@ def finish(
     return provenance
 
 
-def refined_config(threads: int = 1, device: str = "cpu", workers: int = 0) -> TrainConfig:
-    """The default config with its refine stage (``RefineConfig()`` while the default has none)."""
-    default = TrainConfig()
-    refine = default.refine or RefineConfig()
-    return dataclasses.replace(default, refine=refine, threads=threads, device=device, workers=workers)
-
-
 def _command(args: list[Any]) -> str:
     return " ".join(["python -m covspec.demo.ship", *(str(a) for a in args)])
 
@@ -160,18 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trained", type=Path, help="with --train-only: where the fp32 pair goes")
     parser.add_argument("--train-only", action="store_true", help="train the fp32 pair into --trained and stop")
     parser.add_argument("--from-trained", type=Path, help="skip training: evaluate, store and record this fp32 pair")
-    parser.add_argument(
-        "--refine-from", type=Path, help="run the refine stage on this fp32 pair of the first two stages into --trained"
-    )
     args = parser.parse_args(argv)
-    if args.refine_from is not None:
-        if args.trained is None:
-            parser.error("--refine-from needs --trained DIR")
-        config = refined_config(args.threads, args.device, args.workers)
-        with training_progress(transient=False) as progress:
-            paths = refine_pair(args.refine_from, args.trained, config, args.seed, progress)
-        print(json.dumps({"trained": str(paths.root), "digest": config.digest(args.seed)}))
-        return 0
     if args.train_only:
         if args.trained is None:
             parser.error("--train-only needs --trained DIR")
@@ -181,18 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_trained is not None:
         trained = PairPaths(args.from_trained)
         info = json.loads(trained.info.read_text())
-        base = info.get("refined_from", info)
-        train_args = ["--train-only", "--trained", "DIR", "--seed", args.seed, "--device", base.get("device", "cpu")]
-        commands = [_command([*train_args, "--workers", base.get("workers", 0)])]
-        if "refined_from" in info:
-            commands.append(
-                _command(
-                    ["--refine-from", "DIR", "--trained", "DIR2", "--seed", args.seed, "--threads", info["threads"]]
-                    + ["--device", info["device"], "--workers", info["workers"]]
-                )
-            )
-        last = "DIR2" if "refined_from" in info else "DIR"
-        commands.append(_command(["--from-trained", last, "--seed", args.seed, "--threads", args.threads]))
+        train_args = ["--train-only", "--trained", "DIR", "--seed", args.seed, "--device", info.get("device", "cpu")]
+        commands = [
+            _command([*train_args, "--workers", info.get("workers", 0)]),
+            _command(["--from-trained", "DIR", "--seed", args.seed, "--threads", args.threads]),
+        ]
         provenance = finish(trained, args.out, args.seed, args.threads, args.n_heldout, commands)
     else:
         provenance = build(args.out, args.seed, args.threads, args.n_heldout, args.device, args.workers)
@@ -204,4 +172,4 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     sys.exit(main())
 
-__all__ = ["SHIPPED_DIR", "build", "file_hashes", "finish", "refined_config", "shipped_pair", "store_fp16", "train"]
+__all__ = ["SHIPPED_DIR", "build", "file_hashes", "finish", "shipped_pair", "store_fp16", "train"]

@@ -20,7 +20,6 @@ import hashlib
 import json
 import logging
 import math
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,9 +46,6 @@ logger = logging.getLogger(__name__)
 
 PAIR_FORMAT = 2  # bump when scenes, the architecture or the recipe change in a way the config does not show
 TRAIN_INFO = "covspec_demo_pair.json"
-# The refine stage's head-only steps read training scenes this far past the target stage's last: beyond both stages'
-# scenes (the drafter's start at 2**23) for the default recipe; checked in ``refine_pair``.
-_REFINE_HEAD_OFFSET = 10_000_000
 LOSS_READ_EVERY = 16  # steps between reads of the training loss from the device (progress bars move as often)
 IGNORE = -100  # label of a probe slot that has no answer (cross-entropy's ignore_index)
 SCENES_PER_STAGE = scenes.SEED_STRIDE // 2  # the target reads the first half of a seed's training scenes, the drafter
@@ -58,7 +54,7 @@ SCENES_PER_STAGE = scenes.SEED_STRIDE // 2  # the target reads the first half of
 _RUNTIME_FIELDS = ("threads", "device", "workers")
 # Fields added after PAIR_FORMAT 2 pairs were trained, with the value those pairs had: hashed only when they differ, so
 # a pair trained before a field existed keeps its digest.
-_LATER_FIELDS: dict[str, Any] = {"relation_probe": False, "refine": None}
+_LATER_FIELDS: dict[str, Any] = {"relation_probe": False}
 
 
 @dataclass(frozen=True)
@@ -68,30 +64,6 @@ class StageConfig:
     lr: float
     warmup: int = 50
     weight_decay: float = 0.01
-
-
-@dataclass(frozen=True)
-class RefineConfig:
-    """A target-only third stage, after the drafter's: teach the trained target the left/right relations with the
-    relation probe (see ``PatchProbe``), on batches of which ``focus_fraction`` are ``focus_tasks`` questions and the
-    rest drawn from every task (so the other answers are kept). The fresh probe head first trains alone for
-    ``head_steps`` on the frozen target's features: its first gradients, through a trained model, would otherwise
-    disturb what the target already answers. The drafter is not retrained (it is distilled from the target before
-    this stage)."""
-
-    steps: int = 1400
-    batch_size: int = 64
-    lr: float = 5e-4
-    warmup: int = 50
-    weight_decay: float = 0.01
-    focus_tasks: tuple[str, ...] = ("left", "right")
-    focus_fraction: float = 0.5
-    head_steps: int = 150
-    head_lr: float = 3e-3
-
-    @property
-    def stage(self) -> StageConfig:
-        return StageConfig(self.steps, self.batch_size, self.lr, self.warmup, self.weight_decay)
 
 
 @dataclass(frozen=True)
@@ -105,7 +77,6 @@ class TrainConfig:
     label_weight: float = 0.1  # weight of the reference-answer cross-entropy beside the KL to the target
     probe_weight: float = 1.0  # weight of the training-only patch probe (see ``PatchProbe``); 0 turns it off
     relation_probe: bool = False  # the probe also predicts each object's left and right neighbours
-    refine: RefineConfig | None = None  # a third, target-only stage (see ``RefineConfig``)
     tasks: tuple[str, ...] = scenes.TASKS  # question tasks trained on
     max_objects: int = scenes.MAX_OBJECTS  # objects per training scene: 1..max_objects
     # torch threads while training; not part of ``digest`` (it moves last bits, not quality). Measured here: two
@@ -328,58 +299,13 @@ class StepBatches:
         self, encoders: tuple[Encoder, ...], stage: StageConfig, config: TrainConfig, seed: int, salt: int
     ) -> None:
         self.encoders, self.stage, self.config, self.seed, self.salt = encoders, stage, config, seed, salt
-        self.relations = config.relation_probe
 
     def __len__(self) -> int:
         return self.stage.steps
 
-    def items(self, step: int) -> list[scenes.QAItem]:
-        return _train_items(step, self.stage, self.config, self.seed, self.salt)
-
     def __getitem__(self, step: int) -> tuple[list[dict[str, Any]], Any]:
-        items = self.items(step)
-        return [encoder.batch(items) for encoder in self.encoders], patch_labels(items, self.relations)
-
-
-class RefineBatches(StepBatches):
-    """The refine stage's batches: ``focus_fraction`` focus questions, then questions of every task, from the
-    training scenes right after the target stage's (``head=True``: the head-only steps' batches, from scenes clear of
-    every stage's)."""
-
-    def __init__(self, encoder: Encoder, config: TrainConfig, seed: int, head: bool = False) -> None:
-        refine = _refine_of(config)
-        steps = refine.head_steps if head else refine.steps
-        super().__init__((encoder,), dataclasses.replace(refine.stage, steps=steps), config, seed, salt=0)
-        self.relations = True
-        self.head = head
-        self.start = config.target.steps * config.target.batch_size + (_REFINE_HEAD_OFFSET if head else 0)
-
-    def items(self, step: int) -> list[scenes.QAItem]:
-        refine, config = _refine_of(self.config), self.config
-        start = self.start + step * refine.batch_size
-        if self.head:
-            return scenes.dataset(
-                "train", refine.batch_size, seed=self.seed, start=start, max_objects=config.max_objects
-            )
-        n_focus = int(refine.batch_size * refine.focus_fraction)
-        focus = scenes.dataset(
-            "train", n_focus, seed=self.seed, start=start, tasks=refine.focus_tasks, max_objects=config.max_objects
-        )
-        rest = scenes.dataset(
-            "train",
-            refine.batch_size - n_focus,
-            seed=self.seed,
-            start=start + n_focus,
-            tasks=config.tasks,
-            max_objects=config.max_objects,
-        )
-        return focus + rest
-
-
-def _refine_of(config: TrainConfig) -> RefineConfig:
-    if config.refine is None:
-        raise ValueError("this config has no refine stage")
-    return config.refine
+        items = _train_items(step, self.stage, self.config, self.seed, self.salt)
+        return [encoder.batch(items) for encoder in self.encoders], patch_labels(items, self.config.relation_probe)
 
 
 def _iterate(batches: StepBatches, config: TrainConfig) -> Any:
@@ -422,21 +348,14 @@ def _optimizer(model: Any, stage: StageConfig, probe: PatchProbe | None = None) 
 
 
 def _run_stage(
-    model: Any,
-    size: ModelSize,
-    batches: StepBatches,
-    config: TrainConfig,
-    stage_loss: Any,
-    tick: Any,
-    probe: PatchProbe | None = None,
+    model: Any, size: ModelSize, batches: StepBatches, config: TrainConfig, stage_loss: Any, tick: Any
 ) -> list[float]:
     """The loop both stages share: AdamW on the stage's schedule with a training-only patch probe beside ``model``;
     each step minimises ``stage_loss(inputs)`` plus the probe's loss, gradients clipped to norm 1. Losses are read
     back from the device every ``LOSS_READ_EVERY`` steps, not every step (a read waits for the device)."""
     import torch
 
-    if probe is None and config.probe_weight > 0:
-        probe = PatchProbe(model, size, config.device, batches.relations)
+    probe = PatchProbe(model, size, config.device, config.relation_probe) if config.probe_weight > 0 else None
     opt, sched = _optimizer(model, batches.stage, probe)
     params = [p for group in opt.param_groups for p in group["params"]]
     model.train()
@@ -466,12 +385,6 @@ def _run_stage(
 def _train_target(
     model: Any, encoder: Encoder, stage: StageConfig, config: TrainConfig, seed: int, tick: Any
 ) -> list[float]:
-    batches = StepBatches((encoder,), stage, config, seed, salt=0)
-    return _run_stage(model, config.target_size, batches, config, _answer_loss(model), tick)
-
-
-def _answer_loss(model: Any) -> Any:
-    """Teacher forcing: cross-entropy on the answer tokens and EOS only."""
     import torch.nn.functional as F
 
     def answer_loss(inputs: list[dict[str, Any]]) -> Any:
@@ -479,32 +392,8 @@ def _answer_loss(model: Any) -> Any:
         mask = batch["answer_mask"]
         return F.cross_entropy(answer_logits(model, batch)[mask], batch["answer_ids"][mask])
 
-    return answer_loss
-
-
-def _refine_target(model: Any, encoder: Encoder, config: TrainConfig, seed: int, progress: Any) -> list[float]:
-    """The refine stage: the relation probe's head alone on the frozen target, then target and head together."""
-    import torch
-
-    refine = _refine_of(config)
-    probe = PatchProbe(model, config.target_size, config.device, relations=True)
-    head_opt = torch.optim.AdamW(probe.parameters(), lr=refine.head_lr)
-    model.eval()
-    tick = _ticker(progress, "refine: probe head", refine.head_steps)
-    for inputs, labels in _iterate(RefineBatches(encoder, config, seed, head=True), config):
-        (batch,) = inputs
-        with torch.no_grad():
-            model(
-                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], pixel_values=batch["pixel_values"]
-            )
-        loss = probe.loss(labels)
-        head_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        head_opt.step()
-        tick(advance=1, loss=loss.item())
-    tick = _ticker(progress, "refine: target", refine.steps)
-    batches = RefineBatches(encoder, config, seed)
-    return _run_stage(model, config.target_size, batches, config, _answer_loss(model), tick, probe)
+    batches = StepBatches((encoder,), stage, config, seed, salt=0)
+    return _run_stage(model, config.target_size, batches, config, answer_loss, tick)
 
 
 def _distil_drafter(
@@ -545,9 +434,7 @@ def _distil_drafter(
 
 def train_pair(out: Path | str, config: TrainConfig | None = None, seed: int = 0, progress: Any = None) -> PairPaths:
     """Train target then drafter and save both (``save_pretrained``) under ``out/target`` and ``out/drafter``, with
-    ``out/covspec_demo_pair.json`` recording config, seed, digest, parameter counts, losses and times. With
-    ``config.refine``, ``refine_pair`` then runs on the saved pair in place (so a refine run apart from the first two
-    stages, from their saved pair, computes the same).
+    ``out/covspec_demo_pair.json`` recording config, seed, digest, parameter counts, losses and times.
 
     ``progress``: an optional ``rich.progress.Progress`` to add one bar per stage to.
     """
@@ -555,8 +442,7 @@ def train_pair(out: Path | str, config: TrainConfig | None = None, seed: int = 0
 
     from covspec.models.tiny import tiny_tokenizer
 
-    full = config or TrainConfig()
-    config = dataclasses.replace(full, refine=None)
+    config = config or TrainConfig()
     for stage in (config.target, config.drafter):
         if stage.steps * stage.batch_size > SCENES_PER_STAGE:
             raise ValueError(f"a stage may read at most {SCENES_PER_STAGE} training scenes (steps * batch_size)")
@@ -599,73 +485,6 @@ def train_pair(out: Path | str, config: TrainConfig | None = None, seed: int = 0
             paths.info.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
     finally:
         torch.set_num_threads(previous_threads)
-    if full.refine is not None:
-        refine_pair(paths.root, paths.root, full, seed, progress)
-    return paths
-
-
-def refine_pair(
-    source: Path | str, out: Path | str, config: TrainConfig, seed: int = 0, progress: Any = None
-) -> PairPaths:
-    """The refine stage on a pair trained by the first two stages of ``config`` (checked by digest): the refined
-    target and the unchanged drafter go to ``out`` (``out`` may be ``source``), and the pair's record gains the refine
-    stage (``refined_from``: the first two stages' digest, device and times)."""
-    import torch
-    from transformers import AutoProcessor, LlavaForConditionalGeneration
-
-    refine = _refine_of(config)
-    src, paths = PairPaths(Path(source)), PairPaths(Path(out))
-    base_info = json.loads(src.info.read_text())
-    base_digest = dataclasses.replace(config, refine=None).digest(seed)
-    if base_info.get("digest") != base_digest:
-        raise ValueError(f"{src.root} was not trained by this config's first two stages at seed {seed}")
-    first_scene = config.target.steps * config.target.batch_size
-    drafter_end = SCENES_PER_STAGE + config.drafter.steps * config.drafter.batch_size
-    head_start = first_scene + _REFINE_HEAD_OFFSET
-    if (
-        first_scene + refine.steps * refine.batch_size > SCENES_PER_STAGE
-        or head_start < drafter_end
-        or head_start + refine.head_steps * refine.batch_size > scenes.SEED_STRIDE
-    ):
-        raise ValueError("the refine stage's scenes would overlap another stage's or leave the seed's range")
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(config.threads)
-    try:
-        torch.manual_seed(seed * 1_000_003)
-        with quiet_transformers():
-            target = LlavaForConditionalGeneration.from_pretrained(src.target, dtype=torch.float32)
-            processor = AutoProcessor.from_pretrained(src.target)
-        target.to(config.device)
-        started = time.perf_counter()
-        losses = _refine_target(target, Encoder(processor), config, seed, progress)
-        seconds = time.perf_counter() - started
-        target.to("cpu")
-        save_checkpoint(target, processor, paths.target)
-        if paths.drafter != src.drafter:
-            shutil.copytree(src.drafter, paths.drafter, dirs_exist_ok=True)
-    finally:
-        torch.set_num_threads(previous_threads)
-    info = dict(base_info)
-    info.update(
-        digest=config.digest(seed),
-        config=config.to_dict(),
-        refined_from={
-            "digest": base_digest,
-            "device": base_info.get("device"),
-            "device_name": base_info.get("device_name"),
-            "torch": base_info.get("torch"),
-            "threads": base_info.get("threads"),
-            "workers": base_info.get("workers"),
-        },
-        train_seconds={**base_info["train_seconds"], "refine": round(seconds, 2)},
-        final_loss={**base_info["final_loss"], "refine": _tail_mean(losses)},
-        torch=torch.__version__,
-        threads=config.threads,
-        device=config.device,
-        device_name=torch.cuda.get_device_name(config.device) if config.device.startswith("cuda") else "cpu",
-        workers=config.workers,
-    )
-    paths.info.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
     return paths
 
 
@@ -735,12 +554,10 @@ __all__ = [
     "Encoder",
     "PairPaths",
     "PatchProbe",
-    "RefineConfig",
     "StageConfig",
     "TrainConfig",
     "answer_logits",
     "patch_labels",
-    "refine_pair",
     "train_pair",
     "training_progress",
 ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import pytest
@@ -63,13 +62,3 @@ def test_shipped_target_answers_a_live_sample() -> None:
     assert abs(scores["target_accuracy"] - recorded) <= 3 * sigma
     assert scores["target_accuracy"] > scores["majority_baseline"]
     assert scores["identical_to_target"] == 1.0
-
-
-def test_refined_config_adds_a_refine_stage_to_the_default() -> None:
-    from covspec.demo.ship import refined_config
-    from covspec.demo.train import RefineConfig
-
-    config = refined_config(threads=2, device="cuda", workers=4)
-    assert config.refine == (TrainConfig().refine or RefineConfig())
-    assert dataclasses.replace(config, refine=None).digest(0) == TrainConfig().digest(0)  # same first two stages
-    assert (config.threads, config.device, config.workers) == (2, "cuda", 4)

@@ -63,11 +63,9 @@ def test_relation_labels_agree_with_the_left_right_answers() -> None:
 
 
 def test_fields_added_later_leave_older_digests_alone() -> None:
-    """A pair trained before ``relation_probe`` and ``refine`` existed keeps its digest (the shipped pair relies on
-    it)."""
+    """A pair trained before ``relation_probe`` existed keeps its digest (the shipped pair relies on it)."""
     base = TrainConfig.reduced()
-    later = ("relation_probe", "refine")
-    legacy = {k: v for k, v in base.to_dict().items() if k not in ("threads", "device", "workers", *later)}
+    legacy = {k: v for k, v in base.to_dict().items() if k not in ("threads", "device", "workers", "relation_probe")}
     payload = json.dumps({"config": legacy, "seed": 0, "format": PAIR_FORMAT}, sort_keys=True)
     assert base.digest(0) == hashlib.sha256(payload.encode()).hexdigest()
     assert dataclasses.replace(base, relation_probe=True).digest(0) != base.digest(0)
@@ -113,68 +111,3 @@ def test_probe_loss_ignores_empty_cells() -> None:
     flipped[..., 3:][flipped[..., 3:] == IGNORE] = 0  # pretend empty cells had "nothing" beside them
     assert probe.loss(flipped).item() != pytest.approx(loss.item())
     probe.remove()
-
-
-def _mini(refine: bool) -> TrainConfig:
-    from covspec.demo.train import RefineConfig
-
-    base = TrainConfig.reduced()
-    return dataclasses.replace(
-        base,
-        target=dataclasses.replace(base.target, steps=8, batch_size=8),
-        drafter=dataclasses.replace(base.drafter, steps=3, batch_size=8),
-        tasks=scenes.TASKS,
-        max_objects=3,
-        refine=RefineConfig(steps=4, batch_size=8, warmup=2, head_steps=2) if refine else None,
-    )
-
-
-def test_refine_batches_mix_focus_questions_into_fresh_scenes() -> None:
-    from covspec.demo.pair import build_model
-    from covspec.demo.train import Encoder, RefineBatches
-
-    config = _mini(refine=True)
-    _, processor = build_model(config.target_size)
-    encoder = Encoder(processor)
-    batches, head = RefineBatches(encoder, config, seed=0), RefineBatches(encoder, config, seed=0, head=True)
-    assert len(batches) == 4 and len(head) == 2
-    first = config.target.steps * config.target.batch_size  # right after the target stage's scenes
-    items = batches.items(1)
-    assert [it.task in ("left", "right") for it in items[:4]] == [True] * 4
-    expected = [scenes.scene_seed("train", first + 8 + i) for i in range(8)]
-    assert [it.scene.seed for it in items] == expected
-    assert head.items(0)[0].scene.seed > scenes.scene_seed("train", 2**23 + 3 * 8)  # past the drafter's scenes too
-    inputs, labels = batches[1]
-    assert labels.shape == (8, 16, 7)  # the relation probe is always on in the refine stage
-
-
-def test_refine_in_train_pair_equals_refine_on_the_saved_pair(tmp_path) -> None:
-    """``train_pair`` with a refine stage computes exactly what the first two stages then ``refine_pair`` do; the
-    drafter is untouched and the record names both digests."""
-    import hashlib
-
-    from covspec.demo.train import refine_pair, train_pair
-
-    def sha(path) -> str:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-
-    full = train_pair(tmp_path / "full", _mini(refine=True))
-    base = train_pair(tmp_path / "base", _mini(refine=False))
-    apart = refine_pair(base.root, tmp_path / "apart", _mini(refine=True))
-    assert sha(full.target / "model.safetensors") == sha(apart.target / "model.safetensors")
-    assert sha(full.target / "model.safetensors") != sha(base.target / "model.safetensors")
-    assert sha(apart.drafter / "model.safetensors") == sha(base.drafter / "model.safetensors")
-    info = json.loads(apart.info.read_text())
-    assert info["digest"] == _mini(refine=True).digest(0) != _mini(refine=False).digest(0)
-    assert info["refined_from"]["digest"] == _mini(refine=False).digest(0)
-    assert set(info["final_loss"]) == {"target", "drafter", "refine"}
-    assert json.loads(full.info.read_text())["digest"] == info["digest"]
-
-
-def test_refine_refuses_a_pair_from_another_recipe(tmp_path) -> None:
-    from covspec.demo.train import refine_pair, train_pair
-
-    base = train_pair(tmp_path / "base", _mini(refine=False))
-    other = dataclasses.replace(_mini(refine=True), label_weight=0.5)
-    with pytest.raises(ValueError, match="first two stages"):
-        refine_pair(base.root, tmp_path / "out", other)
