@@ -46,13 +46,15 @@ class ModelSize:
     text: TextSize
 
 
+# The shipped pair (v3): a 2.3M-parameter target; a 0.16M drafter with one language layer, small enough to be clearly
+# worse than the target alone while still drafting the easy tokens.
 TARGET_SIZE = ModelSize(
-    vision=VisionSize(hidden=128, intermediate=512, layers=2, heads=4, image=64, patch=16),
-    text=TextSize(hidden=256, intermediate=768, layers=6, heads=8, kv_heads=4),
+    vision=VisionSize(hidden=96, intermediate=384, layers=2, heads=4, image=64, patch=16),
+    text=TextSize(hidden=192, intermediate=576, layers=4, heads=4, kv_heads=2),
 )
 DRAFTER_SIZE = ModelSize(
-    vision=VisionSize(hidden=48, intermediate=192, layers=1, heads=2, image=64, patch=16),
-    text=TextSize(hidden=96, intermediate=288, layers=2, heads=4, kv_heads=2),
+    vision=VisionSize(hidden=32, intermediate=128, layers=1, heads=2, image=64, patch=16),
+    text=TextSize(hidden=64, intermediate=192, layers=1, heads=2, kv_heads=1),
 )
 
 

@@ -189,17 +189,29 @@ def scene_seed(split: str, index: int, seed: int = 0) -> int:
     return SPLIT_OFFSETS[split] + seed * SEED_STRIDE + index
 
 
-def item_for(scene: Scene, rng: np.random.Generator, tasks: tuple[str, ...] = TASKS) -> QAItem:
-    """One question of ``scene``: a task drawn uniformly from those of ``tasks`` it supports (``count`` and
-    ``describe`` always apply), then a question of that task."""
+def item_for(
+    scene: Scene,
+    rng: np.random.Generator,
+    tasks: tuple[str, ...] = TASKS,
+    weights: tuple[float, ...] = (),
+) -> QAItem:
+    """One question of ``scene``: a task drawn from those of ``tasks`` it supports (``count`` and ``describe`` always
+    apply), uniformly or in proportion to ``weights`` (one per entry of ``tasks``), then a question of that task."""
     unknown = set(tasks) - set(TASKS)
     if unknown or not tasks:
         raise ValueError(f"unknown tasks {sorted(unknown)}; choose from {', '.join(TASKS)}")
+    if weights and (len(weights) != len(tasks) or min(weights) <= 0):
+        raise ValueError(f"weights must be {len(tasks)} positive numbers, one per task, got {weights}")
     items = qa_items(scene)
     supported = sorted({it.task for it in items if it.task in tasks}, key=TASKS.index)
     if not supported:  # e.g. only "colour" asked of a scene where every shape repeats in the same size
         supported = [t for t in ("count", "describe") if t in tasks] or ["count"]
-    task = supported[int(rng.integers(len(supported)))]
+    if weights and set(supported) <= set(tasks):
+        share = np.array([weights[tasks.index(t)] for t in supported], dtype=np.float64)
+        pick = int(np.searchsorted(np.cumsum(share / share.sum()), rng.random(), side="right"))
+        task = supported[min(pick, len(supported) - 1)]  # a cumsum ending at 1 - eps must not run past the end
+    else:
+        task = supported[int(rng.integers(len(supported)))]
     of_task = [it for it in items if it.task == task]
     return of_task[int(rng.integers(len(of_task)))]
 
@@ -211,14 +223,16 @@ def dataset(
     start: int = 0,
     tasks: tuple[str, ...] = TASKS,
     max_objects: int = MAX_OBJECTS,
+    weights: tuple[float, ...] = (),
 ) -> list[QAItem]:
     """``n`` questions of ``split``, one per scene, scenes ``start .. start + n - 1`` (deterministic), drawn from
-    ``tasks`` (all by default) about scenes of at most ``max_objects`` objects."""
+    ``tasks`` (all by default; ``weights``: how often each, see ``item_for``) about scenes of at most ``max_objects``
+    objects."""
     out = []
     for index in range(start, start + n):
         s = scene_seed(split, index, seed)
         scene = make_scene(s, max_objects)
-        out.append(item_for(scene, np.random.default_rng([s, 1]), tasks))
+        out.append(item_for(scene, np.random.default_rng([s, 1]), tasks, weights))
     return out
 
 

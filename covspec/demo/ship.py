@@ -1,17 +1,17 @@
 """The shipped demo pair: the default ``TrainConfig`` at seed 0, stored in the package as fp16 safetensors.
 
-Why shipped rather than trained on first use: the full recipe (a 5.6M-parameter target, 16000 steps of 128
-questions) is far over the 10-minute first-use budget on two CPU cores; it was trained on a GPU. Stored as fp16 it is
-about 12 MB. Its ``config.json`` says ``float32``, so ``from_pretrained`` (dtype "auto") and
+Why shipped rather than trained on first use: the recipe (a 2.3M-parameter target, 3200 steps of 64 questions, then
+1000 distillation steps) takes about 90 minutes on two CPU cores, far over the 10-minute first-use budget. Stored as
+fp16 it is about 5 MB. Its ``config.json`` says ``float32``, so ``from_pretrained`` (dtype "auto") and
 ``covspec.models.load_model`` compute in float32; only storage is halved.
 
 Rebuild (the exact commands that produced the shipped files; ``provenance.json`` beside them records them with the
 seed, config digest, training device, sha256 of every file and the evaluation of the stored weights)::
 
-    python -m covspec.demo.ship --train-only --trained DIR --device cuda --workers 14   # on a GPU machine
-    python -m covspec.demo.ship --from-trained DIR --threads 1                          # evaluate, store, record
+    python -m covspec.demo.ship --train-only --trained DIR --seed 0 --device cpu --threads 1 --workers 0
+    python -m covspec.demo.ship --from-trained DIR --seed 0 --threads 1     # evaluate, store, record
 
-(``python -m covspec.demo.ship`` alone does both on this machine's CPU, in hours.)
+(``python -m covspec.demo.ship`` alone does both; ``--device cuda --workers 14`` trains on a GPU.)
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 from covspec.demo.train import PairPaths, TrainConfig, train_pair
 from covspec.models.loading import quiet_transformers
 
-SHIPPED_DIR = Path(__file__).resolve().parent / "weights" / "demo-pair-v2"
+SHIPPED_DIR = Path(__file__).resolve().parent / "weights" / "demo-pair-v3"
 PROVENANCE = "provenance.json"
 
 
@@ -157,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         trained = PairPaths(args.from_trained)
         info = json.loads(trained.info.read_text())
         train_args = ["--train-only", "--trained", "DIR", "--seed", args.seed, "--device", info.get("device", "cpu")]
+        train_args += ["--threads", info.get("threads", 1)]  # on a CPU the thread count moves last bits
         commands = [
             _command([*train_args, "--workers", info.get("workers", 0)]),
             _command(["--from-trained", "DIR", "--seed", args.seed, "--threads", args.threads]),

@@ -60,7 +60,7 @@ def ensure_pair(
     use_shipped: bool = True,
 ) -> PairPaths:
     """The pair of (config, seed): the shipped one if it matches (and ``use_shipped``), else the cached one, trained
-    first if it is not there yet (the default config takes hours on two CPU cores; it shipped from a GPU)."""
+    first if it is not there yet (the default config takes about 90 minutes on two CPU cores, hence shipped)."""
     config = config or TrainConfig()
     if use_shipped and config.digest(seed) == TrainConfig().digest(0):
         shipped = shipped_pair()

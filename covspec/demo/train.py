@@ -54,7 +54,7 @@ SCENES_PER_STAGE = scenes.SEED_STRIDE // 2  # the target reads the first half of
 _RUNTIME_FIELDS = ("threads", "device", "workers")
 # Fields added after PAIR_FORMAT 2 pairs were trained, with the value those pairs had: hashed only when they differ, so
 # a pair trained before a field existed keeps its digest.
-_LATER_FIELDS: dict[str, Any] = {"relation_probe": False}
+_LATER_FIELDS: dict[str, Any] = {"relation_probe": False, "task_weights": ()}
 
 
 @dataclass(frozen=True)
@@ -70,20 +70,29 @@ class StageConfig:
 class TrainConfig:
     target_size: ModelSize = TARGET_SIZE
     drafter_size: ModelSize = DRAFTER_SIZE
-    target: StageConfig = StageConfig(steps=5500, batch_size=128, lr=1e-3, warmup=500)
-    drafter: StageConfig = StageConfig(steps=2500, batch_size=128, lr=2e-3, warmup=200)
+    target: StageConfig = StageConfig(steps=3200, batch_size=64, lr=1.5e-3, warmup=150)
+    drafter: StageConfig = StageConfig(steps=1000, batch_size=64, lr=2e-3, warmup=100)
     distill_temperature: float = 1.0
     init_range: float = INIT_RANGE
     label_weight: float = 0.1  # weight of the reference-answer cross-entropy beside the KL to the target
     probe_weight: float = 1.0  # weight of the training-only patch probe (see ``PatchProbe``); 0 turns it off
-    relation_probe: bool = False  # the probe also predicts each object's left and right neighbours
+    relation_probe: bool = True  # the probe also predicts each object's left and right neighbours
     tasks: tuple[str, ...] = scenes.TASKS  # question tasks trained on
+    # how often each of ``tasks`` is asked in training (empty: uniformly); left and right twice as often as the rest
+    task_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 2.0, 2.0, 1.0)
     max_objects: int = scenes.MAX_OBJECTS  # objects per training scene: 1..max_objects
     # torch threads while training; not part of ``digest`` (it moves last bits, not quality). Measured here: two
     # threads are ~10% faster than one on an idle machine, but several times slower when another process is busy.
     threads: int = 2
     device: str = "cpu"  # torch device to train on ("cuda" for the shipped pair; see ship.py)
     workers: int = 0  # processes building batches beside the training loop (0: in the loop)
+
+    def __post_init__(self) -> None:
+        if self.task_weights and len(self.task_weights) != len(self.tasks):
+            raise ValueError(
+                f"task_weights has {len(self.task_weights)} entries for {len(self.tasks)} tasks {self.tasks}; give one "
+                "per task, or () for uniform"
+            )
 
     @classmethod
     def reduced(cls) -> TrainConfig:
@@ -103,7 +112,9 @@ class TrainConfig:
             target=StageConfig(steps=150, batch_size=32, lr=3e-3, warmup=15),
             drafter=StageConfig(steps=30, batch_size=32, lr=3e-3, warmup=5),
             tasks=("colour", "shape"),
+            task_weights=(),
             max_objects=1,
+            relation_probe=False,  # one object per scene: no neighbours to learn
             threads=1,
         )
 
@@ -287,7 +298,13 @@ def _train_items(step: int, stage: StageConfig, config: TrainConfig, seed: int, 
     """The batch of step ``step``: fresh training scenes (the drafter stage reads a separate stretch, ``salt``)."""
     start = salt * SCENES_PER_STAGE + step * stage.batch_size
     return scenes.dataset(
-        "train", stage.batch_size, seed=seed, start=start, tasks=config.tasks, max_objects=config.max_objects
+        "train",
+        stage.batch_size,
+        seed=seed,
+        start=start,
+        tasks=config.tasks,
+        max_objects=config.max_objects,
+        weights=config.task_weights,
     )
 
 

@@ -112,3 +112,22 @@ def test_every_task_appears_and_majority_baseline_is_low() -> None:
     items = scenes.dataset("heldout", 300)
     assert {i.task for i in items} == set(scenes.TASKS)
     assert 0.2 < scenes.majority_baseline(items) < 0.6
+
+
+def test_task_weights_set_how_often_each_task_is_asked() -> None:
+    """Weights 3 for left and right, 1 for the rest: with most scenes supporting every task, left and right together
+    come near 6/11 of the questions (uniform: 2/7); the same weights give the same questions."""
+    weights = (1.0, 1.0, 1.0, 1.0, 3.0, 3.0, 1.0)
+    weighted = scenes.dataset("train", 1500, weights=weights)
+    uniform = scenes.dataset("train", 1500)
+    share = sum(i.task in ("left", "right") for i in weighted) / len(weighted)
+    assert abs(share - 6 / 11) < 0.05
+    assert abs(sum(i.task in ("left", "right") for i in uniform) / len(uniform) - 2 / 7) < 0.05
+    assert [i.question for i in weighted[:50]] == [i.question for i in scenes.dataset("train", 50, weights=weights)]
+    assert [i.scene.seed for i in weighted] == [i.scene.seed for i in uniform]  # weights pick questions, not scenes
+
+
+@pytest.mark.parametrize("weights", [(1.0, 2.0), (1.0, 1.0, 1.0, 1.0, 0.0, 3.0, 1.0)])
+def test_task_weights_must_be_one_positive_number_per_task(weights: tuple[float, ...]) -> None:
+    with pytest.raises(ValueError, match="one per task"):
+        scenes.dataset("train", 1, weights=weights)

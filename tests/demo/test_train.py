@@ -63,16 +63,25 @@ def test_relation_labels_agree_with_the_left_right_answers() -> None:
 
 
 def test_fields_added_later_leave_older_digests_alone() -> None:
-    """A pair trained before ``relation_probe`` existed keeps its digest (the shipped pair relies on it)."""
+    """A pair trained before ``relation_probe`` and ``task_weights`` existed keeps its digest."""
     base = TrainConfig.reduced()
-    legacy = {k: v for k, v in base.to_dict().items() if k not in ("threads", "device", "workers", "relation_probe")}
+    later = ("relation_probe", "task_weights")
+    legacy = {k: v for k, v in base.to_dict().items() if k not in ("threads", "device", "workers", *later)}
     payload = json.dumps({"config": legacy, "seed": 0, "format": PAIR_FORMAT}, sort_keys=True)
     assert base.digest(0) == hashlib.sha256(payload.encode()).hexdigest()
     assert dataclasses.replace(base, relation_probe=True).digest(0) != base.digest(0)
+    assert dataclasses.replace(base, task_weights=(1.0, 2.0)).digest(0) != base.digest(0)
+
+
+def test_task_weights_need_one_entry_per_task() -> None:
+    with pytest.raises(ValueError, match="one per task"):
+        dataclasses.replace(TrainConfig(), tasks=("colour", "shape"))
+    assert dataclasses.replace(TrainConfig(), tasks=("colour", "shape"), task_weights=()).task_weights == ()
 
 
 def test_probe_with_relations_trains(tmp_path) -> None:
-    """A few steps of the reduced pair with the relation probe: both stages run and record one loss per step."""
+    """A few steps of the reduced pair with the relation probe and task weights: both stages run and record their
+    config."""
     from covspec.demo.train import train_pair
 
     base = TrainConfig.reduced()
@@ -81,12 +90,14 @@ def test_probe_with_relations_trains(tmp_path) -> None:
         target=dataclasses.replace(base.target, steps=20, batch_size=8),
         drafter=dataclasses.replace(base.drafter, steps=3, batch_size=8),
         tasks=("left", "right"),
+        task_weights=(1.0, 2.0),
         max_objects=3,
         relation_probe=True,
     )
     paths = train_pair(tmp_path / "pair", config)
     info = json.loads(paths.info.read_text())
     assert info["digest"] == config.digest(0) and info["config"]["relation_probe"] is True
+    assert info["config"]["task_weights"] == [1.0, 2.0]
     assert paths.exists()
 
 
