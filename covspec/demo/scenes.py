@@ -189,6 +189,12 @@ def scene_seed(split: str, index: int, seed: int = 0) -> int:
     return SPLIT_OFFSETS[split] + seed * SEED_STRIDE + index
 
 
+def check_task_weights(tasks: tuple[str, ...], weights: tuple[float, ...]) -> None:
+    """``weights`` is empty (uniform) or one positive number per entry of ``tasks``."""
+    if weights and (len(weights) != len(tasks) or min(weights) <= 0):
+        raise ValueError(f"weights must be {len(tasks)} positive numbers, one per task of {tasks}, got {weights}")
+
+
 def item_for(
     scene: Scene,
     rng: np.random.Generator,
@@ -200,8 +206,7 @@ def item_for(
     unknown = set(tasks) - set(TASKS)
     if unknown or not tasks:
         raise ValueError(f"unknown tasks {sorted(unknown)}; choose from {', '.join(TASKS)}")
-    if weights and (len(weights) != len(tasks) or min(weights) <= 0):
-        raise ValueError(f"weights must be {len(tasks)} positive numbers, one per task, got {weights}")
+    check_task_weights(tasks, weights)
     items = qa_items(scene)
     supported = sorted({it.task for it in items if it.task in tasks}, key=TASKS.index)
     if not supported:  # e.g. only "colour" asked of a scene where every shape repeats in the same size
@@ -259,6 +264,7 @@ __all__ = [
     "SEED_STRIDE",
     "MAX_SEED",
     "TASKS",
+    "check_task_weights",
     "QAItem",
     "Scene",
     "SceneObject",

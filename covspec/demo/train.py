@@ -88,11 +88,7 @@ class TrainConfig:
     workers: int = 0  # processes building batches beside the training loop (0: in the loop)
 
     def __post_init__(self) -> None:
-        if self.task_weights and len(self.task_weights) != len(self.tasks):
-            raise ValueError(
-                f"task_weights has {len(self.task_weights)} entries for {len(self.tasks)} tasks {self.tasks}; give one "
-                "per task, or () for uniform"
-            )
+        scenes.check_task_weights(self.tasks, self.task_weights)  # fail at configuration, not at the first batch
 
     @classmethod
     def reduced(cls) -> TrainConfig:
