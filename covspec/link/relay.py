@@ -1,7 +1,8 @@
 """A transparent TCP relay between device and edge: counts bytes each way, and can cut connections on cue.
 
 It is the independent witness for byte accounting and the fault injector for reconnect tests; the emulated links of
-the link presets (delay, bandwidth) build on it.
+the link presets (delay, jitter, bandwidth, loss as retransmission delay: covspec.link.emulation) build on it, and
+``set_link`` changes the link under running connections (a link whose delay changes mid-generation).
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from covspec.link.emulation import LinkClock
 from covspec.link.presets import LinkProfile
 
 
@@ -36,34 +39,62 @@ class RelayCounters:
     downlink: int = 0  # server -> client bytes forwarded
     connections: int = 0
     cuts: int = 0
+    lost_segments: int = 0  # emulated losses (each delayed by a retransmission timeout), both directions
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def snapshot(self) -> dict[str, int]:
+        with self.lock:
+            return {
+                "uplink": self.uplink,
+                "downlink": self.downlink,
+                "connections": self.connections,
+                "cuts": self.cuts,
+                "lost_segments": self.lost_segments,
+            }
 
 
 class TcpRelay:
+    """Listens on ``host:port`` (port 0: a free one, see ``.port``) and relays each connection to the upstream."""
+
     def __init__(
         self,
         upstream_host: str,
         upstream_port: int,
         *,
         host: str = "127.0.0.1",
+        port: int = 0,
         fault: FaultPlan | None = None,
         link: LinkProfile | None = None,
         seed: int = 0,
     ) -> None:
         self.upstream = (upstream_host, upstream_port)
         self.fault = fault or FaultPlan()
-        self.link = link if link is not None and link.shaped else None
-        self._jitter = random.Random(seed)
+        self.seed = seed
+        self._link_lock = threading.Lock()
+        self._link = link if link is not None and link.shaped else None
         self.counters = RelayCounters()
-        self._listener = socket.create_server((host, 0))
+        self._listener = socket.create_server((host, port))
         self.host, self.port = self._listener.getsockname()[:2]
         self._stop = threading.Event()
-        self._sockets: list[socket.socket] = []
+        self._sockets: set[socket.socket] = set()
+        self._sockets_lock = threading.Lock()
         self._thread = threading.Thread(target=self._accept_loop, name="covspec-relay", daemon=True)
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def link(self) -> LinkProfile | None:
+        """The emulated link new bytes meet; None when unshaped."""
+        with self._link_lock:
+            return self._link
+
+    def set_link(self, link: LinkProfile | None) -> None:
+        """Change the link under running and future connections: bytes read from now on get its delay, bandwidth
+        and loss; bytes already scheduled keep theirs; order is kept (a shorter delay waits behind a longer one)."""
+        with self._link_lock:
+            self._link = link if link is not None and link.shaped else None
 
     def start(self) -> TcpRelay:
         self._thread.start()
@@ -75,9 +106,12 @@ class TcpRelay:
             self._listener.close()
         except OSError:
             pass
-        for sock in list(self._sockets):
+        with self._sockets_lock:
+            sockets = list(self._sockets)
+        for sock in sockets:
             _close(sock)
-        self._thread.join(timeout=5)
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
 
     def __enter__(self) -> TcpRelay:
         return self.start()
@@ -104,7 +138,8 @@ class TcpRelay:
                 continue
             for sock in (client, server):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                self._sockets.append(sock)
+            with self._sockets_lock:
+                self._sockets.update((client, server))
             pair = _Pair(self, index, client, server)
             threading.Thread(target=pair.pump, args=("up",), daemon=True).start()
             threading.Thread(target=pair.pump, args=("down",), daemon=True).start()
@@ -117,6 +152,10 @@ class TcpRelay:
         if self.fault.refuse_after_cut:
             self.stop_listening()
 
+    def _forget(self, *sockets: socket.socket) -> None:
+        with self._sockets_lock:
+            self._sockets.difference_update(sockets)
+
     def stop_listening(self) -> None:
         self._stop.set()
         try:
@@ -126,44 +165,61 @@ class TcpRelay:
 
 
 class _Shaper:
-    """One direction of an emulated link: chunks leave after serialisation at the link's rate plus the one-way
-    delay (and jitter), in order, from a sender thread; the reading side never sleeps."""
+    """One direction of an emulated link: pieces leave at the times the LinkClock gives, in order, from a sender
+    thread started on the first shaped chunk; the reading side never sleeps."""
 
-    def __init__(self, dst: socket.socket, bps: float | None, delay_s: float, jitter_s: float, rng: random.Random):
-        self.dst, self.bps, self.delay_s, self.jitter_s, self.rng = dst, bps, delay_s, jitter_s, rng
+    def __init__(self, dst: socket.socket, clock: LinkClock, aborted: threading.Event, on_done: Callable[[], None]):
+        self.dst, self.clock, self.aborted, self.on_done = dst, clock, aborted, on_done
         self.queue: queue.Queue[tuple[float, bytes] | None] = queue.Queue()
-        self.link_free_at = 0.0
-        self.last_due = 0.0
+        self._lock = threading.Lock()
+        self._pending = 0  # pieces queued or being sent
         self.failed = False
-        threading.Thread(target=self._send_loop, daemon=True).start()
+        self.started = False
 
-    def put(self, data: bytes) -> bool:
-        now = time.monotonic()
-        start = max(now, self.link_free_at)
-        self.link_free_at = start + (len(data) * 8 / self.bps if self.bps else 0.0)
-        jitter = self.rng.uniform(0, self.jitter_s) if self.jitter_s else 0.0
-        due = max(self.link_free_at + self.delay_s + jitter, self.last_due)
-        self.last_due = due
-        self.queue.put((due, data))
-        return not self.failed
+    def idle(self) -> bool:
+        """Nothing queued or in flight: the reader may send directly without overtaking."""
+        with self._lock:
+            return self._pending == 0
+
+    def put(self, data: bytes, link: LinkProfile, direction: str) -> int:
+        """Schedule ``data``; returns how many of its segments the link lost (and will deliver late)."""
+        if not self.started:
+            self.started = True
+            threading.Thread(target=self._send_loop, daemon=True).start()
+        lost_before = self.clock.lost_segments
+        pieces = self.clock.schedule(len(data), time.monotonic(), link, direction)
+        with self._lock:
+            self._pending += len(pieces)
+        for piece in pieces:
+            self.queue.put((piece.due, data[piece.start : piece.end]))
+        return self.clock.lost_segments - lost_before
 
     def close(self) -> None:
         self.queue.put(None)
 
     def _send_loop(self) -> None:
+        try:
+            self._send_all()
+        finally:
+            self.on_done()
+
+    def _send_all(self) -> None:
         while True:
             item = self.queue.get()
             if item is None:
                 break
             due, data = item
             wait = due - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
+            if wait > 0 and self.aborted.wait(wait):
+                self.failed = True
+                return
             try:
                 self.dst.sendall(data)
             except OSError:
                 self.failed = True
                 return
+            with self._lock:
+                self._pending -= 1
         try:
             self.dst.shutdown(socket.SHUT_WR)
         except OSError:
@@ -174,19 +230,25 @@ class _Pair:
     def __init__(self, relay: TcpRelay, index: int, client: socket.socket, server: socket.socket) -> None:
         self.relay, self.index, self.client, self.server = relay, index, client, server
         self.sent = {"up": 0, "down": 0}
-        link = relay.link
-        self.shapers: dict[str, _Shaper] = {}
-        if link is not None:
-            self.shapers["up"] = _Shaper(server, link.uplink_bps, link.one_way_delay_s, link.jitter_s, relay._jitter)
-            self.shapers["down"] = _Shaper(
-                client, link.downlink_bps, link.one_way_delay_s, link.jitter_s, relay._jitter
+        self.aborted = threading.Event()
+        self._done: set[str] = set()
+        self._done_lock = threading.Lock()
+        self.shapers = {
+            direction: _Shaper(
+                dst,
+                LinkClock(random.Random(f"{relay.seed}/{index}/{direction}")),
+                self.aborted,
+                lambda d=direction: self._finished(d),
             )
+            for direction, dst in (("up", server), ("down", client))
+        }
 
     def pump(self, direction: str) -> None:
         src, dst = (self.client, self.server) if direction == "up" else (self.server, self.client)
         fault, counters = self.relay.fault, self.relay.counters
         limit = fault.cut_uplink_after if direction == "up" else fault.cut_downlink_after
         armed = limit is not None and fault.connection_index == self.index
+        shaper = self.shapers[direction]
         while True:
             try:
                 data = src.recv(65536)
@@ -197,32 +259,50 @@ class _Pair:
             if armed and not fault.fired and self.sent[direction] + len(data) > limit:
                 self.relay._cut(self)
                 return
-            shaper = self.shapers.get(direction)
-            if shaper is not None:
-                if not shaper.put(data):
-                    break
-            else:
+            link, lost = self.relay.link, 0
+            if link is None and shaper.idle():
                 try:
                     dst.sendall(data)
                 except OSError:
                     break
+            else:  # an unshaped chunk behind shaped ones still queues, with no delay: order is kept
+                lost = shaper.put(data, link or _UNSHAPED, direction)
+                if shaper.failed:
+                    break
             self.sent[direction] += len(data)
             with counters.lock:
+                counters.lost_segments += lost
                 if direction == "up":
                     counters.uplink += len(data)
                 else:
                     counters.downlink += len(data)
-        if direction in self.shapers:
-            self.shapers[direction].close()  # the sender half-closes once the queue has drained
+        if shaper.started:
+            shaper.close()  # the sender half-closes once the queue has drained
             return
         try:
             dst.shutdown(socket.SHUT_WR)
         except OSError:
             pass
+        self._finished(direction)
+
+    def _finished(self, direction: str) -> None:
+        """Both directions half-closed: the pair is over; close it so that a long-running relay holds no sockets."""
+        with self._done_lock:
+            self._done.add(direction)
+            if len(self._done) < 2:
+                return
+        for sock in (self.client, self.server):
+            _close(sock)
+        self.relay._forget(self.client, self.server)
 
     def close(self) -> None:
+        self.aborted.set()
         for sock in (self.client, self.server):
             _close(sock, abort=True)
+        self.relay._forget(self.client, self.server)
+
+
+_UNSHAPED = LinkProfile("unshaped")
 
 
 def _close(sock: socket.socket, abort: bool = False) -> None:

@@ -1,8 +1,14 @@
-"""The relay: transparent byte counting, cuts on cue, and link emulation (delay, bandwidth) as lower bounds."""
+"""The relay: transparent byte counting, cuts on cue, and the emulated link measured through an echo server on
+127.0.0.1: round trips ~ 2 x delay, throughput ~ the rate, losses ~ retransmission timeouts, set_link mid-stream.
+
+Tolerances are loose on the slow side (a busy shared machine only adds time) and tight on the fast side (the link
+model is a lower bound: nothing arrives early).
+"""
 
 from __future__ import annotations
 
 import socket
+import statistics
 import threading
 import time
 
@@ -10,33 +16,7 @@ import pytest
 
 from covspec.link.presets import LINK_PRESETS, LinkProfile, link_profile
 from covspec.link.relay import FaultPlan, TcpRelay
-
-
-@pytest.fixture()
-def echo_server():
-    listener = socket.create_server(("127.0.0.1", 0))
-    stop = threading.Event()
-
-    def serve() -> None:
-        listener.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=_echo, args=(conn,), daemon=True).start()
-
-    def _echo(conn: socket.socket) -> None:
-        with conn:
-            while data := conn.recv(65536):
-                conn.sendall(data)
-
-    threading.Thread(target=serve, daemon=True).start()
-    yield listener.getsockname()[1]
-    stop.set()
-    listener.close()
+from tests.link.echo import connect, ping, recv_exactly, transfer
 
 
 def _round_trip(port: int, payload: bytes) -> tuple[bytes, float]:
@@ -84,3 +64,113 @@ def test_presets() -> None:
     assert link_profile("lte").rtt_s == pytest.approx(0.05)
     with pytest.raises(ValueError, match="unknown link preset"):
         link_profile("carrier-pigeon")
+
+
+def test_round_trip_is_twice_the_delay(echo_server) -> None:
+    link = LinkProfile("test", one_way_delay_s=0.04)
+    with TcpRelay("127.0.0.1", echo_server, link=link) as relay, connect(relay.port) as sock:
+        rtts = [ping(sock) for _ in range(8)]
+    assert min(rtts) >= 0.08 * 0.99
+    assert statistics.median(rtts) == pytest.approx(0.08, abs=0.03)
+
+
+def test_jitter_spreads_round_trips_within_its_range(echo_server) -> None:
+    link = LinkProfile("test", one_way_delay_s=0.02, jitter_s=0.03)
+    with TcpRelay("127.0.0.1", echo_server, link=link, seed=3) as relay, connect(relay.port) as sock:
+        rtts = [ping(sock) for _ in range(12)]
+    assert min(rtts) >= 0.04 * 0.99  # 2 x delay + two draws in [0, 30 ms)
+    assert statistics.mean(rtts) == pytest.approx(0.07, abs=0.025)
+    assert max(rtts) - min(rtts) > 0.01  # it does vary
+
+
+@pytest.mark.parametrize("direction", ["up", "down"])
+def test_throughput_matches_the_rate(echo_server, direction: str) -> None:
+    rate, payload = 4e6, bytes(range(256)) * 1200  # 307 kB: ~0.61 s at 4 Mbit/s
+    link = LinkProfile("test", **{f"{direction}link_bps": rate})
+    with TcpRelay("127.0.0.1", echo_server, link=link) as relay, connect(relay.port) as sock:
+        elapsed = transfer(sock, payload)
+    measured = len(payload) * 8 / elapsed
+    assert 0.8 * rate <= measured <= 1.02 * rate
+
+
+def test_loss_delays_segments_by_a_retransmission_timeout(echo_server) -> None:
+    # small messages are one segment each way: a round trip meets 0, 1 or 2 losses, each one RTO late
+    link = LinkProfile("test", one_way_delay_s=0.002, loss_pct=25, min_rto_s=0.06)
+    rto, base, n = link.rto_s, link.rtt_s, 30
+    with TcpRelay("127.0.0.1", echo_server, link=link, seed=7) as relay, connect(relay.port) as sock:
+        extra = [ping(sock) - base for _ in range(n)]
+    lost = relay.counters.lost_segments
+    seen = [round(x / rto) for x in extra]  # losses each round trip met, as timing shows them
+    assert sum(seen) == pytest.approx(lost, abs=2)
+    assert 0.12 <= lost / (2 * n) <= 0.4  # 25 % of 60 segments, seeded
+    late = [x / k for x, k in zip(extra, seen, strict=True) if k]
+    assert statistics.median(late) == pytest.approx(rto, rel=0.25)
+    assert min(extra) >= -0.001
+
+
+def test_set_link_changes_the_round_trip_mid_stream(echo_server) -> None:
+    fast, slow = LinkProfile("fast", one_way_delay_s=0.01), LinkProfile("slow", one_way_delay_s=0.06)
+    with TcpRelay("127.0.0.1", echo_server, link=fast) as relay, connect(relay.port) as sock:
+        before = [ping(sock) for _ in range(3)]
+        relay.set_link(slow)
+        assert relay.link is slow
+        during = [ping(sock) for _ in range(3)]
+        relay.set_link(None)
+        after = [ping(sock) for _ in range(3)]
+    assert statistics.median(before) == pytest.approx(0.02, abs=0.02)
+    assert statistics.median(during) == pytest.approx(0.12, abs=0.03) and min(during) >= 0.12 * 0.99
+    assert statistics.median(after) < 0.02
+
+
+def test_set_link_keeps_order_and_in_flight_delays(echo_server) -> None:
+    slow = LinkProfile("slow", one_way_delay_s=0.15)
+    with TcpRelay("127.0.0.1", echo_server, link=slow) as relay, connect(relay.port) as sock:
+        started = time.monotonic()
+        sock.sendall(b"A" * 500)
+        time.sleep(0.02)  # A is in the relay, scheduled to reach the server at 150 ms
+        relay.set_link(None)  # B (and A's echo) would be relayed at once, but B must not overtake A
+        sock.sendall(b"B" * 500)
+        got = recv_exactly(sock, 1000)
+        elapsed = time.monotonic() - started
+    assert got == b"A" * 500 + b"B" * 500
+    assert 0.15 * 0.99 <= elapsed < 0.25  # A kept its 150 ms; B waited behind it; the way back is unshaped
+
+
+def test_set_link_while_streaming_is_safe(echo_server) -> None:
+    payload = bytes(range(256)) * 800  # 205 kB
+    links = [LinkProfile("a", one_way_delay_s=0.001, uplink_bps=50e6), None, LinkProfile("b", jitter_s=0.002)]
+    stop = threading.Event()
+    with TcpRelay("127.0.0.1", echo_server) as relay, connect(relay.port) as sock:
+
+        def toggle() -> None:
+            i = 0
+            while not stop.is_set():
+                relay.set_link(links[i % len(links)])
+                i += 1
+                time.sleep(0.002)
+
+        toggler = threading.Thread(target=toggle, daemon=True)
+        toggler.start()
+        try:
+            transfer(sock, payload)  # asserts the echo is byte for byte the payload
+        finally:
+            stop.set()
+            toggler.join(timeout=5)
+    assert relay.counters.uplink == relay.counters.downlink == len(payload)
+
+
+def test_connections_are_counted_and_released(echo_server) -> None:
+    link = LinkProfile("test", one_way_delay_s=0.005)
+    with TcpRelay("127.0.0.1", echo_server, link=link) as relay:
+        for _ in range(3):
+            with connect(relay.port) as sock:
+                ping(sock)
+    counts = relay.counters.snapshot()
+    assert counts["connections"] == 3 and counts["uplink"] == counts["downlink"] == 300 and counts["cuts"] == 0
+
+
+def test_listens_on_a_given_port(echo_server) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]
+    with TcpRelay("127.0.0.1", echo_server, port=port) as relay, connect(port) as sock:
+        assert relay.port == port and ping(sock) < 1.0
