@@ -1,8 +1,32 @@
-"""covspec.spec: the pure-numpy math both sides share (sampling transform, wire form, verification, counters).
+"""covspec.spec: the pure-numpy math both sides share (sampling transform, wire form, verification, counters,
+drafting policies and their cost model).
 
 Imports nothing else of covspec and nothing heavier than numpy.
 """
 
+from covspec.spec.cost_model import (
+    CostInputs,
+    Linear,
+    RoundPlan,
+    analytical_tokens_per_s,
+    best_plan,
+    expected_committed,
+    expected_committed_by_length,
+    plan_tokens_per_s,
+    round_time,
+)
+from covspec.spec.policy import (
+    CostConfig,
+    CostPolicy,
+    DraftPolicy,
+    FixedPolicy,
+    MarginConfig,
+    MarginPolicy,
+    PolicyKind,
+    RoundObservation,
+    draft_margin,
+    make_policy,
+)
 from covspec.spec.sampling import (
     SamplingParams,
     SparseProbs,
@@ -31,6 +55,17 @@ from covspec.spec.verify import (
 )
 
 __all__ = [
+    "CostConfig",
+    "CostInputs",
+    "CostPolicy",
+    "DraftPolicy",
+    "FixedPolicy",
+    "Linear",
+    "MarginConfig",
+    "MarginPolicy",
+    "PolicyKind",
+    "RoundObservation",
+    "RoundPlan",
     "SamplingParams",
     "SparseProbs",
     "SpecStats",
@@ -39,12 +74,20 @@ __all__ = [
     "acceptance_probabilities",
     "acceptance_probability",
     "accepted_count_distribution",
+    "analytical_tokens_per_s",
+    "best_plan",
     "canonical_probs",
     "dense_from_sparse",
+    "draft_margin",
     "dssd_verdict_distribution",
+    "expected_committed",
+    "expected_committed_by_length",
     "from_wire_probs",
     "logits_to_probs",
+    "make_policy",
+    "plan_tokens_per_s",
     "residual_distribution",
+    "round_time",
     "sample_residual",
     "sample_token",
     "sparse_from_dense",

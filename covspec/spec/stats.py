@@ -16,13 +16,16 @@ class SpecStats:
 
     ``drafted``: tokens drafted (sum of K). ``accepted``: drafted tokens the target agreed with. ``committed``: tokens
     committed, normally accepted + 1 per round, fewer when generation stops inside a round (end of sequence or
-    ``max_new_tokens``).
+    ``max_new_tokens``). ``rounds`` counts draft rounds; ``bursts`` the rounds in which the target decoded
+    ``burst_tokens`` by itself, kept apart so that AAL and α stay about drafting.
     """
 
     rounds: int = 0
     drafted: int = 0
     accepted: int = 0
     committed: int = 0
+    bursts: int = 0
+    burst_tokens: int = 0
 
     def record_round(self, drafted: int, accepted: int, committed: int) -> None:
         """Add one round; requires 0 <= accepted <= drafted and 0 <= committed <= accepted + 1."""
@@ -34,6 +37,18 @@ class SpecStats:
         self.drafted += drafted
         self.accepted += accepted
         self.committed += committed
+
+    def record_burst(self, committed: int) -> None:
+        """Add one burst round that committed ``committed`` target tokens."""
+        if committed < 0:
+            raise ValueError(f"need committed >= 0, got {committed}")
+        self.bursts += 1
+        self.burst_tokens += committed
+
+    @property
+    def exchanges(self) -> int:
+        """Round trips to the edge: draft rounds and bursts."""
+        return self.rounds + self.bursts
 
     @property
     def aal(self) -> float:
@@ -52,6 +67,8 @@ class SpecStats:
             "drafted": self.drafted,
             "accepted": self.accepted,
             "committed": self.committed,
+            "bursts": self.bursts,
+            "burst_tokens": self.burst_tokens,
             "aal": self.aal,
             "acceptance_rate": self.acceptance_rate,
         }

@@ -15,6 +15,8 @@ def test_empty_run_reports_zeros() -> None:
         "drafted": 0,
         "accepted": 0,
         "committed": 0,
+        "bursts": 0,
+        "burst_tokens": 0,
         "aal": 0.0,
         "acceptance_rate": 0.0,
     }
@@ -53,3 +55,13 @@ def test_impossible_rounds_raise(drafted: int, accepted: int, committed: int) ->
     with pytest.raises(ValueError):
         stats.record_round(drafted=drafted, accepted=accepted, committed=committed)
     assert stats.rounds == 0 and stats.committed == 0
+
+
+def test_bursts_are_counted_apart_from_drafting() -> None:
+    stats = SpecStats()
+    stats.record_round(drafted=3, accepted=3, committed=4)
+    stats.record_burst(committed=6)
+    assert (stats.rounds, stats.bursts, stats.burst_tokens, stats.exchanges) == (1, 1, 6, 2)
+    assert stats.aal == 4.0 and stats.acceptance_rate == 1.0
+    with pytest.raises(ValueError):
+        stats.record_burst(committed=-1)

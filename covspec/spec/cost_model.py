@@ -1,0 +1,245 @@
+"""The cost model of a round: expected committed tokens, round time, the best plan, and the analytical bound.
+
+Pure arithmetic over measured quantities, with no bookkeeping: the policies in :mod:`covspec.spec.policy` estimate
+the inputs online and call :func:`best_plan`; benchmarks call :func:`analytical_tokens_per_s` beside every measured
+speedup (DESIGN.md §2 "analytical bound", §10).
+
+CoVSpec's exact formulas are not public. These are our reconstruction from its description (adaptive draft length
+and verification frequency from a device/edge/link cost model, falling back to the target alone):
+
+- survival ``s_0 = 1``, ``s_j = prod_{i<=j} a_i`` where ``a_i`` = P(draft i accepted | drafts 1..i-1 accepted);
+- a draft round of length K commits ``E(K) = sum_{j=0..K} s_j`` tokens in expectation (accepted + 1);
+- it takes ``T(K) = K * t_draft + v(K) + link(K)``, ``link(K) = rtt + up(K) / up_bandwidth + down(K) / down_bandwidth``;
+  with overlap (the next block drafted while the round is in flight) ``T(K) = max(K * t_draft, v(K) + link(K))``;
+- a burst of B target tokens commits B and takes ``B * t_target + link_burst(B) + catchup(B)``;
+- the plan maximises expected committed tokens per second, ``E / T``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = [
+    "CostInputs",
+    "Linear",
+    "RoundPlan",
+    "analytical_tokens_per_s",
+    "best_plan",
+    "expected_committed",
+    "expected_committed_by_length",
+    "plan_tokens_per_s",
+    "round_time",
+]
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    """What the device does next round.
+
+    ``burst``: True asks the edge for ``length`` target tokens decoded by the target alone (no draft); False drafts
+    up to ``length`` tokens (K; margin gating may stop earlier).
+    """
+
+    burst: bool
+    length: int
+
+    def __post_init__(self) -> None:
+        if self.length < (1 if self.burst else 0):
+            kind = "burst length must be >= 1" if self.burst else "draft length must be >= 0"
+            raise ValueError(f"{kind}, got {self.length}")
+
+
+@dataclass(frozen=True)
+class Linear:
+    """``base + slope * x``: a cost (seconds or bytes) that grows with the tokens in a round."""
+
+    base: float = 0.0
+    slope: float = 0.0
+
+    def __call__(self, x: np.ndarray | float) -> np.ndarray:
+        return self.base + self.slope * np.asarray(x, dtype=np.float64)
+
+
+@dataclass(frozen=True, eq=False)
+class CostInputs:
+    """Everything the model needs about one session, in seconds, bytes and bytes/s.
+
+    ``accept_probs``: [N] a_i, conditional acceptance of draft position i (1-based) given 1..i-1 accepted.
+    ``draft_step_s``: drafter seconds per drafted token. ``verify_s``: edge seconds to verify a block of K drafts
+    (one target forward over K + 1 positions), a :class:`Linear` in K or a table indexed by K = 0..N.
+    ``target_step_s``: the target's seconds per token when it decodes alone (a burst). ``rtt_s``: the link's round
+    trip, including per-round overheads that do not scale with bytes. ``*_bytes_per_s``: bandwidth (inf: free).
+    ``draft_*_bytes``: bytes of a draft round, in K; ``burst_*_bytes``: bytes of a burst, in B.
+    ``catchup_s``: drafter seconds to catch up on a burst's B tokens, in B.
+    """
+
+    accept_probs: np.ndarray
+    draft_step_s: float
+    verify_s: Linear | np.ndarray
+    target_step_s: float
+    rtt_s: float = 0.0
+    uplink_bytes_per_s: float = math.inf
+    downlink_bytes_per_s: float = math.inf
+    draft_uplink_bytes: Linear = field(default_factory=Linear)
+    draft_downlink_bytes: Linear = field(default_factory=Linear)
+    burst_uplink_bytes: Linear = field(default_factory=Linear)
+    burst_downlink_bytes: Linear = field(default_factory=Linear)
+    catchup_s: Linear = field(default_factory=Linear)
+
+    def __post_init__(self) -> None:
+        accept_probs = _check_probs(self.accept_probs)
+        object.__setattr__(self, "accept_probs", accept_probs)
+        if not isinstance(self.verify_s, Linear):
+            table = np.asarray(self.verify_s, dtype=np.float64).reshape(-1)
+            if table.size == 0 or (table < 0).any() or not np.isfinite(table).all():
+                raise ValueError("verify_s table must be finite, non-negative and cover K = 0 at least")
+            object.__setattr__(self, "verify_s", table)
+        for name in ("draft_step_s", "target_step_s", "rtt_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be finite and >= 0, got {value}")
+        for name in ("uplink_bytes_per_s", "downlink_bytes_per_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0 (math.inf for a free link), got {getattr(self, name)}")
+
+    def verify_time(self, draft_len: np.ndarray | int) -> np.ndarray:
+        """v(K): edge seconds to verify K drafts. draft_len: int or [n] int."""
+        if isinstance(self.verify_s, Linear):
+            return self.verify_s(draft_len)
+        return self.verify_s[np.asarray(draft_len)]
+
+    def draft_link_s(self, draft_len: np.ndarray | int) -> np.ndarray:
+        """link(K) of a draft round: round trip plus its bytes over each direction's bandwidth."""
+        return (
+            self.rtt_s
+            + self.draft_uplink_bytes(draft_len) / self.uplink_bytes_per_s
+            + self.draft_downlink_bytes(draft_len) / self.downlink_bytes_per_s
+        )
+
+    def burst_link_s(self, burst_len: np.ndarray | int) -> np.ndarray:
+        """link(B) of a burst round."""
+        return (
+            self.rtt_s
+            + self.burst_uplink_bytes(burst_len) / self.uplink_bytes_per_s
+            + self.burst_downlink_bytes(burst_len) / self.downlink_bytes_per_s
+        )
+
+    def draft_round_s(self, draft_len: np.ndarray | int, *, overlap: bool = False) -> np.ndarray:
+        """T(K) of a draft round; with ``overlap`` the drafting hides behind the round in flight (or vice versa)."""
+        drafting = np.asarray(draft_len, dtype=np.float64) * self.draft_step_s
+        in_flight = self.verify_time(draft_len) + self.draft_link_s(draft_len)
+        return np.maximum(drafting, in_flight) if overlap else drafting + in_flight
+
+    def burst_round_s(self, burst_len: np.ndarray | int) -> np.ndarray:
+        """T(B) of a burst: the target decodes B tokens, the link carries them, the drafter catches up."""
+        tokens = np.asarray(burst_len, dtype=np.float64)
+        return tokens * self.target_step_s + self.burst_link_s(burst_len) + self.catchup_s(burst_len)
+
+
+def _check_probs(accept_probs: np.ndarray | Sequence[float]) -> np.ndarray:
+    probs = np.asarray(accept_probs, dtype=np.float64).reshape(-1)
+    if not np.isfinite(probs).all() or ((probs < 0) | (probs > 1)).any():
+        raise ValueError("acceptance probabilities must lie in [0, 1]")
+    return probs
+
+
+def expected_committed_by_length(accept_probs: np.ndarray | Sequence[float]) -> np.ndarray:
+    """E(k) for k = 0..K at once, by prefix products. accept_probs: [K] a_i. Returns [K+1] float64, E(0) = 1."""
+    survival = np.concatenate([[1.0], np.cumprod(_check_probs(accept_probs))])  # [K+1]: s_0..s_K
+    return np.cumsum(survival)
+
+
+def expected_committed(accept_probs: np.ndarray | Sequence[float]) -> float:
+    """Expected tokens a draft round of K = len(accept_probs) commits: 1 + sum_j prod_{i<=j} a_i (accepted + 1)."""
+    return float(expected_committed_by_length(accept_probs)[-1])
+
+
+def round_time(inputs: CostInputs, plan: RoundPlan, *, overlap: bool = False) -> float:
+    """Seconds one round of ``plan`` takes under ``inputs`` (overlap applies to draft rounds only)."""
+    if plan.burst:
+        return float(inputs.burst_round_s(plan.length))
+    return float(inputs.draft_round_s(plan.length, overlap=overlap))
+
+
+def plan_tokens_per_s(inputs: CostInputs, plan: RoundPlan, *, overlap: bool = False) -> float:
+    """Expected committed tokens per second of repeating ``plan``: E / T (B / T for a burst)."""
+    if plan.burst:
+        tokens = float(plan.length)
+    else:
+        if plan.length > inputs.accept_probs.size:
+            raise ValueError(f"draft length {plan.length} exceeds the {inputs.accept_probs.size} known positions")
+        tokens = expected_committed(inputs.accept_probs[: plan.length])
+    return tokens / round_time(inputs, plan, overlap=overlap)
+
+
+def best_plan(
+    inputs: CostInputs,
+    remaining: int,
+    max_draft_len: int,
+    burst_lengths: Sequence[int] = (),
+    *,
+    min_draft_len: int = 0,
+    overlap: bool = False,
+) -> tuple[RoundPlan, float]:
+    """The plan with the most expected committed tokens per second, and that rate.
+
+    Draft candidates: K = min_draft_len..min(max_draft_len, remaining - 1, N). Burst candidates: each B of
+    ``burst_lengths`` capped at ``remaining``. Ties go to the first candidate in that order (drafts by K, then
+    bursts). Raises ValueError when no candidate is left or a round would take no time.
+    """
+    if remaining < 1:
+        raise ValueError(f"remaining must be >= 1, got {remaining}")
+    top = min(max_draft_len, remaining - 1, inputs.accept_probs.size)
+    draft_lens = np.arange(min_draft_len, top + 1)  # [n_draft]
+    committed = expected_committed_by_length(inputs.accept_probs[:top])[draft_lens] if top >= 0 else np.empty(0)
+    burst_lens = np.array(list(dict.fromkeys(min(int(b), remaining) for b in burst_lengths if b >= 1)), dtype=int)
+    tokens = np.concatenate([committed, burst_lens.astype(np.float64)])  # [n_draft + n_burst]
+    seconds = np.concatenate([inputs.draft_round_s(draft_lens, overlap=overlap), inputs.burst_round_s(burst_lens)])
+    if tokens.size == 0:
+        raise ValueError("no candidate plan: widen max_draft_len / min_draft_len or pass burst lengths")
+    if not (seconds > 0).all():
+        raise ValueError("every round must take some time; check the inputs (all-zero costs)")
+    rates = tokens / seconds
+    best = int(np.argmax(rates))
+    if best < draft_lens.size:
+        return RoundPlan(burst=False, length=int(draft_lens[best])), float(rates[best])
+    return RoundPlan(burst=True, length=int(burst_lens[best - draft_lens.size])), float(rates[best])
+
+
+def analytical_tokens_per_s(
+    accept_probs: np.ndarray | Sequence[float],
+    draft_step_s: float,
+    verify_s: float,
+    rtt_s: float = 0.0,
+    *,
+    uplink_bytes: float = 0.0,
+    downlink_bytes: float = 0.0,
+    uplink_bytes_per_s: float = math.inf,
+    downlink_bytes_per_s: float = math.inf,
+    overlap: bool = False,
+) -> float:
+    """The analytical bound (DESIGN.md §2): tokens/s of drafting K = len(accept_probs) every round with no overhead.
+
+    accept_probs: [K] measured per-position conditional acceptance (``np.full(K, alpha)`` when only α is known).
+    ``verify_s``: measured v(K) for this K; ``uplink_bytes``/``downlink_bytes``: bytes of one round. Without overlap
+    a round takes K*t_draft + v + link; with overlap drafting the next block during the round trip hides
+    min(K*t_draft, v + link), the best a pipelined loop can do (every speculative block lands on the right branch).
+    K = 0 gives the rate of target-only rounds through the same link.
+    """
+    probs = _check_probs(accept_probs)
+    inputs = CostInputs(
+        accept_probs=probs,
+        draft_step_s=float(draft_step_s),
+        verify_s=Linear(base=float(verify_s)),
+        target_step_s=0.0,
+        rtt_s=float(rtt_s),
+        uplink_bytes_per_s=uplink_bytes_per_s,
+        downlink_bytes_per_s=downlink_bytes_per_s,
+        draft_uplink_bytes=Linear(base=float(uplink_bytes)),
+        draft_downlink_bytes=Linear(base=float(downlink_bytes)),
+    )
+    return plan_tokens_per_s(inputs, RoundPlan(burst=False, length=probs.size), overlap=overlap)

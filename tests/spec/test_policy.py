@@ -1,0 +1,415 @@
+"""Drafting policies, fed constructed rounds: what they plan, how they gate, what they learn and how fast."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from covspec.spec.policy import (
+    CostConfig,
+    CostPolicy,
+    DraftPolicy,
+    FixedPolicy,
+    LinkEstimate,
+    MarginCalibration,
+    MarginConfig,
+    MarginPolicy,
+    PolicyKind,
+    PositionAcceptance,
+    RoundObservation,
+    RoundPlan,
+    draft_margin,
+    make_policy,
+)
+
+# --------------------------------------------------------------------------------------------------------------------
+# a constructed session: the device loop's side of the interface, with known costs
+
+
+@dataclass
+class Scenario:
+    """Known per-session costs; acceptance is `accept` per position whatever the margin unless a threshold is set."""
+
+    accept: float = 0.8
+    draft_step_s: float = 0.005
+    verify_base_s: float = 0.02
+    verify_per_token_s: float = 0.002
+    target_step_s: float = 0.02
+    catchup_per_token_s: float = 0.001
+    rtt_s: float = 0.01
+    seconds_per_byte: float = 1e-7
+    jitter_s: float = 0.0005
+
+    def link_s(self, total_bytes: int, rng: np.random.Generator) -> float:
+        return self.rtt_s + total_bytes * self.seconds_per_byte + abs(rng.normal(0.0, self.jitter_s))
+
+
+def play_round(policy: DraftPolicy, scenario: Scenario, rng: np.random.Generator, remaining: int = 1000) -> RoundPlan:
+    """One round as the device loop runs it: plan, draft with gating, observe."""
+    plan = policy.plan(remaining)
+    if plan.burst:
+        tokens = plan.length
+        verify_s = tokens * scenario.target_step_s
+        up, down = 16, 8 + 4 * tokens
+        observation = RoundObservation(
+            burst=True,
+            drafted=0,
+            accepted=0,
+            committed=tokens,
+            draft_s=0.0,
+            verify_s=verify_s,
+            exchange_s=verify_s + scenario.link_s(up + down, rng),
+            uplink_bytes=up,
+            downlink_bytes=down,
+            shadow_matches=tuple(bool(m) for m in rng.random(tokens) < scenario.accept),
+            catchup_s=tokens * scenario.catchup_per_token_s,
+        )
+    else:
+        margins: list[float] = []
+        for position in range(plan.length):
+            margin = float(rng.random())
+            if not policy.keep_drafting(position, margin):
+                break
+            margins.append(margin)
+        accepted = 0
+        while accepted < len(margins) and rng.random() < scenario.accept:
+            accepted += 1
+        drafted = len(margins)
+        verify_s = scenario.verify_base_s + scenario.verify_per_token_s * drafted
+        up, down = 20 + 4 * drafted, 12
+        observation = RoundObservation(
+            burst=False,
+            drafted=drafted,
+            accepted=accepted,
+            committed=min(accepted + 1, remaining),
+            draft_s=drafted * scenario.draft_step_s,
+            verify_s=verify_s,
+            exchange_s=verify_s + scenario.link_s(up + down, rng),
+            uplink_bytes=up,
+            downlink_bytes=down,
+            margins=tuple(margins),
+        )
+    policy.observe(observation)
+    return plan
+
+
+def draft_round(drafted: int, accepted: int, margins: tuple[float, ...] = ()) -> RoundObservation:
+    return RoundObservation(
+        burst=False,
+        drafted=drafted,
+        accepted=accepted,
+        committed=accepted + 1,
+        draft_s=0.001 * drafted,
+        verify_s=0.02,
+        exchange_s=0.03,
+        uplink_bytes=20,
+        downlink_bytes=10,
+        margins=margins,
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# interface pieces
+
+
+def test_draft_margin_is_top1_minus_top2_probability() -> None:
+    assert draft_margin(np.log([0.5, 0.3, 0.2])) == pytest.approx(0.2)
+    assert draft_margin(np.log([0.1, 0.6, 0.3])) == pytest.approx(0.3)
+    assert draft_margin(np.zeros(10)) == pytest.approx(0.0)
+    assert draft_margin(np.array([3.0])) == 1.0
+    logits = np.random.default_rng(0).normal(size=50)
+    assert draft_margin(logits + 1000.0) == pytest.approx(draft_margin(logits))  # no overflow, shift-invariant
+    assert draft_margin(np.array([0.0, -np.inf, -np.inf])) == 1.0
+    with pytest.raises(ValueError):
+        draft_margin(np.array([0.0, np.nan]))
+
+
+def test_observations_are_validated() -> None:
+    with pytest.raises(ValueError):
+        draft_round(drafted=2, accepted=3)
+    with pytest.raises(ValueError):
+        draft_round(drafted=3, accepted=1, margins=(0.5,))
+    with pytest.raises(ValueError):
+        RoundObservation(True, 2, 0, 4, 0.0, 0.1, 0.2, 10, 10)  # a burst drafts nothing
+    assert draft_round(4, 1).link_s == pytest.approx(0.01)
+
+
+def test_make_policy_builds_each_kind() -> None:
+    assert isinstance(make_policy(PolicyKind.FIXED, draft_len=3), FixedPolicy)
+    assert isinstance(make_policy("margin", draft_len=3), MarginPolicy)
+    cost = make_policy(PolicyKind.COST, draft_len=3, cost=CostConfig(max_burst=4))
+    assert isinstance(cost, CostPolicy) and cost.config.max_burst == 4
+    for kind in PolicyKind:
+        assert isinstance(make_policy(kind, draft_len=3), DraftPolicy)
+    with pytest.raises(ValueError):
+        make_policy("adaptive", draft_len=3)
+
+
+def test_fixed_policy_never_bursts_and_respects_remaining() -> None:
+    policy = FixedPolicy(draft_len=5)
+    rng = np.random.default_rng(1)
+    for remaining in [1, 2, 3, 6, 7, 100]:
+        assert policy.plan(remaining) == RoundPlan(burst=False, length=min(5, remaining - 1))
+    for _ in range(30):  # slow drafter, long trip: a cost policy would burst here, the fixed one must not
+        plan = play_round(policy, Scenario(accept=0.1, draft_step_s=0.05, rtt_s=0.3), rng)
+        assert plan == RoundPlan(burst=False, length=5)
+    assert policy.keep_drafting(4, 0.0)
+    assert policy.stats.burst_rounds == 0 and policy.stats.draft_rounds == 30
+    with pytest.raises(ValueError):
+        policy.plan(0)
+
+
+@pytest.mark.parametrize("kind", list(PolicyKind))
+def test_no_plan_violates_remaining(kind: PolicyKind) -> None:
+    rng = np.random.default_rng(17)
+    for _ in range(6):
+        policy = make_policy(
+            kind, draft_len=int(rng.integers(1, 8)), cost=CostConfig(max_burst=int(rng.integers(0, 20)))
+        )
+        scenario = Scenario(
+            accept=float(rng.uniform(0.05, 0.99)),
+            draft_step_s=float(rng.uniform(1e-3, 0.06)),
+            rtt_s=float(rng.uniform(0.0, 0.4)),
+        )
+        for _ in range(60):
+            remaining = int(rng.integers(1, 20))
+            plan = play_round(policy, scenario, rng, remaining)
+            if plan.burst:
+                assert 1 <= plan.length <= remaining
+            else:
+                assert 0 <= plan.length <= remaining - 1
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# estimators: censoring, calibration, link
+
+
+def test_position_acceptance_counts_only_tested_positions() -> None:
+    counts = PositionAcceptance(max_draft_len=4)
+    counts.record(drafted=4, accepted=1)  # position 1 accepted, 2 rejected, 3 and 4 never tested
+    assert counts.trials.tolist() == [1, 1, 0, 0]
+    assert counts.accepts.tolist() == [1, 0, 0, 0]
+    counts.record(drafted=3, accepted=3)  # full acceptance of a shorter block: position 4 not drafted
+    assert counts.trials.tolist() == [2, 2, 1, 0]
+    assert counts.accepts.tolist() == [2, 1, 1, 0]
+    # no prior: the measured rates, and the pooled 4/5 where nothing was tested
+    assert counts.probabilities() == pytest.approx([1.0, 0.5, 1.0, 0.8])
+
+
+def test_shadow_matches_become_the_rounds_that_would_have_run() -> None:
+    counts = PositionAcceptance(max_draft_len=4)
+    # blocks: [T T F .] accepted 2 (the F is the correction), then [T T T T] accepted 4 (bonus at index 7),
+    # then [F] accepted 0 and the burst ends
+    counts.record_shadow([True, True, False, True, True, True, True, True, False])
+    assert counts.trials.tolist() == [3, 2, 2, 1]
+    assert counts.accepts.tolist() == [2, 2, 1, 1]
+
+
+def test_margin_calibration_respects_censoring() -> None:
+    calibration = MarginCalibration()
+    calibration.record((0.95, 0.92, 0.01, 0.02), accepted=1)  # accept at 0.95, reject at 0.92, two censored
+    high, low = calibration.bin_of(0.95), calibration.bin_of(0.01)
+    assert calibration.accepts[high] == 1 and calibration.rejects[high] == 1
+    assert calibration.accepts[low] == 0 and calibration.rejects[low] == 0
+    assert calibration.observations == 2
+
+
+def test_margin_calibration_is_monotone_in_margin() -> None:
+    calibration = MarginCalibration()
+    rng = np.random.default_rng(8)
+    for _ in range(300):  # acceptance falls with margin here (an adversarial drafter): the fit must stay monotone
+        margins = tuple(float(m) for m in rng.random(4))
+        accepted = next((i for i, m in enumerate(margins) if rng.random() < m), 4)
+        calibration.record(margins, accepted)
+    probs = calibration.accept_probabilities()
+    assert (np.diff(probs) >= -1e-12).all()
+
+
+def test_link_estimate_follows_a_round_trip_step_and_keeps_the_bandwidth() -> None:
+    link = LinkEstimate()
+    rng = np.random.default_rng(4)
+    seconds_per_byte = 1e-6  # 1 MB/s: vanilla-sized rounds (tens of kB) take tens of ms on the wire
+
+    def add_round(rtt_s: float, index: int) -> None:
+        total_bytes = 1_000 if index % 2 else int(rng.integers(20_000, 60_000))
+        link.add(rtt_s + total_bytes * seconds_per_byte + abs(rng.normal(0, 2e-4)), total_bytes)
+
+    for index in range(30):
+        add_round(0.05, index)
+    assert link.rtt_s == pytest.approx(0.05, abs=0.005)
+    assert link.bytes_per_s == pytest.approx(1e6, rel=0.1)
+    for index in range(3):
+        add_round(0.2, index)
+    assert link.rtt_s == pytest.approx(0.2, abs=0.03)  # three rounds later the step is mostly followed
+    for index in range(10):
+        add_round(0.2, index)
+        assert link.bytes_per_s == pytest.approx(1e6, rel=0.15)  # the step is not mistaken for a bandwidth change
+    assert link.rtt_s == pytest.approx(0.2, abs=0.005)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# margin policy
+
+
+def _calibrated_margin_policy(threshold: float, rng: np.random.Generator) -> MarginPolicy:
+    """A margin policy fed blocks whose tokens are accepted exactly when the drafter's margin exceeds threshold."""
+    policy = MarginPolicy(max_draft_len=5)
+    for _ in range(200):
+        margins = tuple(float(m) for m in rng.random(5))
+        accepted = next((i for i, m in enumerate(margins) if m <= threshold), 5)
+        policy.observe(draft_round(5, accepted, margins))
+    return policy
+
+
+def test_margin_policy_does_not_gate_before_it_has_seen_enough() -> None:
+    policy = MarginPolicy(max_draft_len=4)
+    policy.observe(draft_round(4, 0, (0.01, 0.01, 0.01, 0.01)))  # one reject: far below min_observations
+    assert not policy.calibration.ready
+    assert policy.plan(100) == RoundPlan(burst=False, length=4)
+    assert all(policy.keep_drafting(position, 0.0) for position in range(4))
+    assert policy.plan(3) == RoundPlan(burst=False, length=2)
+
+
+def test_margin_policy_learns_a_threshold_between_rejected_and_accepted_margins() -> None:
+    policy = _calibrated_margin_policy(0.45, np.random.default_rng(21))
+    calibration = policy.calibration
+    assert calibration.ready
+    assert calibration.accept_probability(0.1) < 0.1
+    assert calibration.accept_probability(0.85) > 0.9
+    edges = calibration.bin_edges
+    probs = calibration.accept_probabilities()
+    learned = edges[int(np.argmax(probs >= 0.5))]  # lower edge of the first bin more likely accepted than not
+    assert 0.3 <= learned <= 0.5
+    policy.plan(100)
+    assert policy.keep_drafting(0, 0.9) and policy.keep_drafting(1, 0.8) and policy.keep_drafting(2, 0.95)
+    assert not policy.keep_drafting(3, 0.1)  # a low-margin token ends the block
+    policy.plan(100)
+    assert policy.keep_drafting(0, 0.05)  # min_length: the first token is always kept
+    assert not policy.keep_drafting(1, 0.9)  # the block is already likely lost at position 0
+    assert policy.stats.gated_stops == 2
+
+
+def test_margin_policy_stops_when_block_survival_falls_below_the_target() -> None:
+    """Acceptance 0.6 whatever the margin: P(second token accepted) = 0.36 < 0.5, so blocks stop after one token;
+    with target 0.3 they run to two (0.36) and stop at three (0.216)."""
+    rng = np.random.default_rng(5)
+    observations = []
+    for _ in range(2000):
+        margins = tuple(float(m) for m in rng.random(4))
+        accepted = next((i for i in range(4) if rng.random() >= 0.6), 4)
+        observations.append(draft_round(4, accepted, margins))
+    for target, kept in [(0.5, 1), (0.3, 2)]:
+        policy = MarginPolicy(max_draft_len=4, config=MarginConfig(target=target))
+        for observation in observations:
+            policy.observe(observation)
+        policy.plan(100)
+        decisions = [policy.keep_drafting(position, 0.5) for position in range(4)]
+        assert decisions.index(False) == kept
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# cost policy
+
+
+def _run(policy: CostPolicy, scenario: Scenario, rounds: int, rng: np.random.Generator) -> list[RoundPlan]:
+    return [play_round(policy, scenario, rng) for _ in range(rounds)]
+
+
+def test_cost_policy_measures_first_with_a_full_draft_round() -> None:
+    policy = CostPolicy(max_draft_len=5)
+    assert policy.cost_inputs() is None
+    assert policy.plan(100) == RoundPlan(burst=False, length=5)
+    assert policy.plan(3) == RoundPlan(burst=False, length=2)
+    assert policy.keep_drafting(4, 0.0)  # nothing measured, nothing gated
+    for _ in range(policy.config.warmup_rounds):
+        assert not policy.measured
+        assert policy.plan(100) == RoundPlan(burst=False, length=5)
+        policy.observe(draft_round(5, 0))  # even all-rejected rounds do not end the measuring early
+    assert policy.measured and policy.cost_inputs() is not None
+
+
+def test_cost_policy_bursts_with_a_slow_drafter_and_a_long_round_trip() -> None:
+    rng = np.random.default_rng(31)
+    policy = CostPolicy(max_draft_len=4)
+    plans = _run(policy, Scenario(accept=0.5, draft_step_s=0.05, rtt_s=0.2), 40, rng)
+    warmup = policy.config.warmup_rounds
+    assert plans[:warmup] == [RoundPlan(burst=False, length=4)] * warmup
+    later = plans[warmup:]
+    drafts = sum(not plan.burst for plan in later)
+    assert drafts == policy.stats.probe_rounds  # every draft round after the first is a probe
+    assert 3 <= policy.stats.probe_rounds <= 5  # one in probe_every + 1 = 9 rounds re-measures the drafter
+    assert all(plan.length == 16 for plan in later if plan.burst)
+
+
+def test_cost_policy_drafts_with_a_fast_drafter_and_good_acceptance() -> None:
+    rng = np.random.default_rng(32)
+    policy = CostPolicy(max_draft_len=4)
+    plans = _run(policy, Scenario(accept=0.9, draft_step_s=0.002, rtt_s=0.02), 40, rng)
+    assert not any(plan.burst for plan in plans)
+    assert sum(plan.length == 4 for plan in plans) >= 36  # an unlucky streak may shorten a few rounds
+    assert policy.stats.gated_stops < 10  # the marginal rule keeps nearly every cheap, likely token
+    inputs = policy.cost_inputs()
+    assert inputs is not None
+    assert inputs.draft_step_s == pytest.approx(0.002)
+    assert policy.acceptance.pooled_rate() == pytest.approx(0.9, abs=0.12)
+
+
+def test_cost_policy_follows_the_round_trip_up_and_back_down() -> None:
+    rng = np.random.default_rng(33)
+    policy = CostPolicy(max_draft_len=4)
+    near, far = Scenario(accept=0.85, rtt_s=0.01), Scenario(accept=0.85, rtt_s=0.3)
+    before = _run(policy, near, 15, rng)
+    assert not any(plan.burst for plan in before[3:])
+    during = _run(policy, far, 20, rng)
+    first_burst = next(i for i, plan in enumerate(during) if plan.burst)
+    assert first_burst <= 3
+    assert sum(plan.burst for plan in during[first_burst:]) >= len(during[first_burst:]) - 3  # probes aside
+    after = _run(policy, near, 20, rng)
+    first_draft = next(i for i, plan in enumerate(after) if not plan.burst)
+    assert first_draft <= 7
+    assert not any(plan.burst for plan in after[first_draft:])
+
+
+def test_shadow_matches_bring_the_cost_policy_back_to_drafting() -> None:
+    """Probing off: only the bursts' shadow matches can show that the drafter has become good."""
+    rng = np.random.default_rng(34)
+    policy = CostPolicy(max_draft_len=4, config=CostConfig(probe_every=10_000))
+    poor = Scenario(accept=0.1, draft_step_s=0.003, verify_per_token_s=0.001, rtt_s=0.03)
+    good = Scenario(accept=0.95, draft_step_s=0.003, verify_per_token_s=0.001, rtt_s=0.03)
+    plans = _run(policy, poor, 20, rng)
+    assert all(plan.burst for plan in plans[policy.config.warmup_rounds :])
+    assert policy.acceptance.probabilities()[0] < 0.3
+    plans = _run(policy, good, 15, rng)
+    first_draft = next(i for i, plan in enumerate(plans) if not plan.burst)
+    assert first_draft <= 8
+    assert sum(plan.burst for plan in plans[first_draft:]) <= 1  # an unlucky round may cost one more burst
+    estimates = policy.acceptance.probabilities()
+    assert estimates[0] > 0.5 and estimates[1:].min() > 0.75  # memory is ~20 blocks, position 1 held the most
+
+
+def test_cost_policy_gates_low_margin_tokens_once_calibrated() -> None:
+    """Margins below 0.3 are always rejected: the marginal rule drops them, keeps confident tokens."""
+    rng = np.random.default_rng(35)
+    policy = CostPolicy(max_draft_len=4)
+    for _ in range(60):
+        margins = tuple(float(m) for m in rng.random(4))
+        accepted = next((i for i, m in enumerate(margins) if m < 0.3 or rng.random() > 0.95), 4)
+        policy.observe(draft_round(4, accepted, margins))
+    assert policy.calibration.ready
+    assert policy.plan(100) == RoundPlan(burst=False, length=4)
+    assert policy.keep_drafting(0, 0.9) and policy.keep_drafting(1, 0.8)
+    assert not policy.keep_drafting(2, 0.05)
+    policy.plan(100)
+    assert all(policy.keep_drafting(position, 0.9) for position in range(4))
+    assert policy.stats.gated_stops == 1
+
+
+def test_cost_policy_without_bursts_never_bursts() -> None:
+    rng = np.random.default_rng(36)
+    policy = CostPolicy(max_draft_len=4, config=CostConfig(max_burst=0))
+    plans = _run(policy, Scenario(accept=0.2, draft_step_s=0.05, rtt_s=0.3), 30, rng)
+    assert not any(plan.burst for plan in plans)
+    assert math.isfinite(policy.last_rate or math.inf)
