@@ -2,12 +2,15 @@
 fp32, and the AAL it reaches against the demo target (greedy, K = 4).
 
   .venv/bin/python benchmarks/quantize_demo_drafter.py [--out benchmarks/results/quantize_demo_drafter]
-                                                       [--samples 60] [--threads 1]
+                                                       [--samples 60] [--threads N]
 
 The fp32 bundle is the demo's own (`covspec.demo.store.ensure_bundle`); int8 (dynamic), int8_qdq (static, calibrated
 on training scenes), int4 (MatMulNBits, block 32) and fp16 are made from it by `covspec.quant.quantize_bundle`.
 Step latency: every engine steps in turn (interleaved, so machine noise hits them alike), ONNX Runtime on the CPU with
-``--threads`` intra-op threads. Agreement and AAL: the same held-out scenes (the demo's questions) for every row.
+``--threads`` intra-op threads (default: one per CPU of the device set). The process pins itself to the device's CPU
+set, the one `covspec demo` gives its device side (`covspec.cpus.split_cpus`, DESIGN.md §10), so the numbers match
+the demo's; the in-process target (AAL only, untimed) uses a torch pool of the same size. Agreement and AAL: the same
+held-out scenes (the demo's questions) for every row.
 Writes quantize_demo_drafter.json and quantize_demo_drafter.png.
 """
 
@@ -27,7 +30,7 @@ ROWS = (("fp32", None), ("fp16", False), ("int8", False), ("int8_qdq", True), ("
 
 
 def graph_bytes(bundle: Path) -> int:
-    from covspec.export.bundle import load_bundle
+    from covspec.bundle import load_bundle
 
     manifest = load_bundle(bundle).manifest
     return sum(manifest.files[name]["bytes"] for name in manifest.graphs.values() if name)
@@ -37,29 +40,44 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/quantize_demo_drafter"))
     parser.add_argument("--samples", type=int, default=60, help="held-out scenes for agreement and AAL")
-    parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
+    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads [default: device set]")
     args = parser.parse_args(argv)
 
-    from covspec.demo import scenes
+    from covspec.cpus import describe, pin_process, set_torch_threads, split_cpus
+
+    device_cpus = split_cpus().device
+    pin_process(device_cpus)
+    threads = len(device_cpus) if args.threads is None else args.threads
+    set_torch_threads(threads)
+
+    from covspec.bench.inprocess import generate_in_process
+    from covspec.demo.samples import SCENES
     from covspec.demo.store import ensure_bundle, ensure_pair
     from covspec.models import load_model
     from covspec.models.loading import quiet_transformers
     from covspec.quant.bundle import quantize_bundle
-    from covspec.quant.calibration import CalibrationSample
     from covspec.quant.report import pair_acceptance, step_latency, top1_agreement
     from covspec.runtime_device.engines.onnx_engine import OnnxDrafterEngine
 
     console = Console(stderr=True)
+    console.print(describe("device", threads, device_cpus, pool="onnxruntime"))
     pair = ensure_pair()
-    items = scenes.dataset("heldout", args.samples)
-    samples = [CalibrationSample(item.scene.image, item.question) for item in items]
+    samples = SCENES("heldout", args.samples)
     with tempfile.TemporaryDirectory(prefix="covspec-quant-bench-") as tmp, Progress(console=console) as progress:
         bundles = {"fp32": ensure_bundle(pair, progress=progress)}
         for name, static in ROWS[1:]:
             precision = "int8" if name == "int8_qdq" else name
             bundles[name] = Path(tmp) / name
-            quantize_bundle(bundles["fp32"], bundles[name], precision, static=static, report=False, progress=progress)
-        engines = {name: OnnxDrafterEngine(path, threads=args.threads) for name, path in bundles.items()}
+            quantize_bundle(
+                bundles["fp32"],
+                bundles[name],
+                precision,
+                samples=SCENES,
+                static=static,
+                report=False,
+                progress=progress,
+            )
+        engines = {name: OnnxDrafterEngine(path, threads=threads) for name, path in bundles.items()}
         with quiet_transformers():
             target = load_model(str(pair.target), dtype="float32")
         latency = step_latency(engines, samples[0], steps=64, warmup=8)
@@ -67,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         rows: list[dict[str, Any]] = []
         for name, engine in engines.items():
             agreement = top1_agreement(engines["fp32"], engine, samples, max_new_tokens=40)
-            acceptance = pair_acceptance(engine, target, samples, max_new_tokens=40)
+            acceptance = pair_acceptance(engine, target, samples, generate=generate_in_process, max_new_tokens=40)
             rows.append({
                 "precision": name,
                 "graph_bytes": graph_bytes(bundles[name]),
@@ -84,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
         "samples": args.samples,
         "draft_len": 4,
-        "threads": args.threads,
+        "threads": threads,
+        "device_cpus": sorted(device_cpus),
         "drafter": str(pair.drafter),
         "target": str(pair.target),
         "note": "step latency: median ms of one decode step (extend of one token), engines interleaved",

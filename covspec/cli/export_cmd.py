@@ -32,6 +32,9 @@ def export(
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
 ) -> None:
     """Export a drafter VLM to a device bundle (DESIGN.md §5), validated against PyTorch."""
+    from covspec.bench.inprocess import generate_in_process
+    from covspec.demo.samples import SCENES
+    from covspec.demo.ship import shipped_target_for
     from covspec.export.device_build import build_device_bundle
 
     with _progress() as progress:
@@ -47,7 +50,9 @@ def export(
             validate=validate,
             tolerance=tolerance,
             calibration_images=calibration_images,
-            target=target,
+            target=target if target is not None else shipped_target_for(model),
+            samples=SCENES,  # the demo's scenes: calibration, TensorRT profile shapes, the quantization report
+            generate=generate_in_process,
             overwrite=overwrite,
             progress=progress,
         )
@@ -73,6 +78,8 @@ def quantize(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Quantize a bundle; report sizes, drafter step latency, top-1 agreement with fp32 and the AAL before/after."""
+    from covspec.bench.inprocess import generate_in_process
+    from covspec.demo.samples import SCENES
     from covspec.quant.bundle import quantize_bundle
 
     with _progress() as progress:
@@ -82,15 +89,30 @@ def quantize(
             bundle,
             out,
             precision,
+            samples=SCENES,  # the demo's scenes: calibration without --calibration-images, the report's samples
             calibration_images=calibration_images,
             static=static or calibration_images is not None,
-            target=target,
+            target=target if target is not None else _demo_target(bundle),
+            generate=generate_in_process,
             progress=progress,
         )
     if as_json:
         typer.echo(json.dumps(section))
         return
     _print_quantization(out, section)
+
+
+def _demo_target(bundle: Path) -> Path | None:
+    """``--target``'s default: the demo target when ``bundle`` was exported from the shipped demo drafter. A bundle
+    whose manifest cannot be read gets None here; ``quantize_bundle`` then refuses it with the reason."""
+    from covspec.bundle import read_manifest
+    from covspec.demo.ship import shipped_target_for
+    from covspec.errors import BundleError
+
+    try:
+        return shipped_target_for(read_manifest(bundle).source.get("model"))
+    except BundleError:
+        return None
 
 
 def _guard(command: str, fn: Any, *args: Any, **kwargs: Any) -> Any:

@@ -5,6 +5,7 @@
 - ``covspec.demo.train``: ``TrainConfig``, ``train_pair`` (target by teacher forcing, drafter distilled from it).
 - ``covspec.demo.evaluate``: ``evaluate_pair`` (accuracy of each model, AAL and acceptance rate of the pair).
 - ``covspec.demo.store``: ``ensure_pair`` (trained on first use, cached under the user cache dir).
+- ``covspec.demo.samples``: ``SCENES``, the scenes quantization and TensorRT builds draw on by default.
 
 Submodules import torch and transformers lazily, so importing ``covspec.demo`` itself is cheap.
 """

@@ -15,7 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from covspec.models.tiny import _LLAVA_TEMPLATE, TextSize, _generation_config, _ids, _llama_text_config, tiny_tokenizer
+from covspec.models.tiny import (
+    LLAVA_TEMPLATE,
+    TextSize,
+    generation_config,
+    llama_text_config,
+    special_ids,
+    tiny_tokenizer,
+)
 
 ARCH = "llava"
 # Initializer std for training. Wider than the usual 0.02: with 0.02 the attention of these small models starts
@@ -69,7 +76,7 @@ def build_model(size: ModelSize, tokenizer: Any | None = None, init_range: float
     )
 
     tokenizer = tokenizer if tokenizer is not None else tiny_tokenizer(ARCH)
-    ids = _ids(tokenizer, ARCH)
+    ids = special_ids(tokenizer, ARCH)
     v = size.vision
     vision = CLIPVisionConfig(
         hidden_size=v.hidden,
@@ -81,7 +88,7 @@ def build_model(size: ModelSize, tokenizer: Any | None = None, init_range: float
         projection_dim=v.hidden,
         initializer_range=init_range,
     )
-    text = _llama_text_config(size.text, ids)
+    text = llama_text_config(size.text, ids)
     text.initializer_range = init_range
     config = LlavaConfig(
         vision_config=vision,
@@ -94,7 +101,7 @@ def build_model(size: ModelSize, tokenizer: Any | None = None, init_range: float
     )
     config.initializer_range = init_range
     model = LlavaForConditionalGeneration(config)
-    model.generation_config = _generation_config(ids)
+    model.generation_config = generation_config(ids)
     image_processor = CLIPImageProcessor(
         size={"shortest_edge": v.image},
         crop_size={"height": v.image, "width": v.image},
@@ -105,7 +112,7 @@ def build_model(size: ModelSize, tokenizer: Any | None = None, init_range: float
         patch_size=v.patch,
         vision_feature_select_strategy="default",
         num_additional_image_tokens=1,  # CLIP's CLS, dropped by the "default" strategy
-        chat_template=_LLAVA_TEMPLATE,
+        chat_template=LLAVA_TEMPLATE,
     )
     return model, processor
 

@@ -41,6 +41,20 @@ def shipped_pair() -> PairPaths | None:
     return paths if info.get("digest") == TrainConfig().digest(0) else None
 
 
+def shipped_target_for(drafter: str | Path | None) -> Path | None:
+    """The shipped demo target when ``drafter`` (a checkpoint folder, e.g. a bundle's ``source.model``) is the shipped
+    demo drafter, else None: the pair whose AAL a quantized demo drafter is judged by, and so the default ``--target``
+    of ``covspec quantize`` and ``covspec export``."""
+    if not drafter:
+        return None
+    try:
+        if Path(drafter).resolve() == (SHIPPED_DIR / "drafter").resolve():
+            return SHIPPED_DIR / "target"
+    except OSError:
+        return None
+    return None
+
+
 def store_fp16(source: PairPaths, out: Path) -> PairPaths:
     """Copy a trained pair to ``out`` with fp16 weights (config kept at float32, so loading computes in float32)."""
     import torch
@@ -173,4 +187,13 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     sys.exit(main())
 
-__all__ = ["SHIPPED_DIR", "build", "file_hashes", "finish", "shipped_pair", "store_fp16", "train"]
+__all__ = [
+    "SHIPPED_DIR",
+    "build",
+    "file_hashes",
+    "finish",
+    "shipped_pair",
+    "shipped_target_for",
+    "store_fp16",
+    "train",
+]

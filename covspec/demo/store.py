@@ -79,8 +79,8 @@ def ensure_pair(
 
 def ensure_bundle(pair: PairPaths, cache_dir: Path | str | None = None, progress: Any = None) -> Path:
     """The fp32 device bundle of ``pair``'s drafter, exported on first use and verified on every use."""
+    from covspec.bundle import load_bundle, sha256_file
     from covspec.errors import BundleError
-    from covspec.export.bundle import load_bundle, sha256_file
     from covspec.export.onnx_export import export_bundle
 
     weights = sha256_file(pair.drafter / "model.safetensors")

@@ -1,14 +1,12 @@
-"""ONNX export, TensorRT engine build, bundle manifest and validation.
+"""ONNX export and its validation, TensorRT engine build, bundle manifests written (``covspec.bundle`` reads them).
 
-Importing this package loads neither torch nor onnx: ``covspec.export.bundle`` is stdlib + numpy, and
-``export_bundle`` is resolved on first use.
+Importing this package loads neither torch nor onnx: ``export_bundle`` and ``validate_bundle`` are resolved on first
+use.
 """
 
 from __future__ import annotations
 
 from typing import Any
-
-from covspec.export.bundle import BUNDLE_FORMAT, MANIFEST_NAME, Bundle, Manifest, load_bundle
 
 _LAZY = {"export_bundle": "covspec.export.onnx_export", "validate_bundle": "covspec.export.validate"}
 
@@ -22,4 +20,4 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-__all__ = ["BUNDLE_FORMAT", "MANIFEST_NAME", "Bundle", "Manifest", "export_bundle", "load_bundle", "validate_bundle"]
+__all__ = ["export_bundle", "validate_bundle"]

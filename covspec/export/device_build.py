@@ -13,8 +13,15 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from covspec.bundle import read_manifest
+from covspec.bundle.platform import import_tensorrt
 from covspec.errors import ExportError
+from covspec.export.tensorrt import build_bundle_engines
+from covspec.export.writing import update_manifest
 from covspec.models.loading import quiet_transformers
+from covspec.quant.bundle import quantize_bundle, resolve_scheme
+from covspec.quant.calibration import SampleSource
+from covspec.quant.report import PairGenerator
 
 logger = logging.getLogger(__name__)
 
@@ -33,13 +40,19 @@ def build_device_bundle(
     tolerance: float | None = None,
     calibration_images: str | Path | None = None,
     target: str | Path | None = None,
+    samples: SampleSource | None = None,
+    generate: PairGenerator | None = None,
     overwrite: bool = False,
     progress: Any = None,
 ) -> dict[str, Any]:
     """Write the bundle of ``model`` into ``out`` at ``precision`` (default: the device profile's, else fp32) and
     return its manifest as a dict. ``calibration_images`` makes int8 the calibrated QDQ form (what TensorRT reads);
-    ``target`` adds the pair's AAL before and after quantization to the report."""
-    from covspec.export.bundle import read_manifest, update_manifest
+    ``target`` adds the pair's AAL before and after quantization to the report.
+
+    Export knows no dataset: ``samples`` is where quantization's report (and, without ``calibration_images``, its
+    calibration) and the TensorRT profiles draw their prompts and images, and ``generate`` runs the pair for the AAL
+    (see ``covspec.quant.bundle.quantize_bundle``). ``covspec export`` passes the demo's scenes and the in-process
+    loop; a missing one is refused here, before the export."""
     from covspec.export.onnx_export import DEFAULT_OPSET, export_bundle
     from covspec.export.profiles import get_profile
 
@@ -47,14 +60,25 @@ def build_device_bundle(
     precision = precision or (profile.precision if profile else "fp32")
     if precision not in PRECISIONS:
         raise ExportError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    static = precision == "int8_qdq" or (precision == "int8" and calibration_images is not None)
+    quant_precision = "int8" if precision == "int8_qdq" else precision
+    if precision != "fp32":
+        resolve_scheme(
+            quant_precision,
+            static=static,
+            calibration_images=calibration_images,
+            samples=samples,
+            target=target,
+            generate=generate,
+        )
     if tensorrt:
-        from covspec.export.tensorrt import import_tensorrt
-
         if profile is None:
             profile = get_profile("jetson-orin")
         if profile.tensorrt is None:
             raise ExportError(f"device profile {profile.name} does not use TensorRT; pick jetson-orin or jetson-xavier")
         import_tensorrt()  # fails now, with the install hint, rather than after the export
+        if samples is None:
+            raise ExportError("TensorRT profiles are sized on a reference sample: pass samples")
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         if not overwrite:
@@ -71,27 +95,25 @@ def build_device_bundle(
     if precision == "fp32":
         export_fp32(out)
     else:
-        from covspec.quant.bundle import quantize_bundle
-
         with tempfile.TemporaryDirectory(prefix="covspec-export-") as tmp:
             fp32 = Path(tmp) / "fp32"
             export_fp32(fp32)
-            static = precision == "int8_qdq" or (precision == "int8" and calibration_images is not None)
             quantize_bundle(
                 fp32,
                 out,
-                "int8" if precision == "int8_qdq" else precision,
+                quant_precision,
+                samples=samples,
                 calibration_images=calibration_images,
                 static=static,
                 target=target,
+                generate=generate,
                 progress=progress,
             )
     if profile is not None:
         update_manifest(out, device_profile=profile.to_dict())
     if tensorrt:
-        from covspec.export.tensorrt import build_bundle_engines
-
-        build_bundle_engines(out, profile, progress=progress)
+        assert samples is not None  # checked above, before the export
+        build_bundle_engines(out, profile, samples=samples, progress=progress)
     return read_manifest(out).to_dict()
 
 

@@ -17,8 +17,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from covspec.bundle import Manifest, load_bundle
 from covspec.errors import ExportError
-from covspec.export.bundle import Manifest, load_bundle, update_manifest, write_manifest
+from covspec.export.writing import update_manifest, write_manifest
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,9 @@
 
 Engines are not portable: a plan file runs only under the TensorRT version and on the GPU architecture it was built
 with. So ``build_bundle_engines`` records both (with the JetPack / Jetson Linux release on a Jetson) in the manifest's
-``"tensorrt"`` section, and ``check_compatible`` refuses plans from another version or GPU before deserializing them.
+``"tensorrt"`` section, and ``covspec.bundle.engines.check_compatible`` refuses plans from another version or GPU
+before deserializing them (the platform detection and the plans' layout are ``covspec.bundle``'s: the engine reads
+them too).
 
 Four engines under ``BUNDLE/tensorrt/``: ``vision_encoder.plan`` (VLM drafters), ``embed_tokens.plan``, and the
 decoder graph twice with its own optimization profile each: ``decoder_prefill.plan`` (a whole prompt, empty KV
@@ -13,6 +15,9 @@ Precision: TensorRT >= 11 builds only strongly typed networks, so precision come
 ``int8_qdq`` bundle from ``covspec quantize``). TensorRT 10 (JetPack 6 and 7) also builds strongly typed when the
 bundle's precision is baked in, and falls back to the builder flags (FP16, INT8 for QDQ graphs) for an fp32 bundle.
 
+Profile shapes are sized on one reference sample (its image's pixel shape, its prompt's length), drawn from the
+``SampleSource`` the caller passes: export knows no dataset of its own.
+
 ``tensorrt`` is imported lazily: this module imports on machines without it, and says what to install when asked to
 build.
 """
@@ -21,184 +26,20 @@ from __future__ import annotations
 
 import datetime
 import logging
-import re
-import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from covspec.errors import BundleError, EngineUnavailableError, ExportError
+from covspec.bundle import load_bundle
+from covspec.bundle.engines import ENGINE_FILES, TIMING_CACHE, TRT_DIR
+from covspec.bundle.platform import detect_platform, import_tensorrt, trt_major
+from covspec.errors import ExportError
 from covspec.export.profiles import DeviceProfile, TensorRTSettings, get_profile
+from covspec.export.writing import update_manifest
+from covspec.quant.calibration import SampleSource, record_feeds
 
 log = logging.getLogger(__name__)
-
-TRT_DIR = "tensorrt"
-TIMING_CACHE = "timing.cache"
-ENGINE_FILES = {
-    "vision_encoder": "vision_encoder.plan",
-    "embed_tokens": "embed_tokens.plan",
-    "decoder_prefill": "decoder_prefill.plan",
-    "decoder_decode": "decoder_decode.plan",
-}
-NV_TEGRA_RELEASE = Path("/etc/nv_tegra_release")
-# Jetson Linux (L4T) release -> JetPack, longest prefix first; a release missing here is recorded as L4T only.
-L4T_TO_JETPACK = (
-    ("35.1", "5.0.2"),
-    ("35.2", "5.1"),
-    ("35.3", "5.1.1"),
-    ("35.4", "5.1.2"),
-    ("35.5", "5.1.3"),
-    ("35.6", "5.1.4"),
-    ("36.2", "6.0 DP"),
-    ("36.3", "6.0"),
-    ("36.4.0", "6.1"),
-    ("36.4.3", "6.2"),
-    ("36.4.4", "6.2.1"),
-    ("36.4", "6.1+"),
-    ("38.2", "7.0"),
-    ("38.4", "7.1"),
-)
-
-
-# --------------------------------------------------------------------------------------------- what is installed
-
-
-def install_hint(*, jetson: bool | None = None) -> str:
-    """How to get TensorRT's Python bindings on this kind of machine."""
-    jetson = is_jetson() if jetson is None else jetson
-    if jetson:
-        return (
-            "on a Jetson, TensorRT comes with JetPack: `sudo apt install python3-libnvinfer python3-libnvinfer-dev` "
-            "(JetPack 6 / 7), then use the system Python 3 or a venv made with --system-site-packages; the PyPI "
-            "tensorrt wheels do not install on Tegra. See docs/jetson.md"
-        )
-    return (
-        "on an x86-64 (or SBSA arm64) GPU server: `pip install tensorrt-cu12` (CUDA 12 drivers) or "
-        "`pip install tensorrt-cu13` (CUDA 13), plus a CUDA build of torch for the device buffers; see docs/jetson.md"
-    )
-
-
-def is_jetson() -> bool:
-    return NV_TEGRA_RELEASE.exists()
-
-
-def import_tensorrt() -> Any:
-    """The ``tensorrt`` module, or EngineUnavailableError saying how to install it."""
-    try:
-        import tensorrt  # type: ignore[import-not-found]
-    except ImportError as exc:
-        raise EngineUnavailableError(f"TensorRT's Python module is not installed ({exc}); {install_hint()}") from exc
-    return tensorrt
-
-
-def trt_major(version: str) -> int:
-    return int(version.split(".")[0])
-
-
-def parse_l4t_release(text: str) -> str | None:
-    """``# R36 (release), REVISION: 4.3, GCID: ...`` (``/etc/nv_tegra_release``) -> ``"36.4.3"``."""
-    match = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", text)
-    return f"{match.group(1)}.{match.group(2)}" if match else None
-
-
-def jetpack_for_l4t(l4t: str | None) -> str | None:
-    """The JetPack release that ships Jetson Linux ``l4t`` (best known; None when not in the table)."""
-    if not l4t:
-        return None
-    for prefix, jetpack in L4T_TO_JETPACK:
-        if l4t == prefix or l4t.startswith(prefix + "."):
-            return jetpack
-    return None
-
-
-def _dpkg_version(package: str) -> str | None:
-    try:
-        out = subprocess.run(
-            ["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True, timeout=10, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-def jetson_release() -> tuple[str | None, str | None]:
-    """(Jetson Linux release, JetPack release) of this machine; (None, None) off a Jetson."""
-    l4t = parse_l4t_release(NV_TEGRA_RELEASE.read_text()) if NV_TEGRA_RELEASE.exists() else None
-    if l4t is None:
-        core = _dpkg_version("nvidia-l4t-core")  # e.g. "36.4.3-20250107174145"
-        l4t = core.split("-")[0] if core else None
-    jetpack_pkg = _dpkg_version("nvidia-jetpack")  # e.g. "6.2+b77"
-    jetpack = jetpack_pkg.split("+")[0].split("-")[0] if jetpack_pkg else jetpack_for_l4t(l4t)
-    return l4t, jetpack
-
-
-def cuda_device(index: int = 0) -> tuple[str, str]:
-    """(GPU / SoC name, compute capability "8.7") of CUDA device ``index``, through torch or cuda-python."""
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            major, minor = torch.cuda.get_device_capability(index)
-            return torch.cuda.get_device_name(index), f"{major}.{minor}"
-    except ImportError:
-        pass
-    try:
-        from cuda.bindings import runtime as cudart  # type: ignore[import-not-found]
-
-        err, props = cudart.cudaGetDeviceProperties(index)
-        if int(err) == 0:
-            name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
-            return name.rstrip("\x00"), f"{props.major}.{props.minor}"
-    except ImportError:
-        pass
-    raise EngineUnavailableError(
-        "no CUDA GPU is visible (neither a CUDA build of torch nor cuda-python found one); TensorRT engines need "
-        "an NVIDIA GPU with its driver. " + install_hint()
-    )
-
-
-@dataclass(frozen=True)
-class PlatformInfo:
-    """What a TensorRT plan is tied to."""
-
-    tensorrt_version: str
-    device_name: str
-    compute_capability: str
-    jetpack: str | None = None
-    l4t: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def detect_platform(trt: Any | None = None, device: int = 0) -> PlatformInfo:
-    trt = trt if trt is not None else import_tensorrt()
-    name, capability = cuda_device(device)
-    l4t, jetpack = jetson_release()
-    return PlatformInfo(trt.__version__, name, capability, jetpack, l4t)
-
-
-def check_compatible(recorded: dict[str, Any], platform: PlatformInfo) -> None:
-    """Refuse plans built under another TensorRT version or for another GPU (BundleError saying what differs)."""
-    problems = []
-    if recorded.get("tensorrt_version") != platform.tensorrt_version:
-        problems.append(f"TensorRT {recorded.get('tensorrt_version')} (this machine: {platform.tensorrt_version})")
-    if recorded.get("compute_capability") != platform.compute_capability:
-        problems.append(
-            f"compute capability {recorded.get('compute_capability')} (this machine: {platform.compute_capability})"
-        )
-    if recorded.get("device_name") != platform.device_name:
-        problems.append(f"GPU {recorded.get('device_name')!r} (this machine: {platform.device_name!r})")
-    if recorded.get("jetpack") and platform.jetpack and recorded["jetpack"] != platform.jetpack:
-        problems.append(f"JetPack {recorded['jetpack']} (this machine: {platform.jetpack})")
-    if problems:
-        raise BundleError(
-            "the bundle's TensorRT engines were built for " + "; ".join(problems) + ". TensorRT plans run only "
-            "under the TensorRT version and on the GPU they were built with: rebuild them here with "
-            "`covspec export --device PROFILE --tensorrt` (or covspec.export.tensorrt.build_bundle_engines), or run "
-            "the bundle's ONNX graphs with the onnxruntime engine"
-        )
 
 
 # ------------------------------------------------------------------------------------------------ shapes, typing
@@ -381,14 +222,13 @@ def build_engine(
     }
 
 
-def _reference_feeds(bundle_dir: Path) -> dict[str, list[dict[str, Any]]]:
-    """Feeds the ONNX Runtime engine gives each graph for one synthetic scene: the vision encoder's real input
-    shapes and a realistic prompt length for the profiles' optimum."""
-    from covspec.quant.calibration import record_feeds, synthetic_samples
+def _reference_feeds(bundle_dir: Path, samples: SampleSource) -> dict[str, list[dict[str, Any]]]:
+    """Feeds the ONNX Runtime engine gives each graph for one "train" sample of ``samples``: the vision encoder's
+    real input shapes and a realistic prompt length for the profiles' optimum."""
     from covspec.runtime_device.engines.onnx_engine import OnnxDrafterEngine
 
     engine = OnnxDrafterEngine(bundle_dir)
-    return record_feeds(engine, synthetic_samples(1), decode_steps=1, max_per_role=4)
+    return record_feeds(engine, samples("train", 1), decode_steps=1, max_per_role=4)
 
 
 def plan_engines(bundle: Any, profile: DeviceProfile, feeds: dict[str, list[dict[str, Any]]]) -> list[EngineSpec]:
@@ -437,13 +277,19 @@ def plan_engines(bundle: Any, profile: DeviceProfile, feeds: dict[str, list[dict
 
 
 def build_bundle_engines(
-    bundle_dir: Path | str, device: str | DeviceProfile = "jetson-orin", *, progress: Any = None
+    bundle_dir: Path | str,
+    device: str | DeviceProfile = "jetson-orin",
+    *,
+    samples: SampleSource,
+    progress: Any = None,
 ) -> dict[str, Any]:
     """Build the TensorRT engines of the bundle at ``bundle_dir`` for ``device`` (a profile name or
     ``DeviceProfile``) on this machine's GPU, store them under ``BUNDLE/tensorrt/`` with a timing cache, record them
-    in the manifest's ``"tensorrt"`` section and return that section."""
-    from covspec.export.bundle import load_bundle, update_manifest
+    in the manifest's ``"tensorrt"`` section and return that section.
 
+    ``samples`` gives the reference sample that sizes the profiles (its image shape, its prompt length): pass images
+    like the ones the drafter will see; ``covspec export`` passes the demo's scenes (``covspec.demo.samples.SCENES``).
+    """
     profile = get_profile(device)
     if profile.tensorrt is None:
         raise ExportError(f"device profile {profile.name} does not use TensorRT; pick jetson-orin or jetson-xavier")
@@ -454,7 +300,7 @@ def build_bundle_engines(
     typing = choose_typing(platform.tensorrt_version, precision, profile.tensorrt)
     if typing.note:
         log.info("TensorRT typing: %s", typing.note)
-    specs = plan_engines(bundle, profile, _reference_feeds(Path(bundle_dir)))
+    specs = plan_engines(bundle, profile, _reference_feeds(Path(bundle_dir), samples))
     cache = Path(bundle.root) / TRT_DIR / TIMING_CACHE
     task = progress.add_task("tensorrt", total=len(specs)) if progress is not None else None
     engines = {}
@@ -481,44 +327,16 @@ def build_bundle_engines(
     return section
 
 
-def engine_paths(bundle: Any, *, platform: PlatformInfo | None = None) -> dict[str, Path]:
-    """Name -> plan file of a bundle's engines, after checking they fit this machine (BundleError otherwise)."""
-    section = bundle.manifest.tensorrt
-    if not section:
-        raise BundleError(
-            f"bundle {bundle.root} has no TensorRT engines; build them with `covspec export --device PROFILE "
-            "--tensorrt` on the device"
-        )
-    check_compatible(section, platform if platform is not None else detect_platform())
-    paths = {}
-    for name, info in section["engines"].items():
-        path = Path(bundle.root) / info["file"]
-        if not path.exists():
-            raise BundleError(f"bundle {bundle.root} lacks its TensorRT engine {info['file']}")
-        paths[name] = path
-    return paths
-
-
 __all__ = [
-    "ENGINE_FILES",
-    "TRT_DIR",
     "EngineSpec",
-    "PlatformInfo",
     "ShapeRange",
     "Typing",
     "build_bundle_engines",
     "build_engine",
-    "check_compatible",
     "choose_typing",
     "decoder_shapes",
-    "detect_platform",
     "embed_shapes",
-    "engine_paths",
+    "fixed_shapes",
     "graph_inputs",
-    "import_tensorrt",
-    "install_hint",
-    "jetpack_for_l4t",
-    "jetson_release",
-    "parse_l4t_release",
     "plan_engines",
 ]

@@ -35,7 +35,8 @@ _TEXT_INIT_RANGE = 0.25  # wide on purpose: keeps greedy near-ties vanishingly r
 # Tokenizers
 # --------------------------------------------------------------------------------------------------------------
 
-_LLAVA_TEMPLATE = (
+# LLaVA-1.5's chat format (``USER: <image>\n... ASSISTANT:``); the demo pair's processor uses it too
+LLAVA_TEMPLATE = (
     "{{ bos_token }}"
     "{% for message in messages %}"
     "{{ message['role'] | upper }}: "
@@ -100,7 +101,7 @@ _TOKENIZER_SPECS: dict[str, _TokenizerSpec] = {
         named={"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"},
         model_specific={"image_token": "<image>"},
         generation_eos=("</s>",),
-        chat_template=_LLAVA_TEMPLATE,
+        chat_template=LLAVA_TEMPLATE,
     ),
     "qwen2_vl": _TokenizerSpec(
         special_tokens=(
@@ -237,7 +238,8 @@ def _check_arch(arch: str) -> None:
         raise ValueError(f"unknown tiny arch {arch!r}; choose one of {', '.join(TINY_ARCHS)}")
 
 
-def _ids(tokenizer: Any, arch: str) -> dict[str, Any]:
+def special_ids(tokenizer: Any, arch: str) -> dict[str, Any]:
+    """Vocabulary size and bos / eos / pad ids of a tiny ``arch`` tokenizer (shared with the demo pair's configs)."""
     spec = _TOKENIZER_SPECS[arch]
     conv = tokenizer.convert_tokens_to_ids
     return {
@@ -248,7 +250,9 @@ def _ids(tokenizer: Any, arch: str) -> dict[str, Any]:
     }
 
 
-def _llama_text_config(t: TextSize, ids: dict[str, Any]) -> Any:
+def llama_text_config(t: TextSize, ids: dict[str, Any]) -> Any:
+    """The ``LlamaConfig`` of a tiny language model of size ``t`` over the tokenizer whose ``special_ids`` are
+    ``ids``."""
     from transformers import LlamaConfig
 
     return LlamaConfig(
@@ -296,7 +300,7 @@ def _build_llava(size: str, tokenizer: Any, ids: dict[str, Any], text: TextSize)
     n_image = (v["image"] // v["patch"]) ** 2
     config = LlavaConfig(
         vision_config=vision,
-        text_config=_llama_text_config(text, ids),
+        text_config=llama_text_config(text, ids),
         image_token_index=image_token_id,
         image_seq_length=n_image,
         vision_feature_select_strategy="default",
@@ -314,7 +318,7 @@ def _build_llava(size: str, tokenizer: Any, ids: dict[str, Any], text: TextSize)
         patch_size=v["patch"],
         vision_feature_select_strategy="default",
         num_additional_image_tokens=1,  # CLIP's CLS, dropped by the "default" strategy
-        chat_template=_LLAVA_TEMPLATE,
+        chat_template=LLAVA_TEMPLATE,
     )
     return model, processor
 
@@ -404,7 +408,7 @@ def _build_idefics3(size: str, tokenizer: Any, ids: dict[str, Any], text: TextSi
     )
     config = Idefics3Config(
         vision_config=vision,
-        text_config=_llama_text_config(text, ids),
+        text_config=llama_text_config(text, ids),
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
         scale_factor=scale,
         pad_token_id=ids["pad"],
@@ -428,7 +432,8 @@ _BUILDERS = {"llava": _build_llava, "qwen2_vl": _build_qwen2_vl, "idefics3": _bu
 _SIZE_SALT = {"target": 0, "drafter": 1}
 
 
-def _generation_config(ids: dict[str, Any]) -> Any:
+def generation_config(ids: dict[str, Any]) -> Any:
+    """A greedy ``GenerationConfig`` naming the tokenizer's bos / eos / pad (``special_ids``)."""
     from transformers import GenerationConfig
 
     eos = ids["eos"]
@@ -453,10 +458,10 @@ def build_tiny(arch: str, size: str, out: Path | str, seed: int = 0, text_size: 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = tiny_tokenizer(arch)
-    ids = _ids(tokenizer, arch)
+    ids = special_ids(tokenizer, arch)
     torch.manual_seed(seed * 7919 + _SIZE_SALT[size] * 104729 + TINY_ARCHS.index(arch))
     model, processor = _BUILDERS[arch](size, tokenizer, ids, text_size or _TEXT[size])
-    model.generation_config = _generation_config(ids)
+    model.generation_config = generation_config(ids)
     model.eval()
     model.save_pretrained(out)
     processor.save_pretrained(out)
@@ -472,10 +477,10 @@ def build_tiny_text_drafter(out: Path | str, seed: int = 0) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = tiny_tokenizer("llava")
-    ids = _ids(tokenizer, "llava")
+    ids = special_ids(tokenizer, "llava")
     torch.manual_seed(seed * 7919 + 2 * 104729 + 17)
-    model = LlamaForCausalLM(_llama_text_config(_TEXT["drafter"], ids))
-    model.generation_config = _generation_config(ids)
+    model = LlamaForCausalLM(llama_text_config(_TEXT["drafter"], ids))
+    model.generation_config = generation_config(ids)
     model.eval()
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -487,4 +492,15 @@ def _write_marker(out: Path, **info: Any) -> None:
     (out / "covspec_tiny.json").write_text(json.dumps(info, sort_keys=True) + "\n")
 
 
-__all__ = ["TINY_ARCHS", "TINY_SIZES", "TextSize", "build_tiny", "build_tiny_text_drafter", "tiny_tokenizer"]
+__all__ = [
+    "LLAVA_TEMPLATE",
+    "TINY_ARCHS",
+    "TINY_SIZES",
+    "TextSize",
+    "build_tiny",
+    "build_tiny_text_drafter",
+    "generation_config",
+    "llama_text_config",
+    "special_ids",
+    "tiny_tokenizer",
+]

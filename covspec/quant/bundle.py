@@ -6,6 +6,10 @@ the new files and whose ``quantization`` section records the scheme, the calibra
 before and after, the median drafter decode step of both bundles measured side by side through ONNX Runtime, top-1
 agreement with the fp32 bundle along its greedy sequences and, given a target checkpoint, the pair's AAL (greedy,
 K=4) before and after.
+
+quant sits below ``demo`` and ``bench`` (DESIGN.md §3), so what it measures on and with is passed in: a
+``SampleSource`` for held-out (and calibration) samples, a ``PairGenerator`` for the AAL. ``covspec quantize`` passes
+the demo's scenes, the in-process loop and, for the shipped demo drafter, the demo target.
 """
 
 from __future__ import annotations
@@ -16,15 +20,18 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from covspec.bundle import load_bundle
 from covspec.errors import ExportError
+from covspec.export.writing import copy_bundle_files, write_manifest
 from covspec.quant import onnx_quant
-from covspec.quant.calibration import CalibrationSample, record_feeds, samples_from_folder, synthetic_samples
+from covspec.quant.calibration import CalibrationSample, SampleSource, record_feeds, samples_from_folder
+from covspec.quant.report import PairGenerator, pair_acceptance, step_latency, top1_agreement
 from covspec.quant.schemes import Scheme, scheme_for
 
 log = logging.getLogger(__name__)
 
-CALIBRATION_SAMPLES = 16  # images (or synthetic scenes) the fp32 engine runs over to record calibration feeds
-EVAL_SAMPLES = 8  # held-out synthetic scenes for agreement and AAL
+CALIBRATION_SAMPLES = 16  # images (or "train" samples) the fp32 engine runs over to record calibration feeds
+EVAL_SAMPLES = 8  # "heldout" samples for agreement and AAL
 EVAL_MAX_NEW_TOKENS = 24
 _REPORTED_OPS = (
     "MatMul",
@@ -68,21 +75,22 @@ def _copy_graph(src: Path, dst: Path) -> None:
 
 
 def _calibration(
-    bundle_dir: Path, calibration_images: Path | None, n: int, progress: Any
+    bundle_dir: Path, calibration_images: Path | None, samples: SampleSource | None, n: int, progress: Any
 ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
     from covspec.runtime_device.engines.onnx_engine import OnnxDrafterEngine
 
     if calibration_images is not None:
-        samples = samples_from_folder(calibration_images, limit=n)
+        drawn = samples_from_folder(calibration_images, limit=n)
         source = f"folder:{calibration_images}"
     else:
-        samples = synthetic_samples(n, split="train")
-        source = "synthetic:covspec.demo.scenes train"
+        assert samples is not None  # resolve_scheme refused this
+        drawn = samples("train", n)
+        source = f"{samples.name} train"
     engine = OnnxDrafterEngine(bundle_dir)
-    feeds = record_feeds(engine, samples, progress=progress)
+    feeds = record_feeds(engine, drawn, progress=progress)
     info = {
         "source": source,
-        "samples": len(samples),
+        "samples": len(drawn),
         "feeds": {role: len(items) for role, items in feeds.items()},
         "method": "MinMax",
         "per_channel": True,
@@ -91,20 +99,28 @@ def _calibration(
     return feeds, info
 
 
+_NEEDS_GENERATE = (
+    "the pair's AAL runs drafter and target in one process: pass generate "
+    "(covspec.bench.inprocess.generate_in_process) with target"
+)
+
+
 def measure(
     fp32_dir: Path,
     quant_dir: Path,
+    samples: list[CalibrationSample],
     *,
     target: str | Path | None = None,
-    samples: list[CalibrationSample] | None = None,
+    generate: PairGenerator | None = None,
     max_new_tokens: int = EVAL_MAX_NEW_TOKENS,
     threads: int | None = None,
 ) -> dict[str, Any]:
-    """Step latency, top-1 agreement and (with ``target``) AAL of the bundle at ``quant_dir`` against ``fp32_dir``."""
-    from covspec.quant.report import pair_acceptance, step_latency, top1_agreement
+    """Step latency, top-1 agreement and (with ``target``, run through ``generate``) AAL of the bundle at
+    ``quant_dir`` against ``fp32_dir``, over ``samples``."""
     from covspec.runtime_device.engines.onnx_engine import OnnxDrafterEngine
 
-    samples = samples if samples is not None else synthetic_samples(EVAL_SAMPLES, split="heldout")
+    if target is not None and generate is None:
+        raise ExportError(_NEEDS_GENERATE)
     kwargs = {"threads": threads} if threads is not None else {}
     reference = OnnxDrafterEngine(fp32_dir, **kwargs)
     candidate = OnnxDrafterEngine(quant_dir, **kwargs)
@@ -113,16 +129,45 @@ def measure(
         "agreement": top1_agreement(reference, candidate, samples, max_new_tokens=max_new_tokens),
         "pair": None,
     }
-    if target is not None:
+    if target is not None and generate is not None:
         from covspec.models import load_model
 
         target_model = load_model(str(target), dtype="float32")
         report["pair"] = {
             "target": str(target),
-            "fp32": pair_acceptance(reference, target_model, samples, max_new_tokens=max_new_tokens),
-            "quantized": pair_acceptance(candidate, target_model, samples, max_new_tokens=max_new_tokens),
+            "fp32": pair_acceptance(reference, target_model, samples, generate=generate, max_new_tokens=max_new_tokens),
+            "quantized": pair_acceptance(
+                candidate, target_model, samples, generate=generate, max_new_tokens=max_new_tokens
+            ),
         }
     return report
+
+
+def resolve_scheme(
+    precision: str,
+    *,
+    static: bool | None = None,
+    calibration_images: Path | str | None = None,
+    samples: SampleSource | None = None,
+    report: bool = True,
+    target: str | Path | None = None,
+    generate: PairGenerator | None = None,
+) -> Scheme:
+    """The scheme ``quantize_bundle`` applies for these arguments, after checking it was given what that needs
+    (ExportError otherwise). ``build_device_bundle`` calls it too, so a missing input is said before a long export."""
+    if static is None:
+        static = calibration_images is not None or precision == "int8_qdq"
+    try:
+        scheme = scheme_for(precision, static=static)
+    except ValueError as exc:
+        raise ExportError(str(exc)) from exc
+    if scheme.calibrated and calibration_images is None and samples is None:
+        raise ExportError("static int8 calibrates on sample images: pass calibration_images (a folder) or samples")
+    if report and samples is None:
+        raise ExportError("the report measures on held-out samples: pass samples, or report=False")
+    if report and target is not None and generate is None:
+        raise ExportError(_NEEDS_GENERATE)
+    return scheme
 
 
 def quantize_bundle(
@@ -130,9 +175,11 @@ def quantize_bundle(
     out_dir: Path | str,
     precision: str,
     *,
+    samples: SampleSource | None = None,
     calibration_images: Path | str | None = None,
     static: bool | None = None,
     target: str | Path | None = None,
+    generate: PairGenerator | None = None,
     progress: Any = None,
     calibration_samples: int = CALIBRATION_SAMPLES,
     eval_samples: int = EVAL_SAMPLES,
@@ -144,22 +191,28 @@ def quantize_bundle(
     "int8" with ``static``) into ``out_dir``.
 
     ``static`` (default: whether ``calibration_images`` is given) makes int8 the calibrated QDQ form for TensorRT;
-    calibration runs over the images of ``calibration_images`` or, without one, over the demo's synthetic scenes.
-    ``target`` (a checkpoint ``covspec.models.load_model`` reads) adds the pair's AAL before and after. ``report``
-    False skips the measurements (sizes only). Returns the manifest's ``quantization`` section (JSON-able)."""
+    calibration runs over the images of ``calibration_images`` or, without one, over ``samples("train", n)``.
+    ``samples`` (a ``SampleSource``) also gives the ``eval_samples`` held-out samples the report measures on; quant
+    has no dataset of its own, and ``covspec quantize`` passes the demo's scenes (``covspec.demo.samples.SCENES``).
+    ``target`` (a checkpoint ``covspec.models.load_model`` reads) adds the pair's AAL before and after, run through
+    ``generate`` (``covspec.bench.inprocess.generate_in_process``); ``covspec quantize`` defaults it to the demo target
+    for the shipped demo drafter (``covspec.demo.ship.shipped_target_for``). ``report`` False skips the measurements
+    (sizes only; then neither ``samples`` nor ``generate`` is needed unless calibrating). Returns the manifest's
+    ``quantization`` section (JSON-able)."""
     import onnx
     import onnxruntime
 
-    from covspec.export.bundle import copy_bundle_files, load_bundle, write_manifest
-
     bundle_dir, out_dir = Path(bundle_dir), Path(out_dir)
     calibration_images = Path(calibration_images) if calibration_images is not None else None
-    if static is None:
-        static = calibration_images is not None or precision == "int8_qdq"
-    try:
-        scheme = scheme_for(precision, static=static)
-    except ValueError as exc:
-        raise ExportError(str(exc)) from exc
+    scheme = resolve_scheme(
+        precision,
+        static=static,
+        calibration_images=calibration_images,
+        samples=samples,
+        report=report,
+        target=target,
+        generate=generate,
+    )
     source = load_bundle(bundle_dir, verify=True)
     if source.manifest.precision != "fp32":
         raise ExportError(f"{bundle_dir} is a {source.manifest.precision} bundle; quantize from the fp32 bundle")
@@ -171,7 +224,7 @@ def quantize_bundle(
     feeds: dict[str, list[dict[str, Any]]] = {}
     calibration = None
     if scheme.calibrated:
-        feeds, calibration = _calibration(bundle_dir, calibration_images, calibration_samples, progress)
+        feeds, calibration = _calibration(bundle_dir, calibration_images, samples, calibration_samples, progress)
 
     copy_bundle_files(bundle_dir, out_dir)
     graphs: dict[str, str] = {}
@@ -225,16 +278,19 @@ def quantize_bundle(
     write_manifest(out_dir, manifest)
 
     if report:
-        from covspec.quant.report import demo_target_for
-
-        target = target if target is not None else demo_target_for(manifest.source.get("model"))
-        samples = synthetic_samples(eval_samples, split="heldout")
+        assert samples is not None  # resolve_scheme refused this
         section["report"] = measure(
-            bundle_dir, out_dir, target=target, samples=samples, max_new_tokens=max_new_tokens, threads=threads
+            bundle_dir,
+            out_dir,
+            samples("heldout", eval_samples),
+            target=target,
+            generate=generate,
+            max_new_tokens=max_new_tokens,
+            threads=threads,
         )
         manifest.quantization = section
         write_manifest(out_dir, manifest)
     return manifest.quantization
 
 
-__all__ = ["CALIBRATION_SAMPLES", "EVAL_SAMPLES", "measure", "quantize_bundle", "quantize_graph"]
+__all__ = ["CALIBRATION_SAMPLES", "EVAL_SAMPLES", "measure", "quantize_bundle", "quantize_graph", "resolve_scheme"]

@@ -58,11 +58,17 @@ def samples_from_folder(folder: Path | str, limit: int | None = None) -> list[Ca
     return samples
 
 
-def synthetic_samples(n: int, *, split: str = "train", seed: int = 0) -> list[CalibrationSample]:
-    """``n`` scenes and questions of the demo's synthetic dataset (``covspec.demo.scenes``)."""
-    from covspec.demo import scenes
+@dataclass(frozen=True)
+class SampleSource:
+    """Samples drawn by split: ``"train"`` ones calibrate static int8 and size TensorRT profiles, ``"heldout"`` ones
+    measure a quantized bundle. quant and export sit below ``demo`` and know no dataset, so their callers pass one;
+    the CLI passes the demo's synthetic scenes (``covspec.demo.samples.SCENES``)."""
 
-    return [CalibrationSample(item.scene.image, item.question) for item in scenes.dataset(split, n, seed=seed)]
+    name: str  # recorded, with the split, as a manifest's calibration source
+    draw: Callable[[str, int], list[CalibrationSample]]  # (split, n) -> n samples
+
+    def __call__(self, split: str, n: int) -> list[CalibrationSample]:
+        return self.draw(split, n)
 
 
 class FeedRecorder:
@@ -145,9 +151,9 @@ __all__ = [
     "DEFAULT_PROMPT",
     "CalibrationSample",
     "FeedRecorder",
+    "SampleSource",
     "feed_reader",
     "greedy_tokens",
     "record_feeds",
     "samples_from_folder",
-    "synthetic_samples",
 ]

@@ -10,16 +10,31 @@ import logging
 import statistics
 import time
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from covspec.quant.calibration import CalibrationSample, greedy_tokens
 
+if TYPE_CHECKING:
+    from covspec.models.base import LoadedModel
+    from covspec.runtime_device.engines.base import DrafterEngine
+    from covspec.runtime_device.loop import GenerationConfig
+    from covspec.spec import SpecStats
+
 log = logging.getLogger(__name__)
 
 AAL_DRAFT_LEN = 4
+
+
+class PairGenerator(Protocol):
+    """``generate(engine, target, image, prompt, config) -> (tokens, round stats, seconds)``: the speculative loop
+    with drafter and target in one process, i.e. ``covspec.bench.inprocess.generate_in_process``. Passed in by the
+    caller because quant sits below bench (DESIGN.md §3)."""
+
+    def __call__(
+        self, engine: DrafterEngine, target: LoadedModel, image: Any, prompt: str, config: GenerationConfig
+    ) -> tuple[list[int], SpecStats, float]: ...
 
 
 def step_latency(
@@ -75,11 +90,17 @@ def top1_agreement(
 
 
 def pair_acceptance(
-    engine: Any, target: Any, samples: list[CalibrationSample], *, k: int = AAL_DRAFT_LEN, max_new_tokens: int = 24
+    engine: Any,
+    target: Any,
+    samples: list[CalibrationSample],
+    *,
+    generate: PairGenerator,
+    k: int = AAL_DRAFT_LEN,
+    max_new_tokens: int = 24,
 ) -> dict[str, Any]:
     """AAL (committed tokens per round) and acceptance rate of ``engine`` drafting for ``target`` (a loaded
-    ``covspec.models`` model), greedy, draft length ``k``, pooled over ``samples`` through the in-process loop."""
-    from covspec.bench.inprocess import generate_in_process
+    ``covspec.models`` model), greedy, draft length ``k``, pooled over ``samples`` through ``generate`` (the
+    in-process loop, ``covspec.bench.inprocess.generate_in_process``)."""
     from covspec.protocol import VerifyMode
     from covspec.runtime_device.loop import GenerationConfig
     from covspec.spec import SpecStats
@@ -87,7 +108,7 @@ def pair_acceptance(
     config = GenerationConfig(max_new_tokens=max_new_tokens, draft_len=k, verify_mode=VerifyMode.COMPACT)
     pooled = SpecStats()
     for sample in samples:
-        _, stats, _ = generate_in_process(engine, target, sample.image, sample.prompt, config)
+        _, stats, _ = generate(engine, target, sample.image, sample.prompt, config)
         pooled.rounds += stats.rounds
         pooled.drafted += stats.drafted
         pooled.accepted += stats.accepted
@@ -102,19 +123,4 @@ def pair_acceptance(
     }
 
 
-def demo_target_for(source_model: str | None) -> Path | None:
-    """The demo target when ``source_model`` (a bundle's ``source.model``) is the shipped demo drafter, else None:
-    the pair whose AAL a quantized demo drafter should be judged by."""
-    if not source_model:
-        return None
-    from covspec.demo.ship import SHIPPED_DIR
-
-    try:
-        if Path(source_model).resolve() == (SHIPPED_DIR / "drafter").resolve():
-            return SHIPPED_DIR / "target"
-    except OSError:
-        return None
-    return None
-
-
-__all__ = ["AAL_DRAFT_LEN", "demo_target_for", "pair_acceptance", "step_latency", "top1_agreement"]
+__all__ = ["AAL_DRAFT_LEN", "PairGenerator", "pair_acceptance", "step_latency", "top1_agreement"]

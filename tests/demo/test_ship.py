@@ -57,3 +57,11 @@ def test_shipped_target_answers_a_live_sample() -> None:
     assert abs(scores["target_accuracy"] - recorded) <= 3 * sigma
     assert scores["target_accuracy"] > scores["majority_baseline"]
     assert scores["identical_to_target"] == 1.0
+
+
+def test_shipped_target_is_the_default_target_of_the_shipped_drafter_only(tmp_path) -> None:
+    assert ship.shipped_target_for(ship.SHIPPED_DIR / "drafter") == ship.SHIPPED_DIR / "target"
+    assert ship.shipped_target_for(str(ship.SHIPPED_DIR / "drafter")) == ship.SHIPPED_DIR / "target"
+    assert ship.shipped_target_for(tmp_path) is None
+    assert ship.shipped_target_for("org/some-hub-id") is None
+    assert ship.shipped_target_for(None) is None

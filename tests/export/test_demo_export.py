@@ -10,8 +10,8 @@ pytest.importorskip("torch")
 
 
 def test_reduced_demo_drafter_exports_and_validates(reduced_demo_pair, tmp_path) -> None:
+    from covspec.bundle import load_bundle
     from covspec.demo import scenes
-    from covspec.export.bundle import load_bundle
     from covspec.export.onnx_export import export_bundle
     from covspec.runtime_device.engines import load_engine
 

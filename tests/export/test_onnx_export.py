@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
+from covspec.bundle import load_bundle
 from covspec.errors import ExportError
-from covspec.export.bundle import load_bundle
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("torch")

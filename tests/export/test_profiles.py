@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from covspec.bundle import PRECISIONS
 from covspec.errors import ConfigError
-from covspec.export.bundle import PRECISIONS
 from covspec.export.profiles import PROFILES, DeviceProfile, get_profile
 
 

@@ -1,5 +1,6 @@
-"""TensorRT engine build: the parts that need no GPU run everywhere (typing choice, profile shapes, version and GPU
-checks, the clear error without TensorRT); the build itself runs only where ``tensorrt`` and a CUDA GPU exist."""
+"""TensorRT engine build: the parts that need no GPU run everywhere (typing choice, profile shapes, the clear error
+without TensorRT, the orchestration over a fake ``tensorrt``); the build itself runs only where ``tensorrt`` and a CUDA
+GPU exist. Platform detection and the compatibility check are ``covspec.bundle``'s (tests/bundle)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from covspec.bundle import load_bundle
+from covspec.bundle import platform as trt_platform
+from covspec.bundle.engines import engine_paths
+from covspec.bundle.platform import PlatformInfo
+from covspec.demo.samples import SCENES
 from covspec.errors import BundleError, EngineUnavailableError, ExportError
 from covspec.export import tensorrt as trt_build
 from covspec.export.profiles import get_profile
-from tests.helpers import has_cuda, tensorrt_missing
+from tests.helpers import tensorrt_missing
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 ORIN = get_profile("jetson-orin")
@@ -20,44 +26,15 @@ ORIN = get_profile("jetson-orin")
 MISSING = tensorrt_missing()
 
 
-@pytest.mark.skipif(HAS_TRT, reason="tensorrt is installed here; the missing-module error cannot be shown")
-def test_missing_tensorrt_says_how_to_install(monkeypatch):
-    with pytest.raises(EngineUnavailableError) as info:
-        trt_build.import_tensorrt()
-    message = str(info.value)
-    assert "pip install tensorrt-cu12" in message or "python3-libnvinfer" in message
-    monkeypatch.setattr(trt_build, "is_jetson", lambda: True)
-    assert "python3-libnvinfer" in trt_build.install_hint()
-    assert "tensorrt-cu13" in trt_build.install_hint(jetson=False)
-
-
 @pytest.mark.skipif(HAS_TRT, reason="tensorrt is installed here")
 def test_build_without_tensorrt_raises_engine_unavailable(tmp_path):
     with pytest.raises(EngineUnavailableError, match="TensorRT"):
-        trt_build.build_bundle_engines(tmp_path, "jetson-orin")
+        trt_build.build_bundle_engines(tmp_path, "jetson-orin", samples=SCENES)
 
 
 def test_cpu_profiles_refuse_tensorrt(tmp_path):
     with pytest.raises(ExportError, match="does not use TensorRT"):
-        trt_build.build_bundle_engines(tmp_path, "x86-cpu")
-
-
-@pytest.mark.parametrize(
-    ("text", "l4t", "jetpack"),
-    [
-        (
-            "# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64, DATE: Wed Jan 8",
-            "36.4.3",
-            "6.2",
-        ),
-        ("# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref, EABI: aarch64", "35.4.1", "5.1.2"),
-        ("# R36 (release), REVISION: 3.0, GCID: 36191598", "36.3.0", "6.0"),
-        ("not a release file", None, None),
-    ],
-)
-def test_jetson_release_parsing(text, l4t, jetpack):
-    assert trt_build.parse_l4t_release(text) == l4t
-    assert trt_build.jetpack_for_l4t(l4t) == jetpack
+        trt_build.build_bundle_engines(tmp_path, "x86-cpu", samples=SCENES)
 
 
 def test_choose_typing():
@@ -111,39 +88,16 @@ def test_unknown_decoder_input_is_refused():
         trt_build.decoder_shapes({"cache_position": ["seq"]}, MODEL, ORIN, "decode", opt_prompt=8)
 
 
-RECORDED = {"tensorrt_version": "10.3.0", "device_name": "Orin", "compute_capability": "8.7", "jetpack": "6.1"}
-
-
-def test_compatible_engines_pass():
-    trt_build.check_compatible(RECORDED, trt_build.PlatformInfo("10.3.0", "Orin", "8.7", "6.1", "36.4.0"))
-
-
-@pytest.mark.parametrize(
-    ("platform", "needle"),
-    [
-        (trt_build.PlatformInfo("10.7.0", "Orin", "8.7", "6.1"), "TensorRT 10.3.0"),
-        (trt_build.PlatformInfo("10.3.0", "NVIDIA H200", "9.0"), "compute capability 8.7"),
-        (trt_build.PlatformInfo("10.3.0", "Orin", "8.7", "6.2"), "JetPack 6.1"),
-    ],
-)
-def test_engines_from_another_version_or_gpu_are_refused(platform, needle):
-    with pytest.raises(BundleError) as info:
-        trt_build.check_compatible(RECORDED, platform)
-    assert needle in str(info.value) and "rebuild" in str(info.value)
-
-
 @pytest.mark.gpu
 @pytest.mark.tensorrt
 @pytest.mark.skipif(bool(MISSING), reason=f"needs {MISSING}")
 def test_build_engines_for_a_tiny_bundle(tiny_fp16_bundle):
-    from covspec.export.bundle import load_bundle
-
-    section = trt_build.build_bundle_engines(tiny_fp16_bundle, "jetson-orin")
+    section = trt_build.build_bundle_engines(tiny_fp16_bundle, "jetson-orin", samples=SCENES)
     assert set(section["engines"]) >= {"embed_tokens", "decoder_prefill", "decoder_decode"}
     bundle = load_bundle(tiny_fp16_bundle)
     assert bundle.manifest.tensorrt["tensorrt_version"] == section["tensorrt_version"]
     assert any(f.startswith("tensorrt/") for f in bundle.manifest.files)
-    paths = trt_build.engine_paths(bundle)
+    paths = engine_paths(bundle)
     assert all(p.stat().st_size > 0 for p in paths.values())
 
 
@@ -161,14 +115,6 @@ def tiny_fp16_bundle(tiny_fp32_bundle, tmp_path_factory):
     out = tmp_path_factory.mktemp("trt_build") / "fp16"
     quantize_bundle(tiny_fp32_bundle, out, "fp16", report=False)
     return out
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not has_cuda(), reason="needs a CUDA GPU visible to torch")
-def test_cuda_device_reports_name_and_capability():
-    name, capability = trt_build.cuda_device()
-    major, minor = capability.split(".")
-    assert name and int(major) >= 5 and minor.isdigit()
 
 
 class _FakeTensorRT:
@@ -268,8 +214,8 @@ def fake_trt(monkeypatch):
 
     fake = _FakeTensorRT()
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
-    monkeypatch.setattr(trt_build, "cuda_device", lambda index=0: ("Orin", "8.7"))
-    monkeypatch.setattr(trt_build, "jetson_release", lambda: ("36.4.3", "6.2"))
+    monkeypatch.setattr(trt_platform, "cuda_device", lambda index=0: ("Orin", "8.7"))
+    monkeypatch.setattr(trt_platform, "jetson_release", lambda: ("36.4.3", "6.2"))
     return fake
 
 
@@ -277,11 +223,9 @@ def test_build_bundle_engines_with_a_fake_tensorrt(tiny_fp16_bundle, fake_trt, t
     """The orchestration around TensorRT on CPU: engines planned, profiles sized, typing chosen, manifest written."""
     import shutil
 
-    from covspec.export.bundle import load_bundle
-
     bundle_dir = tmp_path / "bundle"
     shutil.copytree(tiny_fp16_bundle, bundle_dir)
-    section = trt_build.build_bundle_engines(bundle_dir, "jetson-orin")
+    section = trt_build.build_bundle_engines(bundle_dir, "jetson-orin", samples=SCENES)
     assert set(section["engines"]) == {"vision_encoder", "embed_tokens", "decoder_prefill", "decoder_decode"}
     assert section["tensorrt_version"] == "10.3.0" and section["jetpack"] == "6.2" and section["l4t"] == "36.4.3"
     assert section["compute_capability"] == "8.7" and section["strongly_typed"] and section["builder_flags"] == []
@@ -299,10 +243,10 @@ def test_build_bundle_engines_with_a_fake_tensorrt(tiny_fp16_bundle, fake_trt, t
 
     bundle = load_bundle(bundle_dir)  # the plans and the timing cache are hashed into the manifest
     assert {"tensorrt/decoder_decode.plan", "tensorrt/timing.cache"} <= set(bundle.manifest.files)
-    orin = trt_build.PlatformInfo("10.3.0", "Orin", "8.7", "6.2", "36.4.3")
-    assert set(trt_build.engine_paths(bundle, platform=orin)) == set(section["engines"])
+    orin = PlatformInfo("10.3.0", "Orin", "8.7", "6.2", "36.4.3")
+    assert set(engine_paths(bundle, platform=orin)) == set(section["engines"])
     with pytest.raises(BundleError, match="TensorRT 10.3.0"):
-        trt_build.engine_paths(bundle, platform=trt_build.PlatformInfo("10.7.0", "Orin", "8.7", "6.2"))
+        engine_paths(bundle, platform=PlatformInfo("10.7.0", "Orin", "8.7", "6.2"))
 
 
 def test_fp32_bundle_on_tensorrt_10_uses_the_fp16_flag(tiny_fp32_bundle, fake_trt, tmp_path):
@@ -310,7 +254,7 @@ def test_fp32_bundle_on_tensorrt_10_uses_the_fp16_flag(tiny_fp32_bundle, fake_tr
 
     bundle_dir = tmp_path / "bundle"
     shutil.copytree(tiny_fp32_bundle, bundle_dir)
-    section = trt_build.build_bundle_engines(bundle_dir, "jetson-orin")
+    section = trt_build.build_bundle_engines(bundle_dir, "jetson-orin", samples=SCENES)
     assert section["bundle_precision"] == "fp32" and not section["strongly_typed"]
     assert section["builder_flags"] == ["FP16"]
     assert all(config.flags == ["FP16"] for _, config in fake_trt.calls)

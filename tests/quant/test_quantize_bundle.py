@@ -12,12 +12,14 @@ import pytest
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
+from covspec.bench.inprocess import generate_in_process  # noqa: E402
+from covspec.bundle import load_bundle  # noqa: E402
+from covspec.demo.samples import SCENES  # noqa: E402
 from covspec.errors import ExportError  # noqa: E402
-from covspec.export.bundle import load_bundle  # noqa: E402
 from covspec.quant import quantize_bundle  # noqa: E402
 from tests.quant.bundles import calibration_folder, shared_fp32_bundle  # noqa: E402
 
-SMALL = {"eval_samples": 2, "max_new_tokens": 6, "calibration_samples": 3, "threads": 1}
+SMALL = {"samples": SCENES, "eval_samples": 2, "max_new_tokens": 6, "calibration_samples": 3, "threads": 1}
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +61,7 @@ def test_int4_bundle(pair_and_bundle, tmp_path):
 def test_int8_dynamic_bundle_with_target_aal(pair_and_bundle, tmp_path):
     pair, fp32 = pair_and_bundle
     out = tmp_path / "int8"
-    section = quantize_bundle(fp32, out, "int8", target=pair.target, **SMALL)
+    section = quantize_bundle(fp32, out, "int8", target=pair.target, generate=generate_in_process, **SMALL)
     _check_common(section, out, fp32)
     assert section["calibration"] is None
     assert section["graphs"]["decoder"]["ops"]["MatMulInteger"] > 0
@@ -101,6 +103,14 @@ def test_refusals(pair_and_bundle, tmp_path):
         quantize_bundle(fp32, tmp_path / "x", "int4", static=True, report=False)
     with pytest.raises(ExportError, match="new folder"):
         quantize_bundle(fp32, fp32, "fp16", report=False)
+    # quant knows no dataset and sits below bench: what it measures on and with is the caller's to pass
+    with pytest.raises(ExportError, match="held-out samples"):
+        quantize_bundle(fp32, tmp_path / "x", "fp16")
+    with pytest.raises(ExportError, match="calibrates on sample images"):
+        quantize_bundle(fp32, tmp_path / "x", "int8", static=True, report=False)
+    with pytest.raises(ExportError, match="generate"):
+        quantize_bundle(fp32, tmp_path / "x", "fp16", samples=SCENES, target=pair.target)
+    assert not (tmp_path / "x").exists()  # all refused before any work
     out = tmp_path / "fp16"
     quantize_bundle(fp32, out, "fp16", report=False)
     with pytest.raises(ExportError, match="fp32 bundle"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from covspec.export.bundle import PRECISIONS as MANIFEST_PRECISIONS
+from covspec.bundle import PRECISIONS as MANIFEST_PRECISIONS
 from covspec.quant.schemes import SCHEMES, scheme_for
 
 

@@ -37,7 +37,7 @@ def llava_bundles(tiny_bundle, tmp_path_factory):
 @pytest.mark.e2e
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_greedy_output_with_a_bundle_equals_target_generate(precision, llava_bundles, edge_server, loaded_target):
-    from covspec.export.bundle import load_bundle
+    from covspec.bundle import load_bundle
     from covspec.runtime_device.engines import load_engine
 
     bundle = llava_bundles[precision]

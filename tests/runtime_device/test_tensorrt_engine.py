@@ -56,16 +56,17 @@ def fp16_bundle(tmp_path_factory):
 @pytest.mark.tensorrt
 @pytest.mark.skipif(bool(MISSING), reason=f"needs {MISSING}")
 def test_tensorrt_drafter_matches_onnxruntime(fp16_bundle):
+    from covspec.demo.samples import SCENES
     from covspec.export.tensorrt import build_bundle_engines
-    from covspec.quant.calibration import greedy_tokens, synthetic_samples
+    from covspec.quant.calibration import greedy_tokens
     from covspec.quant.report import step_latency, top1_agreement
     from covspec.runtime_device.engines.onnx_engine import OnnxDrafterEngine
     from covspec.runtime_device.engines.tensorrt_engine import TensorRTDrafterEngine
 
-    section = build_bundle_engines(fp16_bundle, "jetson-orin")
+    section = build_bundle_engines(fp16_bundle, "jetson-orin", samples=SCENES)
     reference = OnnxDrafterEngine(fp16_bundle)
     engine = TensorRTDrafterEngine(fp16_bundle)
-    samples = synthetic_samples(3, split="heldout")
+    samples = SCENES("heldout", 3)
 
     sequence = engine.start(samples[0].image, samples[0].prompt)
     ref_sequence = reference.start(samples[0].image, samples[0].prompt)

@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from covspec.bundle import Bundle, load_bundle
+from covspec.cpus import describe
 from covspec.errors import EngineUnavailableError
-from covspec.export.bundle import Bundle, load_bundle
 from covspec.models.base import ModelFingerprint, TokenSequence, check_token_ids
 from covspec.models.prompts import text_inputs, vlm_inputs
 from covspec.runtime_device.engines import mrope
@@ -131,9 +132,10 @@ class OnnxDrafterEngine:
         self.ep, providers = providers_for(ep, self.bundle)
         self.name = f"onnxruntime-{self.ep}:{self.bundle.root}"
         options = ort.SessionOptions()
-        if threads is not None:
+        if threads is not None:  # else ONNX Runtime's default: one thread per core, whatever this process's affinity
             options.intra_op_num_threads = int(threads)
             options.inter_op_num_threads = 1
+            logger.info(describe("device", int(threads), pool="onnxruntime"))
         options.log_severity_level = 3
         self.sessions: dict[str, Any] = {}
         for role in ("vision_encoder", "embed_tokens", "decoder"):

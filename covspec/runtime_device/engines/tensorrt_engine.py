@@ -19,8 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from covspec.bundle import load_bundle
+from covspec.bundle.engines import engine_paths
+from covspec.bundle.platform import detect_platform, import_tensorrt
 from covspec.errors import BundleError, EngineUnavailableError, LimitError
-from covspec.export.bundle import load_bundle
 from covspec.runtime_device.engines.onnx_engine import OnnxDrafterEngine, OnnxSequence
 
 logger = logging.getLogger(__name__)
@@ -114,8 +116,6 @@ class TensorRTDrafterEngine(OnnxDrafterEngine):
     """A drafter over a bundle's TensorRT engines; implements ``DrafterEngine``."""
 
     def __init__(self, bundle_dir: str | Path, *, device: int = 0, verify: bool = True) -> None:
-        from covspec.export.tensorrt import detect_platform, engine_paths, import_tensorrt
-
         trt = import_tensorrt()
         torch = _torch_cuda()
         torch.cuda.set_device(device)

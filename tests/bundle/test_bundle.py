@@ -9,17 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from covspec.bundle import BUNDLE_FORMAT, MANIFEST_NAME, Manifest, load_bundle, read_manifest
 from covspec.errors import BundleError
-from covspec.export.bundle import (
-    BUNDLE_FORMAT,
-    MANIFEST_NAME,
-    Manifest,
-    copy_bundle_files,
-    load_bundle,
-    read_manifest,
-    update_manifest,
-    write_manifest,
-)
+from covspec.export.writing import copy_bundle_files, update_manifest, write_manifest
 
 
 def _fake_bundle(root: Path) -> Path:
@@ -132,11 +124,11 @@ def test_update_manifest_and_copy_files(tmp_path: Path) -> None:
         update_manifest(dst, files={})
 
 
-def test_bundle_module_needs_neither_torch_nor_onnx() -> None:
+def test_bundle_package_and_manifest_writing_need_neither_torch_nor_onnx() -> None:
     code = (
         "import sys\n"
-        "for name in ('torch', 'onnx', 'onnxruntime', 'transformers'): sys.modules[name] = None\n"
-        "import covspec.export, covspec.export.bundle\n"
+        "for name in ('torch', 'onnx', 'onnxruntime', 'transformers', 'tensorrt'): sys.modules[name] = None\n"
+        "import covspec.bundle, covspec.bundle.engines, covspec.bundle.platform, covspec.export.writing\n"
         "print('ok')\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
