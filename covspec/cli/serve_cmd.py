@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import typer
 
-from covspec.runtime_edge.settings import EdgeLimits
+from covspec.runtime_edge.settings import EdgeLimits, EdgeSettings
 
 _D = EdgeLimits()
+_S = {f.name: f.default for f in fields(EdgeSettings)}  # EdgeSettings has a required field, so no instance
 
 
 def serve(
     target: str = typer.Option(..., "--target", help="Target checkpoint: a local folder or a hub id."),
-    host: str = typer.Option("127.0.0.1", "--host"),
-    port: int = typer.Option(8000, "--port"),
-    dtype: str = typer.Option("auto", "--dtype", help="auto, float32, float64, bfloat16 or float16."),
+    host: str = typer.Option(_S["host"], "--host"),
+    port: int = typer.Option(_S["port"], "--port"),
+    dtype: str = typer.Option(_S["dtype"], "--dtype", help="auto, float32, float64, bfloat16 or float16."),
+    threads: int | None = typer.Option(
+        _S["threads"], "--threads", min=1, help="torch intra-op threads (default: one per CPU this process may use)."
+    ),
     api_key_file: Path | None = typer.Option(None, "--api-key-file", help="File whose first line is the bearer key."),
     name: str | None = typer.Option(None, "--name", help="Model name reported by /v1/info and /v1/models."),
     max_sessions: int = typer.Option(_D.max_sessions, "--max-sessions"),
@@ -35,7 +40,6 @@ def serve(
     """Serve TARGET: sessions over HTTP, rounds over WebSocket, OpenAI-compatible chat completions, /metrics."""
     from covspec.apikey import read_api_key_file
     from covspec.runtime_edge.server import serve as run_server
-    from covspec.runtime_edge.settings import EdgeSettings
 
     limits = EdgeLimits(
         max_sessions=max_sessions,
@@ -48,4 +52,5 @@ def serve(
         max_new_tokens=max_new_tokens,
     )
     api_key = read_api_key_file(api_key_file) if api_key_file else None
-    run_server(EdgeSettings(target, host, port, dtype, api_key, limits, name), log_level=log_level)
+    settings = EdgeSettings(target, host, port, dtype, api_key, limits, name, threads=threads)
+    run_server(settings, log_level=log_level)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
@@ -13,9 +14,12 @@ from pathlib import Path
 
 import uvicorn
 
+from covspec.cpus import describe, resolve_threads, set_torch_threads
 from covspec.models.base import LoadedModel
 from covspec.runtime_edge.app import create_app
 from covspec.runtime_edge.settings import EdgeSettings
+
+logger = logging.getLogger(__name__)
 
 
 def uvicorn_config(settings: EdgeSettings, model: LoadedModel | None = None, **overrides) -> uvicorn.Config:
@@ -35,12 +39,26 @@ def uvicorn_config(settings: EdgeSettings, model: LoadedModel | None = None, **o
 
 
 def serve(settings: EdgeSettings, log_level: str = "info") -> None:
-    """Block serving ``settings.target`` until interrupted."""
+    """Block serving ``settings.target`` until interrupted. Sets torch's threads first (``settings.threads``, else
+    one per CPU this process may use), before the target loads, so its pool is sized on purpose."""
+    apply_threads(settings.threads)
     uvicorn.Server(uvicorn_config(settings, log_level=log_level)).run()
 
 
+def apply_threads(threads: int | None) -> int:
+    """Set torch's intra-op threads for the edge (None: derived from this process's CPU affinity), log it, return
+    the count."""
+    threads = resolve_threads(threads)
+    set_torch_threads(threads)
+    logger.info(describe("edge", threads))
+    return threads
+
+
 class BackgroundServer:
-    """A real uvicorn server on a thread (tests, benchmarks, `covspec demo`); ``url`` once ``start()`` returns."""
+    """A real uvicorn server on a thread (tests, benchmarks, `covspec demo`); ``url`` once ``start()`` returns.
+
+    It shares its host's process, so torch's threads are set only when ``settings.threads`` is given (process-wide);
+    with None the host's own setting stands."""
 
     def __init__(self, settings: EdgeSettings, model: LoadedModel | None = None) -> None:
         if settings.port == 0:
@@ -54,6 +72,8 @@ class BackgroundServer:
         return f"http://{self.settings.host}:{self.settings.port}"
 
     def start(self, timeout_s: float = 120.0) -> BackgroundServer:
+        if self.settings.threads is not None:
+            apply_threads(self.settings.threads)
         self._thread.start()
         deadline = time.monotonic() + timeout_s
         while not self._server.started:
@@ -87,24 +107,29 @@ def _with_port(settings: EdgeSettings, port: int) -> EdgeSettings:
 
 class ServeProcess:
     """`covspec serve` as a subprocess on a free 127.0.0.1 port (demo, benchmarks); ``stop()`` it in a finally block,
-    so Ctrl-C or an error never leaves it running. ``cpus`` pins it (DESIGN.md §10)."""
+    so Ctrl-C or an error never leaves it running. ``cpus`` pins it and ``threads`` sizes its torch pool (``--threads``;
+    None: the subprocess derives it from its CPUs), one pool on its own CPUs (DESIGN.md §10)."""
 
     def __init__(
         self,
         target: Path | str,
         *,
         dtype: str = "float32",
-        threads: int = 1,
-        cpus: set[int] | None = None,
+        threads: int | None = 1,
+        cpus: set[int] | frozenset[int] | None = None,
         extra_args: tuple[str, ...] = (),
     ) -> None:
         self.port = free_port()
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        self.threads, self.cpus = threads, cpus
+        env, thread_args = dict(os.environ), []
+        if threads is not None:  # the OpenMP/MKL variables too: they size pools before torch reads its setting
+            env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+            thread_args = ["--threads", str(threads)]
         pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus and hasattr(os, "sched_setaffinity") else None
         covspec = str(Path(sys.executable).parent / "covspec")
         self.proc = subprocess.Popen(
             [covspec, "serve", "--target", str(target), "--port", str(self.port), "--dtype", dtype,
-             "--log-level", "warning", *extra_args],
+             "--log-level", "warning", *thread_args, *extra_args],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=pin,
         )  # fmt: skip
 

@@ -21,11 +21,13 @@ def load_engine(
     """``torch``: a checkpoint (folder or Hub id) in ``dtype``. ``onnxruntime``: a bundle folder from
     ``covspec export`` on execution provider ``ep`` (cpu, cuda, tensorrt, auto); ``dtype`` is ignored there (the
     bundle's precision is fixed at export). ``tensorrt``: the bundle's native TensorRT engines (``covspec export
-    --tensorrt``) on the first CUDA GPU."""
+    --tensorrt``) on the first CUDA GPU. ``threads``: the CPU pool of torch (process-wide) or ONNX Runtime (intra-op);
+    None keeps the library's own default (``covspec.cpus.default_threads`` gives one derived from this process's
+    CPUs); TensorRT ignores it."""
     if kind == "torch":
         from covspec.runtime_device.engines.torch_engine import TorchDrafterEngine
 
-        return TorchDrafterEngine(str(path_or_id), dtype=dtype)
+        return TorchDrafterEngine(str(path_or_id), dtype=dtype, threads=threads)
     if kind == "onnxruntime":
         from covspec.runtime_device.engines.onnx_engine import OnnxDrafterEngine
 

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from covspec.cpus import describe, set_torch_threads
 from covspec.models import load_model
 from covspec.models.base import ModelFingerprint, ModelSequence
 
+logger = logging.getLogger(__name__)
+
 
 class TorchDrafterEngine:
-    def __init__(self, path_or_id: str, *, dtype: str = "auto", device: str = "cpu") -> None:
+    """``threads`` sets torch's intra-op pool before the model loads; torch has one pool per process, so this is
+    process-wide. None leaves the process's setting as it is (a host that shares torch keeps its own)."""
+
+    def __init__(
+        self, path_or_id: str, *, dtype: str = "auto", device: str = "cpu", threads: int | None = None
+    ) -> None:
+        if threads is not None:
+            set_torch_threads(threads)
+            logger.info(describe("device", threads))
         self._model = load_model(path_or_id, dtype=dtype, device=device)
         self.name = f"torch:{path_or_id}"
 
