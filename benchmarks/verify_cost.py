@@ -27,7 +27,9 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-EDGE_CPU, DEVICE_CPU = 1, 0
+from covspec.cpus import CpuSplit, pin_process, set_torch_threads, split_cpus, usable_cpus
+from covspec.spec.cost_model import analytical_tokens_per_s
+
 PROMPTS = ["Describe the image in detail.", "What shapes are in the picture?", "What colours do you see?"]
 
 
@@ -43,12 +45,14 @@ def _scene(seed: int) -> bytes:
     return out.getvalue()
 
 
-def _pin(cpu: int) -> None:
-    import torch
+def cpu_split() -> CpuSplit:
+    """One CPU a side: the device on the first CPU this process may use, the edge on the second (shared if one)."""
+    return split_cpus(sorted(usable_cpus())[:2])
 
-    if hasattr(os, "sched_setaffinity") and cpu < os.cpu_count():
-        os.sched_setaffinity(0, {cpu})
-    torch.set_num_threads(1)
+
+def _pin(cpus: frozenset[int]) -> None:
+    pin_process(cpus)
+    set_torch_threads(1)
 
 
 def build_models(root: Path, quick: bool) -> tuple[Path, Path]:
@@ -114,7 +118,9 @@ def drafter_step_time(engine, reps: int = 20) -> float:
     return statistics.median(times)
 
 
-def end_to_end(target_path: Path, drafter_path: Path, max_new: int, k: int, progress: Progress) -> dict:
+def end_to_end(
+    target_path: Path, drafter_path: Path, max_new: int, k: int, progress: Progress, edge_cpus: frozenset[int]
+) -> dict:
     import openai
 
     from covspec.bench.inprocess import generate_in_process
@@ -124,15 +130,19 @@ def end_to_end(target_path: Path, drafter_path: Path, max_new: int, k: int, prog
     from covspec.runtime_device.engines import load_engine
     from covspec.runtime_device.loop import GenerationConfig, generate
     from covspec.runtime_edge.server import ServeProcess
+    from covspec.spec.policy import PolicyKind, PositionAcceptance
 
     engine = load_engine("torch", str(drafter_path), dtype="float32")
     target = load_model(str(target_path), dtype="float32")
     draft_step_s = drafter_step_time(engine)
-    server = ServeProcess(target_path, dtype="float32", threads=1, cpus={EDGE_CPU}).wait_ready(timeout_s=300)
+    server = ServeProcess(target_path, dtype="float32", threads=1, cpus=edge_cpus).wait_ready(timeout_s=300)
     url = server.url
     client = EdgeClient(url)
     chat = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=600)
-    config = GenerationConfig(max_new_tokens=max_new, draft_len=k, verify_mode=VerifyMode.COMPACT)
+    config = GenerationConfig(
+        max_new_tokens=max_new, draft_len=k, verify_mode=VerifyMode.COMPACT, policy=PolicyKind.FIXED
+    )
+    acceptance = PositionAcceptance(k)  # the measured a_i of the network rounds, for the analytical bound
     rows: dict[str, dict[str, list[float]]] = {
         m: {"tokens": [], "seconds": [], "aal": []} for m in ("network", "in_process", "target_only")
     }
@@ -146,6 +156,8 @@ def end_to_end(target_path: Path, drafter_path: Path, max_new: int, k: int, prog
             rows["network"]["tokens"].append(result.stats["generated_tokens"])
             rows["network"]["seconds"].append(result.stats["wall_s"])
             rows["network"]["aal"].append(result.stats["aal"])
+            for observation in result.rounds:
+                acceptance.record(observation.drafted, observation.accepted)
             progress.advance(task)
             tokens, stats, seconds = generate_in_process(engine, target, pil, prompt, config)
             identical &= tokens == result.tokens
@@ -183,12 +195,8 @@ def end_to_end(target_path: Path, drafter_path: Path, max_new: int, k: int, prog
     summary["network_over_target_only"] = summary["network"]["tokens_per_s"] / summary["target_only"]["tokens_per_s"]
     summary["identical_outputs"] = identical
     summary["drafter_step_s"] = draft_step_s
+    summary["accept_probs"] = acceptance.probabilities().tolist()
     return summary
-
-
-def analytical_tokens_per_s(aal: float, k: int, draft_step_s: float, verify_s: float, rtt_s: float = 0.0) -> float:
-    """What the loop would reach with no overhead at all: AAL tokens per (K drafter steps + one verify + RTT)."""
-    return aal / (k * draft_step_s + verify_s + rtt_s)
 
 
 def plot(result: dict, path: Path) -> None:
@@ -238,13 +246,15 @@ def main() -> None:
         build = progress.add_task("building random-weight checkpoints", total=None)
         target, drafter = build_models(models, args.quick)
         progress.remove_task(build)
-        _pin(EDGE_CPU)
+        cpus = cpu_split()
+        _pin(cpus.edge)
         times = verify_cost(target, args.reps, progress)
-        _pin(DEVICE_CPU)
-        e2e = end_to_end(target, drafter, args.max_new_tokens, args.k, progress)
+        _pin(cpus.device)
+        e2e = end_to_end(target, drafter, args.max_new_tokens, args.k, progress, cpus.edge)
     medians = {k: statistics.median(v) for k, v in times.items()}
-    aal = e2e["network"]["aal"]
-    e2e["analytical_tokens_per_s"] = analytical_tokens_per_s(aal, args.k, e2e["drafter_step_s"], medians[args.k])
+    bound = dict(accept_probs=e2e["accept_probs"], draft_step_s=e2e["drafter_step_s"], verify_s=medians[args.k])
+    e2e["analytical_tokens_per_s"] = analytical_tokens_per_s(**bound)
+    e2e["analytical_tokens_per_s_with_overlap"] = analytical_tokens_per_s(**bound, overlap=True)
     e2e["analytical_target_only_tokens_per_s"] = 1.0 / medians[0]
     result = {
         "models": {
@@ -253,7 +263,13 @@ def main() -> None:
             "family": "llava",
             "dtype": "float32",
         },
-        "machine": {"cpus": os.cpu_count(), "edge_cpu": EDGE_CPU, "device_cpu": DEVICE_CPU, "torch_threads": 1},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "edge_cpu": min(cpus.edge),
+            "device_cpu": min(cpus.device),
+            "cpus_shared": cpus.shared,
+            "torch_threads": 1,
+        },
         "verify": {
             "median_s": {str(k): medians[k] for k in medians},
             "ratio_vs_k1": {str(k): medians[k] / medians[1] for k in medians if k >= 1},

@@ -64,6 +64,10 @@ class SessionNotFoundError(CovspecError):
     code = "unknown_session"
 
 
+class EdgeError(CovspecError):
+    """The edge answered with a documented error, or sent what this device cannot apply (the code says which)."""
+
+
 class EdgeUnavailableError(CovspecError):
     """The edge server cannot be reached (after the device's retries)."""
 

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.helpers import TinyPair, build_pair
+from tests.helpers import TinyPair, build_pair, derive_drafter
 
 
 @pytest.fixture(scope="session")
@@ -65,6 +65,43 @@ def drafter_engine(tiny_pair):
     def get(arch: str):
         if arch not in cache:
             cache[arch] = load_engine("torch", str(tiny_pair(arch).drafter), dtype="float64")
+        return cache[arch]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def self_drafter_engine(tiny_pair):
+    """``self_drafter_engine(arch)``: the family's tiny target loaded as a drafter engine (float64), so every draft is
+    accepted. Loaded once per session."""
+    from covspec.runtime_device.engines import load_engine
+
+    cache: dict[str, object] = {}
+
+    def get(arch: str):
+        if arch not in cache:
+            cache[arch] = load_engine("torch", str(tiny_pair(arch).target), dtype="float64")
+        return cache[arch]
+
+    return get
+
+
+DERIVED_NOISE = 0.015  # measured: greedy acceptance 0.30-0.80 on the e2e prompts, every family and K in 1..6
+
+
+@pytest.fixture(scope="session")
+def derived_drafter_engine(tiny_pair, tmp_path_factory: pytest.TempPathFactory):
+    """``derived_drafter_engine(arch)``: a copy of the family's tiny target with seeded weight noise
+    (``derive_drafter``), loaded as a float64 drafter engine: accepted part of the time. Built once per session."""
+    from covspec.runtime_device.engines import load_engine
+
+    root = tmp_path_factory.mktemp("derived")
+    cache: dict[str, object] = {}
+
+    def get(arch: str):
+        if arch not in cache:
+            path = derive_drafter(tiny_pair(arch).target, root / arch, noise=DERIVED_NOISE, seed=0)
+            cache[arch] = load_engine("torch", str(path), dtype="float64")
         return cache[arch]
 
     return get

@@ -62,6 +62,30 @@ def build_pair(root: Path, arch: str, seed: int = 0) -> TinyPair:
     return TinyPair(arch, target, drafter)
 
 
+def derive_drafter(target_dir: Path, out_dir: Path, *, noise: float, seed: int) -> Path:
+    """A drafter derived from a target checkpoint: a copy of ``target_dir`` (same tokenizer, processor and config)
+    whose every floating-point weight gets seeded Gaussian noise of ``noise`` times that tensor's RMS. ``noise=0``
+    gives the target itself; larger noise, a drafter the target accepts less often. Returns ``out_dir``."""
+    import shutil
+
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    out_dir = Path(out_dir)
+    shutil.copytree(target_dir, out_dir)  # refuses an existing out_dir: never half a drafter from an earlier run
+    rng = np.random.default_rng(seed)
+    for path in sorted(out_dir.glob("*.safetensors")):
+        with safe_open(path, framework="numpy") as source:
+            metadata = source.metadata()
+            tensors = {name: source.get_tensor(name) for name in sorted(source.keys())}
+        for name, weight in tensors.items():
+            if np.issubdtype(weight.dtype, np.floating) and weight.size:
+                rms = float(np.sqrt(np.mean(np.square(weight, dtype=np.float64))))
+                tensors[name] = (weight + noise * rms * rng.standard_normal(weight.shape)).astype(weight.dtype)
+        save_file(tensors, path, metadata=metadata)
+    return out_dir
+
+
 def has_cuda() -> bool:
     """A CUDA GPU visible to torch."""
     try:

@@ -18,6 +18,7 @@ from covspec.protocol import (
     Verdict,
     session_rng,
 )
+from covspec.protocol.modes import resolve_verify_mode
 from covspec.runtime_device.drafter import Drafter
 from covspec.runtime_device.engines.base import DrafterEngine
 from covspec.runtime_device.loop import GenerationConfig, decode_rounds
@@ -38,9 +39,8 @@ def generate_in_process(
 ) -> tuple[list[int], SpecStats, float]:
     """(tokens, round stats, seconds from the first prefill to the last commit)."""
     started = time.perf_counter()
-    spec = SessionSpec(
-        prompt, config.temperature, config.top_k, config.top_p, config.seed, config.max_new_tokens, config.verify_mode
-    )
+    mode = resolve_verify_mode(config.verify_mode)
+    spec = SessionSpec(prompt, config.temperature, config.top_k, config.top_p, config.seed, config.max_new_tokens, mode)
     eos = frozenset(target.eos_token_ids)
     state = TargetState(spec, target.start(image, prompt), eos, session_rng(config.seed, EDGE_RNG_STREAM))
     drafter = Drafter(

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import typer
 
 from covspec.protocol import VerifyMode
+from covspec.runtime_device.loop import GenerationConfig
+from covspec.spec.policy import PolicyKind
+
+_D = GenerationConfig()
 
 
 def run(
@@ -22,23 +28,40 @@ def run(
     edge: str = typer.Option(..., "--edge", help="Edge server URL, e.g. http://127.0.0.1:8000"),
     image: Path = typer.Option(..., "--image", exists=True, dir_okay=False, readable=True),
     prompt: str = typer.Option(..., "--prompt"),
-    max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1),
-    temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="0 = greedy."),
-    top_k: int = typer.Option(0, "--top-k", min=0, help="0 = off."),
-    top_p: float = typer.Option(1.0, "--top-p", min=0.0, max=1.0),
-    seed: int | None = typer.Option(None, "--seed", min=0),
-    draft_len: int = typer.Option(4, "--draft-len", min=0, help="Draft tokens per round (K)."),
-    verify_mode: VerifyMode = typer.Option(VerifyMode.COMPACT, "--verify-mode"),
+    max_new_tokens: int = typer.Option(_D.max_new_tokens, "--max-new-tokens", min=1),
+    temperature: float = typer.Option(_D.temperature, "--temperature", min=0.0, help="0 = greedy."),
+    top_k: int = typer.Option(_D.top_k, "--top-k", min=0, help="0 = off."),
+    top_p: float = typer.Option(_D.top_p, "--top-p", min=0.0, max=1.0),
+    seed: int | None = typer.Option(_D.seed, "--seed", min=0),
+    draft_len: int = typer.Option(
+        _D.draft_len, "--draft-len", min=0, help="K per round (fixed policy), or the largest K (margin, cost)."
+    ),
+    verify_mode: VerifyMode = typer.Option(_D.verify_mode, "--verify-mode", help="auto: the cheapest lossless."),
+    policy: PolicyKind = typer.Option(
+        _D.policy, "--policy", help="fixed K; margin: stop a block on low drafter margin; cost: K or burst by model."
+    ),
+    max_burst: int = typer.Option(
+        _D.max_burst, "--max-burst", min=0, help="Longest burst of target tokens (cost policy; 0: never)."
+    ),
+    link: str | None = typer.Option(
+        None, "--link", help="Run through an emulated link to the edge (a preset of `covspec link`)."
+    ),
     dtype: str = typer.Option("auto", "--dtype", help="Drafter dtype (torch engine)."),
+    threads: int | None = typer.Option(
+        None, "--threads", min=1, help="Drafter CPU threads (default: one per CPU this process may use)."
+    ),
     api_key_file: Path | None = typer.Option(None, "--api-key-file"),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (DESIGN.md §7)."),
 ) -> None:
     """Generate an answer about IMAGE: drafted here, verified by the edge; identical to the target's own output."""
     from covspec.apikey import read_api_key_file
+    from covspec.cpus import resolve_threads
     from covspec.errors import CovspecError
+    from covspec.link.presets import link_profile
+    from covspec.link.relay import TcpRelay
     from covspec.runtime_device.client import EdgeClient
     from covspec.runtime_device.engines import load_engine
-    from covspec.runtime_device.loop import GenerationConfig, generate
+    from covspec.runtime_device.loop import generate
 
     try:
         api_key = read_api_key_file(api_key_file) if api_key_file else None
@@ -47,12 +70,21 @@ def run(
         if bundle is not None:
             if engine_kind not in ("onnxruntime", "tensorrt"):
                 raise ValueError(f"unknown --engine {engine_kind!r}; choose onnxruntime or tensorrt")
-            engine = load_engine(engine_kind, bundle, ep=ep)
+            engine = load_engine(engine_kind, bundle, ep=ep, threads=resolve_threads(threads))
         else:
-            engine = load_engine("torch", drafter, dtype=dtype)
-        client = EdgeClient(edge, api_key=api_key)
-        config = GenerationConfig(max_new_tokens, temperature, top_k, top_p, seed, draft_len, verify_mode)
-        result = generate(engine, client, image.read_bytes(), prompt, config)
+            engine = load_engine("torch", drafter, dtype=dtype, threads=resolve_threads(threads))
+        config = GenerationConfig(
+            max_new_tokens, temperature, top_k, top_p, seed, draft_len, verify_mode, policy, max_burst
+        )
+        with ExitStack() as stack:
+            url = edge
+            if link is not None:
+                parts = urlsplit(edge)
+                relay = TcpRelay(parts.hostname or "127.0.0.1", parts.port or 80, link=link_profile(link))
+                url = stack.enter_context(relay).url
+            client = EdgeClient(url, api_key=api_key)
+            stack.callback(client.close)
+            result = generate(engine, client, image.read_bytes(), prompt, config)
     except (CovspecError, ValueError) as exc:
         code = getattr(exc, "code", "bad_config")
         typer.echo(f"covspec run: error [{code}]: {exc}", err=True)
@@ -72,7 +104,8 @@ def _print_stats(stats: dict) -> None:
     rows = [
         ("generated tokens", f"{stats['generated_tokens']}"),
         ("rounds", f"{stats['rounds']}"),
-        (f"AAL (K={stats['draft_len']}, {stats['verify_mode']})", f"{stats['aal']:.2f}"),
+        (f"AAL (K<={stats['draft_len']}, {stats['verify_mode']}, {stats['policy']})", f"{stats['aal']:.2f}"),
+        ("draft rounds / bursts", f"{stats['draft_rounds']} / {stats['bursts']} ({stats['burst_tokens']} tokens)"),
         ("acceptance rate", f"{stats['acceptance_rate']:.3f}"),
         ("tokens/s", f"{stats['tokens_per_s']:.1f}"),
         ("uplink bytes (rounds)", f"{stats['uplink_bytes']}  ({stats['uplink_bytes_per_token']:.1f}/token)"),

@@ -1,7 +1,10 @@
 """msgpack encode/decode of round frames, with every check a peer needs before trusting a frame.
 
+Frame types: ``hello`` (edge, first frame of a device connection), ``open`` / ``opened`` (a generation starts),
+``round`` / ``verdict``, ``resume`` (after a reconnect), ``cancel``, ``error``.
 Frame keys are short on purpose (a round is tens of bytes): v version, t type, n round, d draft ids, c commit,
-q draft rows, x draft scalars, a accepted, k token, p target row, si/sp/so sparse ids/probs/row offsets.
+q draft rows, x draft scalars, b burst length, a accepted, k token, p target row, si/sp/so sparse ids/probs/row
+offsets, bt burst tokens, vt the edge's verify seconds.
 """
 
 from __future__ import annotations
@@ -12,7 +15,18 @@ import msgpack
 import numpy as np
 
 from covspec.errors import ProtocolError
-from covspec.protocol.messages import ErrorFrame, RoundRequest, Verdict
+from covspec.protocol.messages import (
+    Cancel,
+    ErrorFrame,
+    Hello,
+    Opened,
+    OpenRequest,
+    Resume,
+    RoundRequest,
+    SessionSpec,
+    Verdict,
+    VerifyMode,
+)
 from covspec.protocol.version import PROTOCOL_VERSION
 
 _I32 = np.dtype("<i4")
@@ -33,12 +47,76 @@ def encode_round(request: RoundRequest) -> bytes:
         frame["q"] = np.asarray(request.draft_probs, dtype=_F32).tobytes()
     if request.draft_token_probs is not None:
         frame["x"] = np.asarray(request.draft_token_probs, dtype=_F64).tobytes()
+    if request.burst:
+        frame["b"] = int(request.burst)
     return msgpack.packb(frame, use_bin_type=True)
 
 
+def encode_hello(hello: Hello) -> bytes:
+    return msgpack.packb({"v": PROTOCOL_VERSION, "t": "hello", "n": 0, "info": hello.info}, use_bin_type=True)
+
+
+def encode_open(request: OpenRequest) -> bytes:
+    frame: dict[str, Any] = {"v": PROTOCOL_VERSION, "t": "open", "n": 0, "req": request.spec.to_dict()}
+    if request.image is not None:
+        frame["img"] = bytes(request.image)
+    if request.image_sha256 is not None:
+        frame["ih"] = bytes(request.image_sha256)
+    return msgpack.packb(frame, use_bin_type=True)
+
+
+def encode_opened(opened: Opened) -> bytes:
+    frame = {"v": PROTOCOL_VERSION, "t": "opened", "n": 0, "s": opened.session_id, "pt": opened.prompt_tokens,
+             "it": opened.image_tokens, "m": opened.verify_mode.value, "pf": float(opened.prefill_s)}  # fmt: skip
+    return msgpack.packb(frame, use_bin_type=True)
+
+
+def encode_resume(resume: Resume) -> bytes:
+    return msgpack.packb({"v": PROTOCOL_VERSION, "t": "resume", "n": 0, "s": resume.session_id}, use_bin_type=True)
+
+
+def encode_cancel() -> bytes:
+    return msgpack.packb({"v": PROTOCOL_VERSION, "t": "cancel", "n": 0}, use_bin_type=True)
+
+
+def decode_uplink(
+    data: bytes, *, vocab_size: int, max_draft_tokens: int
+) -> RoundRequest | OpenRequest | Resume | Cancel:
+    """Decode any frame a device sends on its connection; ``ProtocolError`` with the first violation's code."""
+    frame = _unpack(data, expected_type=None)
+    kind = frame.get("t")
+    if kind == "round":
+        return _round_from(frame, vocab_size=vocab_size, max_draft_tokens=max_draft_tokens)
+    if kind == "open":
+        return _open_from(frame)
+    if kind == "resume":
+        session_id = frame.get("s")
+        if not isinstance(session_id, str) or not 0 < len(session_id) <= 128:
+            raise ProtocolError("'resume' carries the session id 's'", code="malformed_message")
+        return Resume(session_id)
+    if kind == "cancel":
+        return Cancel()
+    raise ProtocolError(f"unexpected frame type {kind!r}", code="malformed_message")
+
+
+def _open_from(frame: dict[str, Any]) -> OpenRequest:
+    spec = SessionSpec.from_dict(frame.get("req"))
+    image, digest = frame.get("img"), frame.get("ih")
+    if image is not None and not isinstance(image, bytes):
+        raise ProtocolError("'img' must be the image file's bytes", code="malformed_message")
+    if digest is not None and (not isinstance(digest, bytes) or len(digest) != 32):
+        raise ProtocolError("'ih' must be the image's 32-byte sha256", code="malformed_message")
+    if image is not None and digest is not None:
+        raise ProtocolError("an open frame carries the image or its sha256, not both", code="malformed_message")
+    return OpenRequest(spec, image, digest)
+
+
 def decode_round(data: bytes, *, vocab_size: int, max_draft_tokens: int) -> RoundRequest:
-    """Decode an uplink frame; raises ``ProtocolError`` with the code of the first violation."""
-    frame = _unpack(data, expected_type="round")
+    """Decode a round frame; raises ``ProtocolError`` with the code of the first violation."""
+    return _round_from(_unpack(data, expected_type="round"), vocab_size=vocab_size, max_draft_tokens=max_draft_tokens)
+
+
+def _round_from(frame: dict[str, Any], *, vocab_size: int, max_draft_tokens: int) -> RoundRequest:
     n = _int_field(frame, "n", lo=1)
     draft = _array_field(frame, "d", _I32)
     if draft.size > max_draft_tokens:
@@ -72,7 +150,14 @@ def decode_round(data: bytes, *, vocab_size: int, max_draft_tokens: int) -> Roun
         x = _array_field(frame, "x", _F64)
         if x.size != draft.size or not np.all((x > 0) & (x <= 1.0 + 1e-9)):
             raise ProtocolError("'x' must hold one probability in (0, 1] per draft token", code="malformed_message")
-    return RoundRequest(n, draft, commit, q, x)
+    burst = _int_field(frame, "b", lo=1) if "b" in frame else 0
+    if burst and (draft.size or q is not None or x is not None):
+        raise ProtocolError("a burst round carries no draft", code="malformed_message")
+    if burst > max_draft_tokens + 1:
+        raise ProtocolError(
+            f"a burst of {burst} tokens; the server allows {max_draft_tokens + 1} per round", code="draft_too_long"
+        )
+    return RoundRequest(n, draft, commit, q, x, burst)
 
 
 def encode_verdict(verdict: Verdict) -> bytes:
@@ -90,6 +175,10 @@ def encode_verdict(verdict: Verdict) -> bytes:
         frame["si"] = np.concatenate(ids).tobytes()
         frame["sp"] = np.concatenate(probs).tobytes()
         frame["so"] = offsets.tobytes()
+    if verdict.burst_tokens is not None:
+        frame["bt"] = np.asarray(verdict.burst_tokens, dtype=_I32).tobytes()
+    if verdict.verify_s is not None:
+        frame["vt"] = float(verdict.verify_s)
     return msgpack.packb(frame, use_bin_type=True)
 
 
@@ -98,8 +187,8 @@ def encode_error(error: ErrorFrame) -> bytes:
     return msgpack.packb(frame, use_bin_type=True)
 
 
-def decode_downlink(data: bytes, *, vocab_size: int) -> Verdict | ErrorFrame:
-    """Decode what the edge sent: a verdict (validated against ``vocab_size``) or an error frame."""
+def decode_downlink(data: bytes, *, vocab_size: int) -> Verdict | ErrorFrame | Opened | Hello:
+    """Decode what the edge sent: a verdict (validated against ``vocab_size``), an error, opened or hello frame."""
     frame = _unpack(data, expected_type=None)
     kind = frame.get("t")
     n = _int_field(frame, "n", lo=0)
@@ -108,6 +197,12 @@ def decode_downlink(data: bytes, *, vocab_size: int) -> Verdict | ErrorFrame:
         if not isinstance(code, str) or not isinstance(msg, str):
             raise ProtocolError("error frame without code/msg", code="malformed_message")
         return ErrorFrame(n, code, msg)
+    if kind == "hello":
+        if not isinstance(frame.get("info"), dict):
+            raise ProtocolError("hello frame without 'info'", code="malformed_message")
+        return Hello(frame["info"])
+    if kind == "opened":
+        return _opened_from(frame)
     if kind != "verdict":
         raise ProtocolError(f"unexpected frame type {kind!r}", code="malformed_message")
     accepted = _int_field(frame, "a", lo=0) if "a" in frame else None
@@ -126,7 +221,27 @@ def decode_downlink(data: bytes, *, vocab_size: int) -> Verdict | ErrorFrame:
             raise ProtocolError("sparse rows do not line up", code="malformed_message")
         _check_ids(ids, vocab_size)
         rows = [(ids[a:b], probs[a:b]) for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
-    return Verdict(n, accepted, token, row, rows)
+    burst = None
+    if "bt" in frame:
+        burst = _array_field(frame, "bt", _I32)
+        if burst.size == 0:
+            raise ProtocolError("a burst verdict carries no token", code="malformed_message")
+        _check_ids(burst, vocab_size)
+    verify_s = frame.get("vt")
+    if verify_s is not None and (isinstance(verify_s, bool) or not isinstance(verify_s, (int, float)) or verify_s < 0):
+        raise ProtocolError("'vt' must be a non-negative number of seconds", code="malformed_message")
+    return Verdict(n, accepted, token, row, rows, burst, None if verify_s is None else float(verify_s))
+
+
+def _opened_from(frame: dict[str, Any]) -> Opened:
+    session_id, mode = frame.get("s"), frame.get("m")
+    if not isinstance(session_id, str) or mode not in {m.value for m in VerifyMode}:
+        raise ProtocolError("opened frame without session id or verify mode", code="malformed_message")
+    prefill_s = frame.get("pf", 0.0)
+    if isinstance(prefill_s, bool) or not isinstance(prefill_s, (int, float)) or prefill_s < 0:
+        raise ProtocolError("'pf' must be a non-negative number of seconds", code="malformed_message")
+    pt, it = _int_field(frame, "pt", lo=0), _int_field(frame, "it", lo=0)
+    return Opened(session_id, pt, it, VerifyMode(mode), float(prefill_s))
 
 
 def _unpack(data: bytes, *, expected_type: str | None) -> dict[str, Any]:

@@ -32,6 +32,10 @@ _CODES = [
     ErrorCode("prompt_too_long", 413, 4400, "the rendered prompt is longer than the server allows"),
     ErrorCode("unauthorized", 401, 4401, "the API key is missing or wrong"),
     ErrorCode("unknown_session", 404, 4404, "no session with that id (never created, deleted, or expired)"),
+    ErrorCode(
+        "unknown_image", 404, 4405, "an open frame named an image by sha256 this edge does not hold for the device"
+    ),
+    ErrorCode("no_generation", 409, 4411, "a round or cancel arrived on a connection with no generation running"),
     ErrorCode("too_many_sessions", 429, 4429, "the server holds its maximum number of sessions"),
     ErrorCode("kv_memory_exhausted", 503, 4503, "admitting the session would pass the server's KV-cache memory cap"),
     ErrorCode("internal_error", 500, 1011, "the server failed; the session may be unusable"),

@@ -20,7 +20,8 @@ class VerifyMode(str, enum.Enum):
 
     VANILLA = "vanilla"  # uplink ids + full draft rows; edge verifies
     DSSD = "dssd"  # uplink ids + q(token) scalars; on rejection one target row comes down, device resamples
-    COMPACT = "compact"  # uplink ids only; greedy: edge verifies; sampling: sparse target rows down, device verifies
+    COMPACT = "compact"  # uplink ids (+ q scalars when sparse rows would cost more); the cheapest lossless exchange
+    AUTO = "auto"  # resolved before a session opens to the cheapest lossless mode (covspec.protocol.modes)
 
 
 @dataclass(frozen=True)
@@ -114,14 +115,16 @@ class RoundRequest:
     """Uplink: draft block of round ``round`` (1-based), plus what the verify mode needs.
 
     ``commit`` is the previous round's outcome when the device decided it (dssd rejection, compact sampling):
-    (accepted, token). The edge applies it before verifying this block.
+    (accepted, token). The edge applies it before verifying this block. ``burst`` > 0 asks the edge to decode that
+    many tokens with the target alone instead (no draft: ``draft_tokens`` is empty), when drafting does not pay.
     """
 
     round: int
     draft_tokens: np.ndarray  # [K] int32
     commit: tuple[int, int] | None = None
     draft_probs: np.ndarray | None = None  # [K, V] float32, vanilla
-    draft_token_probs: np.ndarray | None = None  # [K] float64, dssd under sampling
+    draft_token_probs: np.ndarray | None = None  # [K] float64, dssd under sampling (and compact's dssd form)
+    burst: int = 0
 
 
 @dataclass(frozen=True)
@@ -130,7 +133,9 @@ class Verdict:
 
     ``accepted``/``token`` are set when the edge decided; ``target_row`` ([V] float32) comes with a dssd rejection
     under sampling (the device samples the correction); ``sparse_rows`` (K+1 rows) come in compact sampling mode, where
-    the device verifies and reports its outcome as the next round's ``commit``.
+    the device verifies and reports its outcome as the next round's ``commit``. ``burst_tokens`` answer a burst
+    round: the target's own tokens, all committed. ``verify_s``: the edge's compute seconds for the round (target
+    forward and verification, or the burst's decoding), which the device's cost model reads.
     """
 
     round: int
@@ -138,6 +143,49 @@ class Verdict:
     token: int | None = None
     target_row: np.ndarray | None = None
     sparse_rows: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # (ids int32, probs float32)
+    burst_tokens: np.ndarray | None = None  # [B] int32
+    verify_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Hello:
+    """Downlink, first frame of a device connection: the edge's ``/v1/info`` (fingerprint, features, limits), so
+    the compatibility check costs no request of its own."""
+
+    info: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class OpenRequest:
+    """Uplink: start a generation on the connection. It carries the image, or only its sha256 when this edge already
+    holds that image for this device (then no image bytes move)."""
+
+    spec: SessionSpec
+    image: bytes | None = None
+    image_sha256: bytes | None = None  # 32 bytes
+
+
+@dataclass(frozen=True)
+class Opened:
+    """Downlink: the generation's session exists and the target is prefilled; rounds may follow."""
+
+    session_id: str
+    prompt_tokens: int
+    image_tokens: int
+    verify_mode: VerifyMode
+    prefill_s: float = 0.0  # the edge's prefill time (the analytical bound's setup)
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Uplink, first frame after a reconnect: attach the connection to a session it was running."""
+
+    session_id: str
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """Uplink: end the running generation now (the edge drops its session; nothing comes back)."""
 
 
 @dataclass(frozen=True)

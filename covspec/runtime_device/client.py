@@ -1,8 +1,10 @@
-"""The device's side of the link: HTTP control (stdlib http.client) and one WebSocket of rounds, both on counting
-sockets, with reconnect-and-retry of the round in flight when the connection drops."""
+"""The device's side of the link: one WebSocket to the edge kept open across generations (hello, open, rounds) and
+plain HTTP for the rest (stdlib http.client), both on counting sockets, with reconnect-resume-retry of the round
+in flight when the connection drops."""
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import logging
@@ -16,23 +18,26 @@ from urllib.parse import urlsplit
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from covspec.errors import CovspecError, EdgeUnavailableError
+from covspec.errors import EdgeError, EdgeUnavailableError, IncompatiblePairError, ProtocolError
 from covspec.protocol import (
     ErrorFrame,
+    Hello,
+    Opened,
+    OpenRequest,
+    Resume,
     RoundRequest,
     SessionSpec,
     Verdict,
     decode_downlink,
+    encode_cancel,
+    encode_open,
+    encode_resume,
     encode_round,
 )
 from covspec.protocol.errors import WS_CLOSE_TO_CODE
 from covspec.runtime_device.counting import ByteCounter, CountingSocket
 
 log = logging.getLogger(__name__)
-
-
-class EdgeError(CovspecError):
-    """The edge answered with a documented error (its code is the edge's)."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,7 @@ class EdgeClient:
         api_key: str | None = None,
         retry: RetryPolicy = RetryPolicy(),
         counter: ByteCounter | None = None,
+        device_id: str | None = None,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme != "http" or not parts.hostname:
@@ -62,6 +68,8 @@ class EdgeClient:
         self.api_key = api_key
         self.retry = retry
         self.counter = counter or ByteCounter()
+        self.device_id = device_id or uuid.uuid4().hex[:16]  # names this device's held images on the edge
+        self._connection: EdgeConnection | None = None
 
     # ---- HTTP control -------------------------------------------------------------------------------------------
     def _headers(self) -> dict[str, str]:
@@ -99,112 +107,167 @@ class EdgeClient:
     def info(self) -> dict[str, Any]:
         return self._request("GET", "/v1/info")
 
-    def open_session(self, spec: SessionSpec, image_bytes: bytes, filename: str = "image") -> dict[str, Any]:
-        boundary = uuid.uuid4().hex
-        body = _multipart(boundary, json.dumps(spec.to_dict()).encode(), image_bytes, filename)
-        return self._request(
-            "POST", "/v1/sessions", body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
-        )
-
-    def delete_session(self, session_id: str) -> None:
-        self._request("DELETE", f"/v1/sessions/{session_id}")
-
     def chat_completion(self, body: dict[str, Any]) -> dict[str, Any]:
         """POST /v1/chat/completions (target only, non-streaming), on the same counting socket."""
         return self._request(
             "POST", "/v1/chat/completions", json.dumps(body).encode(), {"Content-Type": "application/json"}
         )
 
-    def rounds(self, session_id: str, vocab_size: int) -> RoundChannel:
-        return RoundChannel(self, session_id, vocab_size)
+    def connection(self) -> EdgeConnection:
+        """The device's one connection to this edge, kept open across generations (opened on first use)."""
+        if self._connection is None:
+            self._connection = EdgeConnection(self)
+        return self._connection
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
     def _delay(self, attempt: int) -> float:
         return min(self.retry.max_delay_s, self.retry.first_delay_s * (2**attempt))
 
 
-class RoundChannel:
-    """Sends rounds and returns verdicts; a dropped connection is reopened and the same round sent again (the edge
-    answers a retried round from its stored verdict)."""
+class EdgeConnection:
+    """The device's WebSocket to ``/v1/connect``: the edge's hello (its info) on connect, then per generation one
+    ``open`` frame, whose ``opened`` answer is read together with the first round's verdict (the open costs no round
+    trip of its own), then rounds. A dropped connection is reopened, the generation resumed (or opened again if its
+    ``opened`` never came) and the round in flight sent again (the edge answers a retried round from its stored
+    verdict)."""
 
-    def __init__(self, client: EdgeClient, session_id: str, vocab_size: int) -> None:
+    def __init__(self, client: EdgeClient) -> None:
         self.client = client
-        self.session_id = session_id
-        self.vocab_size = vocab_size
+        self.info: dict[str, Any] | None = None
+        self.vocab_size = 0
         self.reconnects = 0
+        self.last_exchange_bytes = (0, 0)  # (uplink, downlink) of the last round, for the drafting policy
+        self.opened: Opened | None = None
+        self.session_id: str | None = None
+        self._opening: tuple[SessionSpec, bytes | None, bytes | None] | None = None  # sent, not yet answered
+        self._setup_mark = 0
+        self._held_images: set[bytes] = set()  # sha256 of images this edge holds for this device
         self._ws: ClientConnection | None = None
         self._stack = ExitStack()
 
-    def _open(self) -> ClientConnection:
-        c = self.client
-        c.counter.phase = "setup"  # the opening handshake is control traffic
-        sock = CountingSocket.connect_to(c.host, c.port, c.counter, c.retry.timeout_s)
-        stack = ExitStack()
-        try:
-            ws = stack.enter_context(
-                connect(
-                    f"ws://{c.host}:{c.port}{c.base_path}/v1/sessions/{self.session_id}/rounds",
-                    sock=sock,
-                    additional_headers=c._headers(),
-                    compression=None,
-                    max_size=None,
-                    ping_interval=None,
-                    open_timeout=c.retry.timeout_s,
-                )
-            )
-        except BaseException:
-            sock.close()
-            raise
-        c.counter.phase = "rounds"
-        self._stack = stack
-        return ws
+    def hello(self) -> dict[str, Any]:
+        """The edge's info, from the hello of the open connection (connecting if needed)."""
+        if self._ws is None:
+            self._connect()
+        assert self.info is not None
+        return self.info
+
+    def start_generation(self, spec: SessionSpec, image: bytes | None) -> None:
+        """Send the open frame (the image, or its sha256 when the edge holds it); do not wait for ``opened``."""
+        digest = hashlib.sha256(image).digest() if image is not None else None
+        self._opening, self.opened, self.session_id = (spec, image, digest), None, None
+        for attempt in range(self.client.retry.attempts):
+            try:
+                if self._ws is None:
+                    self._connect()
+                self._send_open()
+                return
+            except (ConnectionClosed, OSError, InvalidHandshake, TimeoutError) as exc:
+                self._reconnect_or_raise(exc, attempt)
+        raise EdgeUnavailableError(f"could not open a generation after {self.client.retry.attempts} attempts")
+
+    def open_generation(self, spec: SessionSpec, image: bytes | None) -> Opened:
+        """Start a generation and wait for its ``opened`` (one round trip)."""
+        self.start_generation(spec, image)
+        for attempt in range(self.client.retry.attempts):
+            try:
+                if self._ws is None:
+                    self._connect()
+                    self._send_open()
+                while not self._read_opened():
+                    pass
+                assert self.opened is not None
+                return self.opened
+            except (ConnectionClosed, OSError, InvalidHandshake, TimeoutError) as exc:
+                self._reconnect_or_raise(exc, attempt)
+        raise EdgeUnavailableError(f"could not open a generation after {self.client.retry.attempts} attempts")
 
     def exchange(self, request: RoundRequest) -> Verdict:
+        counter = self.client.counter
+        before = (counter.sent["rounds"], counter.received["rounds"])
         frame = encode_round(request)
         for attempt in range(self.client.retry.attempts):
             try:
                 if self._ws is None:
-                    self._ws = self._open()
-                self.client.counter.phase = "rounds"
-                self._ws.send(frame)
-                reply = self._ws.recv(timeout=self.client.retry.timeout_s)
-            except ConnectionClosed as exc:
-                self._raise_if_edge_refused(exc)
-                self._drop(f"connection closed ({exc})", attempt)
+                    self._connect()
+                    if self._opening is not None:
+                        self._send_open()
+                    else:
+                        self._send(encode_resume(Resume(self._sid())))
+                while True:  # the first round rides behind the open frame; a refused open is sent again first
+                    self._send(frame, phase="rounds")
+                    if self._opening is None or self._read_opened():
+                        break
+                reply = self._recv()
+            except (ConnectionClosed, OSError, InvalidHandshake, TimeoutError) as exc:
+                self._reconnect_or_raise(exc, attempt)
                 continue
-            except (OSError, InvalidHandshake, TimeoutError) as exc:
-                if isinstance(exc, InvalidStatus) and exc.response.status_code < 500:
-                    raise EdgeError(
-                        f"edge refused the round channel: HTTP {exc.response.status_code}", code="internal_error"
-                    ) from None
-                self._drop(f"{type(exc).__name__}: {exc}", attempt)
-                continue
-            if isinstance(reply, str):
-                raise EdgeError("edge sent a text frame", code="malformed_message")
-            message = decode_downlink(reply, vocab_size=self.vocab_size)
-            if isinstance(message, ErrorFrame):
+            if isinstance(reply, ErrorFrame):
                 self.close()
-                raise EdgeError(f"edge rejected round {message.round}: {message.message}", code=message.code)
-            if message.round != request.round:
-                raise EdgeError(
-                    f"verdict for round {message.round} answered round {request.round}", code="malformed_message"
-                )
-            return message
+                raise EdgeError(f"edge rejected round {reply.round}: {reply.message}", code=reply.code)
+            if not isinstance(reply, Verdict) or reply.round != request.round:
+                raise EdgeError(f"the edge's answer does not fit round {request.round}", code="malformed_message")
+            self.last_exchange_bytes = (counter.sent["rounds"] - before[0], counter.received["rounds"] - before[1])
+            return reply
         raise EdgeUnavailableError(
             f"round {request.round} could not reach the edge after {self.client.retry.attempts} attempts"
         )
 
-    def _raise_if_edge_refused(self, exc: ConnectionClosed) -> None:
-        close = exc.rcvd
-        if close is not None and 4000 <= close.code < 5000:
-            code = WS_CLOSE_TO_CODE.get(close.code, "internal_error")
-            raise EdgeError(f"edge closed the round channel: {close.reason or code}", code=code) from None
+    def _send_open(self) -> None:
+        assert self._opening is not None
+        spec, image, digest = self._opening
+        held = digest is not None and digest in self._held_images
+        self._setup_mark = self.client.counter.received["setup"]
+        self._send(encode_open(OpenRequest(spec, None if held else image, digest if held else None)), phase="setup")
 
-    def _drop(self, why: str, attempt: int) -> None:
-        log.warning("round channel lost (%s); reconnecting", why)
-        self.close()
-        self.reconnects += 1
-        if attempt + 1 < self.client.retry.attempts:
-            time.sleep(self.client._delay(attempt))
+    def _read_opened(self) -> bool:
+        """Read the answer to the open frame: True once ``opened`` came; False when the edge let go of the image
+        named by hash, and the open went out again with its bytes (the edge drops rounds until that open)."""
+        assert self._opening is not None
+        spec, image, digest = self._opening
+        raw = self._recv_raw()
+        reply = decode_downlink(raw, vocab_size=self.vocab_size)
+        if isinstance(reply, ErrorFrame):
+            if reply.code == "unknown_image" and digest in self._held_images:
+                self._held_images.discard(digest)
+                self._send_open()
+                return False
+            self._opening = None
+            raise EdgeError(f"edge refused the generation: {reply.message}", code=reply.code)
+        if not isinstance(reply, Opened):
+            raise EdgeError(f"edge answered an open with {type(reply).__name__}", code="malformed_message")
+        self._count_as_setup(len(raw) + (2 if len(raw) < 126 else 4))
+        if digest is not None:
+            self._held_images.add(digest)
+        self._opening, self.opened, self.session_id = None, reply, reply.session_id
+        return True
+
+    def _count_as_setup(self, frame_bytes: int) -> None:
+        """The ``opened`` frame may cross the socket after the first round went up: count it as setup all the same."""
+        counter = self.client.counter
+        late = frame_bytes - (counter.received["setup"] - self._setup_mark)
+        if late > 0:
+            moved = min(late, counter.received["rounds"])
+            counter.received["rounds"] -= moved
+            counter.received["setup"] += moved
+
+    def _sid(self) -> str:
+        if self.session_id is None:
+            raise EdgeError("no generation to resume on this connection", code="no_generation")
+        return self.session_id
+
+    def cancel(self) -> None:
+        """End the running generation on the edge now (no answer comes back)."""
+        if self._ws is not None and (self.session_id is not None or self._opening is not None):
+            try:
+                self._send(encode_cancel())
+            except (ConnectionClosed, OSError):
+                pass
+        self.session_id, self._opening = None, None
 
     def close(self) -> None:
         if self._ws is not None:
@@ -214,6 +277,72 @@ class RoundChannel:
                 pass
             self._ws = None
 
+    def _send(self, frame: bytes, phase: str = "rounds") -> None:
+        assert self._ws is not None
+        self.client.counter.phase = phase
+        self._ws.send(frame)
+
+    def _recv_raw(self) -> bytes:
+        assert self._ws is not None
+        reply = self._ws.recv(timeout=self.client.retry.timeout_s)
+        if isinstance(reply, str):
+            raise EdgeError("edge sent a text frame", code="malformed_message")
+        return reply
+
+    def _recv(self) -> Verdict | ErrorFrame | Opened | Hello:
+        return decode_downlink(self._recv_raw(), vocab_size=self.vocab_size)
+
+    def _connect(self) -> None:
+        c = self.client
+        c.counter.phase = "setup" if self.session_id is None else "rounds"  # a reconnect mid-generation: round cost
+        sock = CountingSocket.connect_to(c.host, c.port, c.counter, c.retry.timeout_s)
+        stack = ExitStack()
+        try:
+            ws = stack.enter_context(
+                connect(
+                    f"ws://{c.host}:{c.port}{c.base_path}/v1/connect?device={c.device_id}",
+                    sock=sock,
+                    additional_headers=c._headers(),
+                    compression=None,
+                    max_size=None,
+                    ping_interval=None,
+                    open_timeout=c.retry.timeout_s,
+                )
+            )
+            hello = self._read_hello(ws)
+        except BaseException:
+            stack.close()
+            sock.close()
+            raise
+        self._ws, self._stack, self.info = ws, stack, hello
+        self.vocab_size = int(hello.get("model", {}).get("vocab_size", 0))
+
+    def _read_hello(self, ws: ClientConnection) -> dict[str, Any]:
+        reply = ws.recv(timeout=self.client.retry.timeout_s)
+        try:
+            frame = decode_downlink(reply, vocab_size=0) if isinstance(reply, bytes) else None
+        except ProtocolError as exc:
+            if exc.code == "unsupported_version":
+                raise IncompatiblePairError(f"the edge speaks another protocol: {exc.message}") from None
+            raise
+        if isinstance(frame, ErrorFrame):
+            raise EdgeError(f"edge refused the connection: {frame.message}", code=frame.code)
+        if not isinstance(frame, Hello):
+            raise EdgeError("the edge's first frame is not a hello", code="malformed_message")
+        return frame.info
+
+    def _reconnect_or_raise(self, exc: BaseException, attempt: int) -> None:
+        if isinstance(exc, ConnectionClosed) and exc.rcvd is not None and 4000 <= exc.rcvd.code < 5000:
+            code = WS_CLOSE_TO_CODE.get(exc.rcvd.code, "internal_error")
+            raise EdgeError(f"edge closed the connection: {exc.rcvd.reason or code}", code=code) from None
+        if isinstance(exc, InvalidStatus) and exc.response.status_code < 500:
+            raise EdgeError(f"edge refused the connection: HTTP {exc.response.status_code}", code="internal_error")
+        log.warning("connection to the edge lost (%s: %s); reconnecting", type(exc).__name__, exc)
+        self.close()
+        self.reconnects += 1
+        if attempt + 1 < self.client.retry.attempts:
+            time.sleep(self.client._delay(attempt))
+
 
 class _CountingHTTPConnection(http.client.HTTPConnection):
     def __init__(self, host: str, port: int, counter: ByteCounter, timeout: float) -> None:
@@ -222,20 +351,3 @@ class _CountingHTTPConnection(http.client.HTTPConnection):
 
     def connect(self) -> None:
         self.sock = CountingSocket.connect_to(self.host, self.port, self._counter, self.timeout)
-
-
-def _multipart(boundary: str, request_json: bytes, image: bytes, filename: str) -> bytes:
-    b = boundary.encode()
-    return b"".join(
-        [
-            b"--" + b + b'\r\nContent-Disposition: form-data; name="request"\r\n'
-            b"Content-Type: application/json\r\n\r\n" + request_json + b"\r\n",
-            b"--"
-            + b
-            + b'\r\nContent-Disposition: form-data; name="image"; filename="'
-            + filename.encode("ascii", "replace").replace(b'"', b"_")
-            + b'"\r\n'
-            b"Content-Type: application/octet-stream\r\n\r\n" + image + b"\r\n",
-            b"--" + b + b"--\r\n",
-        ]
-    )

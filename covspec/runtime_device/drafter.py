@@ -6,10 +6,13 @@ fed); each block feeds the pending tokens first, so one round costs the drafter 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from covspec.models.base import ModelSequence
 from covspec.spec import SamplingParams, canonical_probs, logits_to_probs, sample_token
+from covspec.spec.policy import draft_margin
 
 
 def fit_vocab(logits: np.ndarray, vocab_size: int) -> np.ndarray:
@@ -32,30 +35,55 @@ class Drafter:
         self.rng = rng
         self.pending: list[int] = []
         self._base_length = sequence.length
+        self._fed_drafts = 0  # drafts of the last block that went into the KV cache
+        self._next_logits = sequence.prefill_logits  # scores the next position once nothing is pending
 
-    def draft(self, k: int) -> tuple[list[int], np.ndarray]:
-        """K draft tokens and their canonical draft rows [K, V] (the exact distributions they were drawn from)."""
-        rows = np.zeros((k, self.vocab_size), dtype=np.float64)
-        if k == 0:
-            return [], rows
-        logits = self.sequence.extend(self.pending)[-1] if self.pending else self.sequence.prefill_logits
+    def draft(
+        self, k: int, keep_drafting: Callable[[int, float], bool] | None = None
+    ) -> tuple[list[int], np.ndarray, list[float]]:
+        """Up to K draft tokens, their canonical draft rows [K', V] (the exact distributions they were drawn from) and
+        the drafter's margin at each. ``keep_drafting(position, margin)`` may end the block before a token."""
+        logits = self.sequence.extend(self.pending)[-1] if self.pending else self._next_logits
         self.pending = []
         self._base_length = self.sequence.length
         tokens: list[int] = []
+        rows: list[np.ndarray] = []
+        margins: list[float] = []
         for i in range(k):
-            probs = canonical_probs(logits_to_probs(fit_vocab(logits, self.vocab_size), self.params))
+            logits = fit_vocab(logits, self.vocab_size)
+            margin = draft_margin(logits)
+            if keep_drafting is not None and not keep_drafting(i, margin):
+                break
+            probs = canonical_probs(logits_to_probs(logits, self.params))
             token = int(np.argmax(probs)) if self.params.is_greedy else sample_token(probs, self.rng)
             tokens.append(token)
-            rows[i] = probs
+            rows.append(probs)
+            margins.append(margin)
             if i + 1 < k:
                 logits = self.sequence.extend([token])[0]
-        return tokens, rows
+        self._fed_drafts = max(len(tokens) - 1, 0) if len(tokens) == k else len(tokens)
+        self._next_logits = logits
+        matrix = np.stack(rows) if rows else np.zeros((0, self.vocab_size), dtype=np.float64)
+        return tokens, matrix, margins
 
     def commit(self, drafted: list[int], accepted: int, token: int) -> None:
         """Roll back to the accepted drafts; whatever was committed but never fed becomes pending."""
         if not drafted:
             self.pending.append(token)
             return
-        fed = min(accepted, len(drafted) - 1)  # the last draft token is never fed during drafting
+        fed = min(accepted, self._fed_drafts)  # a full block's last draft is never fed; a gated block's is
         self.sequence.crop(self._base_length + fed)
         self.pending = drafted[fed:accepted] + [token]
+
+    def catch_up(self, tokens: list[int]) -> list[bool]:
+        """Feed tokens the target decoded alone (a burst); returns, for each, whether the drafter's own greedy choice
+        would have been that token (free evidence of its acceptance while it is not drafting)."""
+        before = self._next_logits if not self.pending else None
+        fed = self.pending + tokens
+        rows = self.sequence.extend(fed)
+        self.pending = []
+        self._base_length = self.sequence.length
+        self._next_logits = rows[-1]
+        offset = len(fed) - len(tokens)  # rows[offset - 1 + j] scores tokens[j]
+        scores = [before if j == 0 and offset == 0 else rows[offset - 1 + j] for j in range(len(tokens))]
+        return [int(np.argmax(fit_vocab(s, self.vocab_size))) == t for s, t in zip(scores, tokens, strict=True)]

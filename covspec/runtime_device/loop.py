@@ -10,12 +10,12 @@ import io
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
 
-from covspec.errors import CovspecError, IncompatiblePairError
+from covspec.errors import EdgeError, IncompatiblePairError
 from covspec.protocol import (
     DEVICE_RNG_STREAM,
     PROTOCOL_VERSION,
@@ -25,25 +25,24 @@ from covspec.protocol import (
     VerifyMode,
     session_rng,
 )
-from covspec.runtime_device.client import EdgeClient, EdgeError
+from covspec.protocol.modes import mode_rules, resolve_verify_mode
+from covspec.runtime_device.client import EdgeClient
 from covspec.runtime_device.drafter import Drafter
 from covspec.runtime_device.engines.base import DrafterEngine
-from covspec.spec import (
-    SamplingParams,
-    SparseProbs,
-    SpecStats,
-    dense_from_sparse,
-    from_wire_probs,
-    sample_residual,
-    to_wire_probs,
-    verify_stochastic,
-)
+from covspec.spec import SamplingParams, SpecStats
+from covspec.spec.policy import CostConfig, DraftPolicy, PolicyKind, RoundObservation, make_policy
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class GenerationConfig:
+    """One generation's settings; `covspec run` flags map one to one onto these fields.
+
+    ``draft_len`` is K for the ``fixed`` policy and the largest K for the adaptive ones (``margin`` stops a block
+    early; ``cost`` chooses each round's K, or a burst of up to ``max_burst`` target tokens).
+    """
+
     max_new_tokens: int = 64
     temperature: float = 0.0
     top_k: int = 0
@@ -51,10 +50,15 @@ class GenerationConfig:
     seed: int | None = None
     draft_len: int = 4
     verify_mode: VerifyMode = VerifyMode.COMPACT
+    policy: PolicyKind = PolicyKind.COST
+    max_burst: int = CostConfig().max_burst
 
     @property
     def params(self) -> SamplingParams:
         return SamplingParams(self.temperature, self.top_k, self.top_p, self.seed)
+
+    def make_policy(self) -> DraftPolicy:
+        return make_policy(self.policy, draft_len=self.draft_len, cost=CostConfig(max_burst=self.max_burst))
 
 
 @dataclass
@@ -62,6 +66,7 @@ class GenerationResult:
     text: str
     tokens: list[int]
     stats: dict[str, Any] = field(default_factory=dict)
+    rounds: list[RoundObservation] = field(default_factory=list)  # what each round cost and gave (benchmarks)
 
     def to_dict(self) -> dict[str, Any]:
         return {"text": self.text, "tokens": list(self.tokens), "stats": dict(self.stats)}
@@ -89,38 +94,40 @@ def generate(
     image_bytes: bytes,
     prompt: str,
     config: GenerationConfig,
+    policy: DraftPolicy | None = None,
 ) -> GenerationResult:
-    """One lossless generation over the link; raises ``EdgeError``/``EdgeUnavailableError`` when it cannot finish."""
+    """One lossless generation over the link; raises ``EdgeError``/``EdgeUnavailableError`` when it cannot finish.
+    ``policy``: a drafting policy object to use instead of the one ``config.policy`` names."""
     params = config.params
     params.validate()
-    if config.draft_len < 0:
-        raise ValueError("draft_len must be >= 0")
-    vocab_size = check_pair(engine, client.info())
-    counter = client.counter
+    if config.draft_len < 0 or config.max_burst < 0:
+        raise ValueError("need draft_len >= 0 and max_burst >= 0")
+    counter, connection = client.counter, client.connection()
     setup_before = (counter.sent["setup"], counter.received["setup"])
     rounds_before = (counter.sent["rounds"], counter.received["rounds"])
+    reconnects_before = connection.reconnects
 
     started = time.perf_counter()
-    spec = SessionSpec(
-        prompt, config.temperature, config.top_k, config.top_p, config.seed, config.max_new_tokens, config.verify_mode
-    )
+    vocab_size = check_pair(engine, connection.hello())  # the hello of a new connection is this generation's cost
+    mode = resolve_verify_mode(config.verify_mode)
+    spec = SessionSpec(prompt, config.temperature, config.top_k, config.top_p, config.seed, config.max_new_tokens, mode)
     image = _decode_image(image_bytes) if engine.accepts_images else None
     # The drafter's prefill runs while the edge prefills the target: setup costs the slower of the two, not both.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="covspec-drafter-prefill") as pool:
         drafter_prefill = pool.submit(engine.start, image, prompt)
-        session = client.open_session(spec, image_bytes)
+        connection.start_generation(spec, image_bytes)  # its answer comes with the first verdict
         sequence = drafter_prefill.result()
     drafter = Drafter(sequence, vocab_size, params, session_rng(config.seed, DEVICE_RNG_STREAM))
-    channel = client.rounds(session["session_id"], vocab_size)
+    setup_s, trace = time.perf_counter() - started, []
     try:
-        tokens, stats = decode_rounds(drafter, channel, config, set(engine.fingerprint.eos_token_ids))
-    finally:
-        channel.close()
+        max_draft = int(connection.hello().get("limits", {}).get("max_draft_tokens", config.draft_len))
+        tokens, stats = decode_rounds(
+            drafter, connection, config, set(engine.fingerprint.eos_token_ids), policy, max_draft, trace
+        )
+    except BaseException:
+        connection.cancel()  # nothing of this generation stays on the edge
+        raise
     elapsed = time.perf_counter() - started
-    try:
-        client.delete_session(session["session_id"])
-    except CovspecError as exc:  # the output is complete; a session left behind only costs the edge a TTL
-        log.warning("could not delete session: %s", exc)
     sent_setup = counter.sent["setup"] - setup_before[0]
     received_setup = counter.received["setup"] - setup_before[1]
     uplink = counter.sent["rounds"] - rounds_before[0]
@@ -128,7 +135,10 @@ def generate(
     n = len(tokens)
     result_stats = {
         "generated_tokens": n,
-        "rounds": stats.rounds,
+        "rounds": stats.exchanges,
+        "draft_rounds": stats.rounds,
+        "bursts": stats.bursts,
+        "burst_tokens": stats.burst_tokens,
         "aal": stats.aal,
         "acceptance_rate": stats.acceptance_rate,
         "tokens_per_s": n / elapsed if elapsed > 0 else 0.0,
@@ -139,11 +149,14 @@ def generate(
         "uplink_bytes_per_token": uplink / n if n else 0.0,
         "downlink_bytes_per_token": downlink / n if n else 0.0,
         "draft_len": config.draft_len,
-        "verify_mode": config.verify_mode.value,
+        "verify_mode": mode.value,
+        "policy": config.policy.value,
         "wall_s": elapsed,
-        "reconnects": channel.reconnects,
+        "setup_s": setup_s,
+        "edge_prefill_s": connection.opened.prefill_s if connection.opened is not None else None,
+        "reconnects": connection.reconnects - reconnects_before,
     }
-    return GenerationResult(engine.decode(tokens), tokens, result_stats)
+    return GenerationResult(engine.decode(tokens), tokens, result_stats, trace)
 
 
 def generate_target_only(
@@ -202,63 +215,84 @@ class RoundExchange(Protocol):
 
 
 def decode_rounds(
-    drafter: Drafter, channel: RoundExchange, config: GenerationConfig, eos: set[int]
+    drafter: Drafter,
+    channel: RoundExchange,
+    config: GenerationConfig,
+    eos: set[int],
+    policy: DraftPolicy | None = None,
+    max_draft_tokens: int | None = None,
+    trace: list[RoundObservation] | None = None,
 ) -> tuple[list[int], SpecStats]:
-    """Rounds until EOS or max_new_tokens: draft K, exchange, apply the verdict on both the tokens and the drafter."""
-    params = config.params
-    stats = SpecStats()
-    tokens: list[int] = []
-    commit: tuple[int, int] | None = None
-    round_no = 0
+    """Rounds until EOS or max_new_tokens: the policy plans each round (draft up to K, or a burst of target tokens),
+    the verdict is applied to the tokens and the drafter, and the policy observes what the round cost and gave.
+    ``max_draft_tokens``: the edge's limit per round (a burst may ask for one token more); ``trace`` collects each
+    round's observation."""
+    params, rules = config.params, mode_rules(config.verify_mode)
+    policy = policy if policy is not None else config.make_policy()
+    cap = (max_draft_tokens if max_draft_tokens is not None else config.draft_len) + 1  # tokens per round
+    stats, tokens, commit, round_no = SpecStats(), [], None, 0
     while len(tokens) < config.max_new_tokens and not (tokens and tokens[-1] in eos):
-        k = min(config.draft_len, config.max_new_tokens - len(tokens) - 1)
-        draft, rows = drafter.draft(k)
+        plan = policy.plan(config.max_new_tokens - len(tokens))
+        plan = replace(plan, length=min(plan.length, cap if plan.burst else cap - 1))
         round_no += 1
-        verdict = channel.exchange(_round_request(round_no, draft, rows, commit, config.verify_mode, params))
-        accepted, token, commit = _resolve(verdict, draft, rows, drafter.rng)
-        drafter.commit(draft, accepted, token)
-        kept = 0
-        for t in draft[:accepted] + [token]:
-            tokens.append(t)
-            kept += 1
-            if t in eos:
-                break
-        stats.record_round(drafted=k, accepted=accepted, committed=kept)
+        started = time.perf_counter()
+        if plan.burst:
+            draft, rows, margins = [], None, ()
+            request = RoundRequest(round_no, np.zeros(0, dtype=np.int32), commit, burst=plan.length)
+        else:
+            draft, rows, margins = drafter.draft(plan.length, policy.keep_drafting)
+            request = rules.request(round_no, draft, rows, commit, params)
+        sent = time.perf_counter()
+        verdict = channel.exchange(request)
+        received = time.perf_counter()
+        if plan.burst:
+            new, commit, accepted = _burst_tokens(verdict, plan.length), None, 0
+            shadow = drafter.catch_up(new)
+        else:
+            outcome = rules.resolve(verdict, draft, rows, drafter.rng)
+            commit, accepted, shadow = outcome.commit, outcome.accepted, ()
+            drafter.commit(draft, outcome.accepted, outcome.token)
+            new = draft[: outcome.accepted] + [outcome.token]
+        kept = _append_until_eos(tokens, new, eos)
+        if plan.burst:
+            stats.record_burst(committed=kept)
+        else:
+            stats.record_round(drafted=len(draft), accepted=accepted, committed=kept)
+        up, down = channel_bytes(channel)
+        observation = RoundObservation(
+                burst=plan.burst, drafted=len(draft), accepted=accepted, committed=kept,
+                draft_s=sent - started, verify_s=verdict.verify_s or 0.0, exchange_s=received - sent,
+                uplink_bytes=up, downlink_bytes=down, margins=tuple(margins), shadow_matches=tuple(shadow),
+                catchup_s=time.perf_counter() - received if plan.burst else 0.0,
+        )  # fmt: skip
+        policy.observe(observation)
+        if trace is not None:
+            trace.append(observation)
     return tokens, stats
 
 
-def _round_request(
-    round_no: int,
-    draft: list[int],
-    rows: np.ndarray,
-    commit: tuple[int, int] | None,
-    mode: VerifyMode,
-    params: SamplingParams,
-) -> RoundRequest:
-    tokens = np.asarray(draft, dtype=np.int32)
-    if mode is VerifyMode.VANILLA:
-        return RoundRequest(round_no, tokens, commit, draft_probs=to_wire_probs(rows))
-    if mode is VerifyMode.DSSD and not params.is_greedy:
-        return RoundRequest(round_no, tokens, commit, draft_token_probs=rows[np.arange(len(draft)), tokens])
-    return RoundRequest(round_no, tokens, commit)
+def _append_until_eos(tokens: list[int], new: list[int], eos: set[int]) -> int:
+    kept = 0
+    for token in new:
+        tokens.append(token)
+        kept += 1
+        if token in eos:
+            break
+    return kept
 
 
-def _resolve(
-    verdict: Verdict, draft: list[int], rows: np.ndarray, rng: np.random.Generator
-) -> tuple[int, int, tuple[int, int] | None]:
-    """(accepted, committed last token, commit to report next round or None if the edge decided)."""
-    if verdict.accepted is not None and verdict.token is not None:
-        return verdict.accepted, verdict.token, None
-    if verdict.accepted is not None and verdict.target_row is not None:  # dssd rejection: resample here
-        target_row = from_wire_probs(np.asarray(verdict.target_row, dtype=np.float32))
-        token = sample_residual(target_row, rows[verdict.accepted], rng)
-        return verdict.accepted, token, (verdict.accepted, token)
-    if verdict.sparse_rows and len(verdict.sparse_rows) == len(draft) + 1:  # compact sampling: verify here
-        vocab = rows.shape[1]
-        target = np.stack([dense_from_sparse(SparseProbs(i, p), vocab) for i, p in verdict.sparse_rows])
-        outcome = verify_stochastic(np.asarray(draft, dtype=np.int64), rows, target, rng)
-        return outcome.accepted, outcome.token, (outcome.accepted, outcome.token)
-    raise EdgeError(f"verdict of round {verdict.round} carries nothing this device can apply", code="malformed_message")
+def _burst_tokens(verdict: Verdict, asked: int) -> list[int]:
+    if verdict.burst_tokens is None or not 0 < len(verdict.burst_tokens) <= asked:
+        raise EdgeError(
+            f"verdict of burst round {verdict.round} does not carry 1..{asked} tokens", code="malformed_message"
+        )
+    return [int(t) for t in verdict.burst_tokens]
+
+
+def channel_bytes(channel: RoundExchange) -> tuple[int, int]:
+    """(uplink, downlink) bytes of the channel's last exchange, where it counts them (0, 0 elsewhere)."""
+    last = getattr(channel, "last_exchange_bytes", None)
+    return last if last is not None else (0, 0)
 
 
 def _decode_image(data: bytes) -> Any:

@@ -1,4 +1,5 @@
-"""The edge verifier as a FastAPI app: session setup over HTTP, rounds over one WebSocket per session.
+"""The edge verifier as a FastAPI app: one WebSocket per device across generations (``/v1/connect``), HTTP sessions
+with a WebSocket of rounds each, the OpenAI-compatible endpoint, info, health and metrics.
 
 `create_app` is the factory; the target is loaded in the lifespan (or injected, for tests and embedding), and all
 model work runs on one worker thread so the event loop keeps answering health checks and other sessions.
@@ -10,34 +11,25 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import Depends, FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from starlette.websockets import WebSocketDisconnect
 
-from covspec.errors import CovspecError, LimitError, ProtocolError
+from covspec.errors import CovspecError, ProtocolError
 from covspec.models.base import LoadedModel
 from covspec.protocol import (
-    EDGE_RNG_STREAM,
     PROTOCOL_VERSION,
-    ErrorFrame,
     SessionSpec,
-    VerifyMode,
-    decode_round,
-    encode_error,
-    encode_verdict,
     error_code,
-    session_rng,
 )
 from covspec.runtime_edge.auth import check_bearer
-from covspec.runtime_edge.images import decode_data_uri, decode_image
-from covspec.runtime_edge.metrics import EdgeMetrics
+from covspec.runtime_edge.connection import serve_device_connection, serve_session_rounds
+from covspec.runtime_edge.images import decode_data_uri
 from covspec.runtime_edge.openai_api import (
     ChatCompletionRequest,
     chunk_body,
@@ -46,50 +38,12 @@ from covspec.runtime_edge.openai_api import (
     split_chat_request,
     usage,
 )
-from covspec.runtime_edge.sessions import EdgeSession, SessionStore
+from covspec.runtime_edge.service import EdgeService
 from covspec.runtime_edge.settings import EdgeSettings
 from covspec.runtime_edge.target_only import iter_target_tokens
-from covspec.runtime_edge.verifier import TargetState, process_round
 from covspec.spec import SamplingParams
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-FEATURES = ["rounds.vanilla", "rounds.dssd", "rounds.compact", "sampling", "openai.chat_completions", "metrics"]
-
-
-class EdgeService:
-    """Everything a request handler needs: settings, the target, the sessions, the metrics, the model thread."""
-
-    def __init__(self, settings: EdgeSettings, model: LoadedModel) -> None:
-        self.settings = settings
-        self.limits = settings.limits
-        self.model = model
-        self.store = SessionStore(settings.limits)
-        self.metrics = EdgeMetrics()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="covspec-target")
-
-    @property
-    def model_name(self) -> str:
-        return self.settings.model_name or self.model.name
-
-    async def run_model(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-
-    def info(self) -> dict[str, Any]:
-        return {
-            "protocol_version": PROTOCOL_VERSION,
-            "model": {**self.model.fingerprint.to_dict(), "name": self.model_name},
-            "features": FEATURES,
-            "verify_modes": [m.value for m in VerifyMode],
-            "limits": self.limits.to_dict(),
-        }
-
-    def update_gauges(self) -> None:
-        self.metrics.sessions_active.set(len(self.store))
-        self.metrics.kv_reserved.set(self.store.kv_reserved)
-
-    def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 def create_app(settings: EdgeSettings, model: LoadedModel | None = None) -> FastAPI:
@@ -159,9 +113,13 @@ def _add_routes(app: FastAPI) -> None:
         service.update_gauges()
         return {"session_id": session_id, "generated_tokens": len(session.state.generated)}
 
+    @app.websocket("/v1/connect")
+    async def connect(websocket: WebSocket) -> None:
+        await serve_device_connection(websocket, websocket.app.state.service)
+
     @app.websocket("/v1/sessions/{session_id}/rounds")
     async def rounds(websocket: WebSocket, session_id: str) -> None:
-        await _serve_rounds(websocket, session_id)
+        await serve_session_rounds(websocket, websocket.app.state.service, session_id)
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat_completions(body: ChatCompletionRequest, service: Service) -> Any:
@@ -186,122 +144,23 @@ async def _read_session_form(request: Request, service: EdgeService) -> tuple[Se
         data = json.loads(raw_spec)
     except json.JSONDecodeError as exc:
         raise ProtocolError(f"the 'request' field is not JSON: {exc.msg}", code="invalid_request") from None
-    spec = SessionSpec.from_dict(data)
-    if spec.max_new_tokens > service.limits.max_new_tokens:
-        raise ProtocolError(f"max_new_tokens is limited to {service.limits.max_new_tokens}", code="invalid_request")
-    if len(spec.prompt) > service.limits.max_prompt_chars:
-        raise LimitError(
-            f"the prompt has {len(spec.prompt)} characters; at most {service.limits.max_prompt_chars}",
-            code="prompt_too_long",
-        )
-    return spec, image_bytes
+    return service.check_spec(SessionSpec.from_dict(data)), image_bytes
 
 
 async def _open_session(service: EdgeService, spec: SessionSpec, image_bytes: bytes) -> dict[str, Any]:
-    image = decode_image(image_bytes, service.limits)
-    model = service.model
-    service.store.begin_admission()
-    try:
-        started = time.perf_counter()
-        sequence = await service.run_model(model.start, image, spec.prompt)
-        service.metrics.prefill_latency.observe(time.perf_counter() - started)
-        if sequence.prompt_length > service.limits.max_prompt_tokens:
-            raise LimitError(
-                f"the rendered prompt has {sequence.prompt_length} tokens; at most {service.limits.max_prompt_tokens}",
-                code="prompt_too_long",
-            )
-        if spec.keep_set is not None and spec.keep_set and spec.keep_set[-1] >= sequence.image_tokens:
-            raise ProtocolError(
-                f"keep_set index {spec.keep_set[-1]} is past the target's {sequence.image_tokens} image tokens",
-                code="invalid_request",
-            )
-        positions = sequence.prompt_length + spec.max_new_tokens + service.limits.max_draft_tokens + 1
-        state = TargetState(spec, sequence, frozenset(model.eos_token_ids), session_rng(spec.seed, EDGE_RNG_STREAM))
-        session = service.store.add(state, positions * model.kv_bytes_per_token())
-    finally:
-        service.store.end_admission()
-    service.metrics.sessions_created.inc()
-    service.update_gauges()
+    session = await service.open_session(spec, image_bytes)
+    sequence = session.state.sequence
     return {
         "session_id": session.id,
         "protocol_version": PROTOCOL_VERSION,
         "prompt_tokens": sequence.prompt_length,
         "image_tokens": sequence.image_tokens,
-        "vocab_size": model.vocab_size,
+        "vocab_size": service.model.vocab_size,
         "max_new_tokens": spec.max_new_tokens,
         "verify_mode": spec.verify_mode.value,
         "ttl_s": service.limits.session_ttl_s,
         "keep_set_size": len(spec.keep_set) if spec.keep_set is not None else None,
     }
-
-
-async def _serve_rounds(websocket: WebSocket, session_id: str) -> None:
-    """One WebSocket per session; a bad frame gets an error frame and a close code, the session itself survives."""
-    service: EdgeService = websocket.app.state.service
-    await websocket.accept()
-    try:
-        check_bearer(service.settings.api_key, websocket.headers.get("authorization"))
-        session = service.store.get(session_id)
-    except CovspecError as exc:
-        await _close_with_error(websocket, service, exc, 0)
-        return
-    round_no = 0
-    while True:
-        try:
-            message = await websocket.receive()
-        except WebSocketDisconnect:
-            return
-        if message["type"] == "websocket.disconnect":
-            return
-        data = message.get("bytes")
-        try:
-            if data is None:
-                raise ProtocolError("round frames are binary msgpack, not text", code="malformed_message")
-            service.metrics.wire_bytes.labels("uplink").inc(len(data))
-            request = decode_round(
-                data, vocab_size=service.model.vocab_size, max_draft_tokens=service.limits.max_draft_tokens
-            )
-            round_no = request.round
-            reply = await _verify_round(service, session, request)
-        except CovspecError as exc:
-            await _close_with_error(websocket, service, exc, round_no)
-            return
-        except Exception as exc:  # a bug must not take the server down; this session is dropped
-            log.exception("round %s of session %s failed", round_no, session_id)
-            service.store.discard(session.id)
-            await _close_with_error(websocket, service, CovspecError(f"internal error: {type(exc).__name__}"), round_no)
-            return
-        service.metrics.wire_bytes.labels("downlink").inc(len(reply))
-        try:
-            await websocket.send_bytes(reply)
-        except (WebSocketDisconnect, RuntimeError):
-            return  # the device reconnects and retries the round; the stored verdict answers it
-
-
-async def _verify_round(service: EdgeService, session: EdgeSession, request: Any) -> bytes:
-    async with session.lock:
-        service.store.get(session.id)  # raises if deleted or expired meanwhile; refreshes the TTL
-        verdict, outcome = await service.run_model(process_round, session.state, request)
-        session.last_used = time.monotonic()
-    if outcome is not None:
-        m = service.metrics
-        m.rounds.labels(session.state.spec.verify_mode.value).inc()
-        m.draft_tokens.inc(outcome.drafted)
-        if outcome.accepted is not None:
-            m.accepted_tokens.inc(outcome.accepted)
-        m.committed_tokens.inc(outcome.committed)
-        m.verify_latency.observe(outcome.verify_seconds)
-    return encode_verdict(verdict)
-
-
-async def _close_with_error(websocket: WebSocket, service: EdgeService, exc: CovspecError, round_no: int) -> None:
-    row = error_code(exc.code)
-    service.metrics.errors.labels(row.code).inc()
-    try:
-        await websocket.send_bytes(encode_error(ErrorFrame(round_no, row.code, exc.message)))
-        await websocket.close(code=row.ws_close, reason=f"{row.code}: {exc.message}"[:120])
-    except (WebSocketDisconnect, RuntimeError):
-        pass
 
 
 async def _chat_completion(service: EdgeService, body: ChatCompletionRequest) -> Any:

@@ -12,6 +12,7 @@ class EdgeMetrics:
         self.rounds = Counter("covspec_rounds_total", "Verified rounds", ["verify_mode"], registry=r)
         self.draft_tokens = Counter("covspec_draft_tokens_total", "Draft tokens received", registry=r)
         self.accepted_tokens = Counter("covspec_accepted_tokens_total", "Draft tokens accepted", registry=r)
+        self.bursts = Counter("covspec_bursts_total", "Burst rounds (target tokens without a draft)", registry=r)
         self.committed_tokens = Counter("covspec_committed_tokens_total", "Tokens committed by rounds", registry=r)
         self.verify_latency = Histogram(
             "covspec_verify_latency_seconds",

@@ -20,6 +20,7 @@ class EdgeSession:
     kv_reserved: int
     created: float
     last_used: float
+    prefill_s: float = 0.0  # the target's prefill, reported to the device in ``opened``
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 

@@ -16,8 +16,10 @@ class EdgeLimits:
     max_image_pixels: int = 4096 * 4096  # image_too_large
     max_prompt_tokens: int = 8192  # prompt_too_long (rendered prompt, image tokens included)
     max_prompt_chars: int = 32768  # prompt_too_long, checked before any tokenization
-    max_draft_tokens: int = 32  # draft_too_long (per round)
+    max_draft_tokens: int = 32  # draft_too_long (per round; a burst round may ask for one more token)
     max_new_tokens: int = 4096  # invalid_request above it
+    images_per_device: int = 8  # images held per device by sha256 (a device names a held image, sends no bytes)
+    image_cache_bytes: int = 256 << 20  # all devices' held images together
 
     def to_dict(self) -> dict[str, float | int]:
         return dict(self.__dict__)
@@ -32,3 +34,4 @@ class EdgeSettings:
     api_key: str | None = None
     limits: EdgeLimits = EdgeLimits()
     model_name: str | None = None  # served name in /v1/info and /v1/models (defaults to the target path/id)
+    threads: int | None = None  # torch intra-op threads; None: one per CPU this process may use (covspec.cpus)

@@ -561,9 +561,10 @@ class CostPolicy:
     Our reconstruction of CoVSpec's policy (its formulas are not public). Per session it estimates online: the
     per-position acceptance a_i (censored verdicts plus bursts' shadow matches), the drafter's step time, the edge's
     verify time v(K) = v0 + v1*K, the link's round trip and bandwidth and the bytes of a round in K (or B), the
-    target's own per-token time in a burst (v0 until a burst is seen) and the drafter's catch-up per burst token
-    (one drafter step until seen). ``plan`` maximises expected committed tokens per second over K = 0..max_draft_len
-    and a burst of ``max_burst`` (:func:`covspec.spec.cost_model.best_plan`): it bursts when no draft length beats
+    target's own per-token time in a burst (v0 until a burst is seen) and the drafter's catch-up on a burst of B
+    tokens, one forward over them (one drafter step plus an eighth per token until seen). ``plan`` maximises expected
+    committed tokens per second over K = 0..max_draft_len and a burst of ``max_burst``
+    (:func:`covspec.spec.cost_model.best_plan`): it bursts when no draft length beats
     the target alone, and drafts again when acceptance (kept current by shadow matches) or timings make drafting pay;
     every ``probe_every`` bursts in a row it drafts once to re-measure. The first ``warmup_rounds`` rounds draft
     max_draft_len to measure.
@@ -589,7 +590,7 @@ class CostPolicy:
         self.calibration = MarginCalibration(config.calibration)
         self.draft_step = DecayedRatio(config.timing_decay)  # s per drafted token
         self.target_step = DecayedRatio(config.timing_decay)  # s per burst token (edge compute)
-        self.catchup = DecayedRatio(config.timing_decay)  # drafter s per burst token
+        self.catchup = DecayedLine(config.timing_decay)  # drafter s to feed a burst of B tokens, in B
         self.verify = DecayedLine(config.timing_decay)  # verify_s in K
         self.draft_uplink = DecayedLine(config.timing_decay)  # bytes in K
         self.draft_downlink = DecayedLine(config.timing_decay)
@@ -621,7 +622,8 @@ class CostPolicy:
         burst_down = self.burst_downlink.fit(pivot=0.0) or Linear(float(draft_down(0)), self.config.burst_token_bytes)
         bandwidth = self.link.bytes_per_s
         target_step = self.target_step.value
-        catchup_step = self.catchup.value
+        # feeding B tokens is one forward over them: about one drafter step, a little more per token, until seen
+        catchup = self.catchup.fit() or Linear(base=t_draft, slope=t_draft / 8)
         return CostInputs(
             accept_probs=self.acceptance.probabilities(),
             draft_step_s=t_draft,
@@ -634,7 +636,7 @@ class CostPolicy:
             draft_downlink_bytes=draft_down,
             burst_uplink_bytes=burst_up,
             burst_downlink_bytes=burst_down,
-            catchup_s=Linear(slope=catchup_step if catchup_step is not None else t_draft),
+            catchup_s=catchup,
         )
 
     def plan(self, remaining: int) -> RoundPlan:
@@ -679,7 +681,7 @@ class CostPolicy:
             self._bursts_in_a_row += 1
             if observation.committed > 0:
                 self.target_step.add(observation.verify_s, observation.committed)
-                self.catchup.add(observation.catchup_s, observation.committed)
+                self.catchup.add(observation.committed, observation.catchup_s)
                 self.burst_uplink.add(observation.committed, observation.uplink_bytes)
                 self.burst_downlink.add(observation.committed, observation.downlink_bytes)
             self.acceptance.record_shadow(observation.shadow_matches, self.config.shadow_weight)

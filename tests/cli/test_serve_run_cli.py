@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 from covspec.link.relay import FaultPlan, TcpRelay
+from covspec.runtime_device.client import EdgeClient
 from covspec.runtime_edge.server import ServeProcess
 from tests.helpers import PROMPTS, image_bytes, pil
 
@@ -91,8 +94,12 @@ def test_run_exits_nonzero_when_the_edge_is_gone(served, tmp_path) -> None:
     pair, url, key_file, port = served
     img = tmp_path / "scene.png"
     img.write_bytes(image_bytes(42))
-    # the third connection is the round channel: cut it after the first verdicts and stop listening
-    fault = FaultPlan(connection_index=2, cut_downlink_after=300, refuse_after_cut=True)
+    # one connection carries everything: cut it after the hello, the opened frame and a few verdicts, stop listening
+    probe = EdgeClient(url, api_key=key_file.read_text().strip())
+    probe.connection().hello()
+    setup_down = probe.counter.received["setup"]  # WebSocket upgrade and the edge's hello
+    probe.close()
+    fault = FaultPlan(connection_index=0, cut_downlink_after=setup_down + 150, refuse_after_cut=True)
     with TcpRelay("127.0.0.1", port, fault=fault) as relay:
         done = _run(
             [
@@ -106,6 +113,8 @@ def test_run_exits_nonzero_when_the_edge_is_gone(served, tmp_path) -> None:
                 "40",
                 "--draft-len",
                 "1",
+                "--policy",
+                "fixed",
                 "--api-key-file",
                 str(key_file),
                 "--edge",
@@ -117,3 +126,43 @@ def test_run_exits_nonzero_when_the_edge_is_gone(served, tmp_path) -> None:
     assert done.returncode != 0
     assert done.stdout == ""  # no token the target did not commit is ever printed
     assert "edge_unavailable" in done.stderr and "could not reach the edge" in done.stderr
+
+
+def test_serve_threads_are_set_and_logged(tiny_pair) -> None:
+    """`covspec serve --threads 1` sizes torch's pool before the target loads, and says so (with -v), naming the CPUs
+    its affinity allows."""
+    from covspec.cpus import usable_cpus
+    from covspec.runtime_edge.server import free_port
+
+    cpu = max(usable_cpus())
+    pin = (lambda: os.sched_setaffinity(0, {cpu})) if hasattr(os, "sched_setaffinity") else None
+    proc = subprocess.Popen(
+        [COVSPEC, "-v", "serve", "--target", str(tiny_pair("llava").target), "--port", str(free_port()),
+         "--threads", "1", "--log-level", "warning"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=pin,
+    )  # fmt: skip
+    timer = threading.Timer(120, proc.kill)  # a hung server ends the read below instead of the test run
+    timer.start()
+    try:
+        line = next((line for line in proc.stderr if "torch thread" in line), "")
+    finally:
+        timer.cancel()
+        proc.terminate()
+        proc.wait(timeout=30)
+    expected = f"edge: 1 torch thread on CPUs {{{cpu}}}" if pin else "edge: 1 torch thread on CPUs {"
+    assert expected in line
+
+
+def test_run_threads_are_set_and_logged(served, tmp_path) -> None:
+    pair, url, key_file, _ = served
+    img = tmp_path / "scene.png"
+    img.write_bytes(image_bytes(43))
+    done = subprocess.run(
+        [COVSPEC, "-v", "run", "--drafter", str(pair.drafter), "--image", str(img), "--prompt", PROMPTS[1],
+         "--max-new-tokens", "4", "--dtype", "float64", "--api-key-file", str(key_file), "--edge", url,
+         "--threads", "1", "--json"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert 0 < len(json.loads(done.stdout)["tokens"]) <= 4
+    assert "device: 1 torch thread on CPUs {" in done.stderr

@@ -107,3 +107,33 @@ def test_greedy_verdict_is_a_few_bytes_and_checks_the_vocabulary() -> None:
 def test_error_frame_round_trip() -> None:
     got = decode_downlink(encode_error(ErrorFrame(2, "stale_round", "round 2 is old")), vocab_size=V)
     assert got == ErrorFrame(2, "stale_round", "round 2 is old")
+
+
+def test_burst_round_and_its_verdict_round_trip() -> None:
+    req = _decode(encode_round(RoundRequest(3, np.zeros(0, dtype=np.int32), (1, 4), burst=6)))
+    assert req.burst == 6 and req.draft_tokens.size == 0 and req.commit == (1, 4)
+    verdict = Verdict(3, burst_tokens=np.array([4, 9, 2], dtype=np.int32), verify_s=0.0125)
+    got = decode_downlink(encode_verdict(verdict), vocab_size=V)
+    assert got.burst_tokens.tolist() == [4, 9, 2] and got.verify_s == 0.0125
+
+
+@pytest.mark.parametrize(
+    "frame, code",
+    [
+        ({"d": np.array([1], dtype="<i4").tobytes(), "b": 2}, "malformed_message"),  # a burst with a draft
+        ({"d": b"", "b": 0}, "malformed_message"),
+        ({"d": b"", "b": 10}, "draft_too_long"),  # over max_draft_tokens + 1
+    ],
+)
+def test_bad_burst_rounds_are_refused(frame, code) -> None:
+    data = msgpack.packb({"v": PROTOCOL_VERSION, "t": "round", "n": 1, **frame}, use_bin_type=True)
+    with pytest.raises(ProtocolError) as info:
+        _decode(data)
+    assert info.value.code == code
+
+
+def test_bad_burst_verdicts_are_refused() -> None:
+    for extra in ({"bt": b""}, {"bt": np.array([V], dtype="<i4").tobytes()}, {"vt": -1.0}, {"vt": "fast"}):
+        data = msgpack.packb({"v": PROTOCOL_VERSION, "t": "verdict", "n": 1, **extra}, use_bin_type=True)
+        with pytest.raises(ProtocolError):
+            decode_downlink(data, vocab_size=V)

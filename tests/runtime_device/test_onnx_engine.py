@@ -152,6 +152,7 @@ def test_unknown_provider_and_auto(tiny_bundle) -> None:
     assert engine.ep == expected
 
 
+@pytest.mark.gpu
 def test_cuda_keeps_the_kv_on_the_gpu(tiny_bundle) -> None:
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip("needs onnxruntime-gpu with CUDAExecutionProvider and a GPU (this build has none)")

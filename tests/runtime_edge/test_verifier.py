@@ -10,6 +10,7 @@ from covspec.errors import ProtocolError
 from covspec.models.base import ModelSequence
 from covspec.protocol import RoundRequest, SessionSpec, VerifyMode
 from covspec.runtime_edge.verifier import TargetState, process_round
+from covspec.spec import SamplingParams
 
 V, EOS = 6, 5
 
@@ -134,3 +135,63 @@ def test_dssd_commit_must_match_the_edge_count() -> None:
     with pytest.raises(ProtocolError) as info:
         process_round(state, _req(n + 1, [1], draft_token_probs=np.array([0.5]), commit=(wrong, 1)))
     assert info.value.code == "bad_commit"
+
+
+def test_a_commit_on_the_first_round_is_bad_commit_not_an_internal_error() -> None:
+    state = _state()
+    with pytest.raises(ProtocolError) as info:
+        process_round(state, _req(1, [1], commit=(0, 1)))
+    assert info.value.code == "bad_commit"
+
+
+def test_greedy_burst_decodes_the_target_chain_and_commits_it() -> None:
+    state = _state(max_new=10)
+    verdict, outcome = process_round(state, RoundRequest(1, np.zeros(0, dtype=np.int32), burst=3))
+    assert verdict.burst_tokens.tolist() == [1, 2, 3] and outcome.burst and outcome.committed == 3
+    assert state.generated == [1, 2, 3] and state.pending == 3 and state.sequence.length == 3
+    assert verdict.verify_s is not None and verdict.verify_s >= 0
+    verdict, _ = process_round(state, _req(2, [4, 5]))  # drafting resumes right after the burst
+    assert (verdict.accepted, verdict.token) == (2, 5) or state.finished
+    assert state.generated[:5] == [1, 2, 3, 4, EOS]
+
+
+def test_burst_stops_at_end_of_sequence_and_respects_the_limit() -> None:
+    state = _state(max_new=10)
+    verdict, _ = process_round(state, RoundRequest(1, np.zeros(0, dtype=np.int32), burst=9))
+    assert verdict.burst_tokens.tolist() == [1, 2, 3, 4, EOS] and state.finished
+    state = _state(max_new=2)
+    with pytest.raises(ProtocolError) as info:
+        process_round(state, RoundRequest(1, np.zeros(0, dtype=np.int32), burst=3))
+    assert info.value.code == "generation_limit"
+
+
+def test_sampled_burst_draws_each_token_from_the_target_row() -> None:
+    """Under sampling a burst is target-only decoding: the first token's frequencies match the canonical row."""
+    from covspec.spec import canonical_probs, logits_to_probs
+
+    table = _table()
+    exact = canonical_probs(logits_to_probs(table[0][None, :], SamplingParams(1.0, 2, 1.0)))[0]
+    counts = np.zeros(V)
+    runs = 400
+    for seed in range(runs):
+        state = _state(temperature=1.0)
+        state.rng = np.random.default_rng(seed)
+        verdict, _ = process_round(state, RoundRequest(1, np.zeros(0, dtype=np.int32), burst=2))
+        counts[verdict.burst_tokens[0]] += 1
+        assert exact[verdict.burst_tokens[0]] > 0
+    freq = counts / runs
+    assert np.all(np.abs(freq - exact) <= 5 * np.sqrt(exact * (1 - exact) / runs) + 1 / runs)
+
+
+def test_compact_sampling_takes_the_residual_form_when_sparse_rows_cost_more() -> None:
+    """Without top-k the sparse rows are dense: given the q(x) scalars the edge answers in the dssd form."""
+    spec = SessionSpec("p", temperature=1.0, max_new_tokens=10, verify_mode=VerifyMode.COMPACT, seed=0)
+    state = TargetState(spec, BigramSequence(_table(), [0]), frozenset({EOS}), np.random.default_rng(0))
+    verdict, _ = process_round(state, _req(1, [1, 2], draft_token_probs=np.array([0.9, 0.9])))
+    assert not verdict.sparse_rows
+    assert verdict.accepted is not None and (verdict.token is not None or verdict.target_row is not None)
+    # top_k=2 over 6 tokens: 3 sparse rows (48 B) cost more than one dense row (24 B), 1 sparse row (16 B) less
+    verdict, _ = process_round(_state(temperature=1.0), _req(1, [1, 2], draft_token_probs=np.array([0.9, 0.9])))
+    assert not verdict.sparse_rows
+    verdict, _ = process_round(_state(temperature=1.0), _req(1, [], draft_token_probs=np.zeros(0)))
+    assert len(verdict.sparse_rows) == 1

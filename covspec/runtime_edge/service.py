@@ -1,0 +1,146 @@
+"""EdgeService: what a replica wraps. The target, the sessions, the held images, the metrics and the model thread,
+with the two operations every transport needs: open a session, verify a round. Free of HTTP and WebSocket."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from typing import Any, TypeVar
+
+from covspec.errors import LimitError, ProtocolError
+from covspec.models.base import LoadedModel
+from covspec.protocol import (
+    EDGE_RNG_STREAM,
+    PROTOCOL_VERSION,
+    RoundRequest,
+    SessionSpec,
+    Verdict,
+    VerifyMode,
+    session_rng,
+)
+from covspec.protocol.modes import resolve_verify_mode
+from covspec.runtime_edge.image_cache import DeviceImageCache
+from covspec.runtime_edge.images import decode_image
+from covspec.runtime_edge.metrics import EdgeMetrics
+from covspec.runtime_edge.sessions import EdgeSession, SessionStore
+from covspec.runtime_edge.settings import EdgeSettings
+from covspec.runtime_edge.verifier import TargetState, process_round
+
+T = TypeVar("T")
+FEATURES = [
+    "connection",  # one WebSocket per device across generations (/v1/connect): hello, open/opened, rounds
+    "connection.image_by_sha256",
+    "connection.cancel",
+    "rounds.vanilla",
+    "rounds.dssd",
+    "rounds.compact",
+    "rounds.burst",
+    "verdict.verify_time",
+    "verify_mode.auto",
+    "sampling",
+    "http_sessions",
+    "openai.chat_completions",
+    "metrics",
+]
+
+
+class EdgeService:
+    """Everything a request handler needs: settings, the target, the sessions, the metrics, the model thread."""
+
+    def __init__(self, settings: EdgeSettings, model: LoadedModel) -> None:
+        self.settings = settings
+        self.limits = settings.limits
+        self.model = model
+        self.store = SessionStore(settings.limits)
+        self.images = DeviceImageCache(settings.limits.images_per_device, settings.limits.image_cache_bytes)
+        self.metrics = EdgeMetrics()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="covspec-target")
+
+    @property
+    def model_name(self) -> str:
+        return self.settings.model_name or self.model.name
+
+    async def run_model(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "protocol_version": PROTOCOL_VERSION,
+            "model": {**self.model.fingerprint.to_dict(), "name": self.model_name},
+            "features": FEATURES,
+            "verify_modes": [m.value for m in VerifyMode],  # "auto" is answered with the mode it resolves to
+            "limits": self.limits.to_dict(),
+        }
+
+    def check_spec(self, spec: SessionSpec) -> SessionSpec:
+        """The server's own limits on a valid request; ``auto`` resolved to the mode it stands for."""
+        if spec.max_new_tokens > self.limits.max_new_tokens:
+            raise ProtocolError(f"max_new_tokens is limited to {self.limits.max_new_tokens}", code="invalid_request")
+        if len(spec.prompt) > self.limits.max_prompt_chars:
+            raise LimitError(
+                f"the prompt has {len(spec.prompt)} characters; at most {self.limits.max_prompt_chars}",
+                code="prompt_too_long",
+            )
+        return replace(spec, verify_mode=resolve_verify_mode(spec.verify_mode))
+
+    async def open_session(self, spec: SessionSpec, image_bytes: bytes | None) -> EdgeSession:
+        """Check, prefill and register a session (``spec`` already through :meth:`check_spec`)."""
+        model = self.model
+        if image_bytes is None and model.accepts_images:
+            raise ProtocolError("this target is a VLM: a session needs an image", code="invalid_request")
+        image = decode_image(image_bytes, self.limits) if image_bytes is not None else None
+        self.store.begin_admission()
+        try:
+            started = time.perf_counter()
+            sequence = await self.run_model(model.start, image, spec.prompt)
+            prefill_s = time.perf_counter() - started
+            self.metrics.prefill_latency.observe(prefill_s)
+            if sequence.prompt_length > self.limits.max_prompt_tokens:
+                raise LimitError(
+                    f"the rendered prompt has {sequence.prompt_length} tokens; at most {self.limits.max_prompt_tokens}",
+                    code="prompt_too_long",
+                )
+            if spec.keep_set is not None and spec.keep_set and spec.keep_set[-1] >= sequence.image_tokens:
+                raise ProtocolError(
+                    f"keep_set index {spec.keep_set[-1]} is past the target's {sequence.image_tokens} image tokens",
+                    code="invalid_request",
+                )
+            positions = sequence.prompt_length + spec.max_new_tokens + self.limits.max_draft_tokens + 1
+            rng = session_rng(spec.seed, EDGE_RNG_STREAM)
+            state = TargetState(spec, sequence, frozenset(model.eos_token_ids), rng)
+            session = self.store.add(state, positions * model.kv_bytes_per_token())
+            session.prefill_s = prefill_s
+        finally:
+            self.store.end_admission()
+        self.metrics.sessions_created.inc()
+        self.update_gauges()
+        return session
+
+    async def verify_round(self, session: EdgeSession, request: RoundRequest) -> Verdict:
+        """Run one round on the model thread, under the session's lock; count it."""
+        async with session.lock:
+            self.store.get(session.id)  # raises if deleted or expired meanwhile; refreshes the TTL
+            verdict, outcome = await self.run_model(process_round, session.state, request)
+            session.last_used = time.monotonic()
+        if outcome is not None:
+            m = self.metrics
+            if outcome.burst:
+                m.bursts.inc()
+            else:
+                m.rounds.labels(session.state.spec.verify_mode.value).inc()
+            m.draft_tokens.inc(outcome.drafted)
+            if outcome.accepted is not None:
+                m.accepted_tokens.inc(outcome.accepted)
+            m.committed_tokens.inc(outcome.committed)
+            m.verify_latency.observe(outcome.verify_seconds)
+        return verdict
+
+    def update_gauges(self) -> None:
+        self.metrics.sessions_active.set(len(self.store))
+        self.metrics.kv_reserved.set(self.store.kv_reserved)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
