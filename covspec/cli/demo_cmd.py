@@ -91,24 +91,22 @@ def demo(
 
 def _print_rows(result: dict) -> None:
     from rich.console import Console
-    from rich.table import Table
 
-    table = Table(
-        title=f"covspec demo: {result['scenes']} held-out scenes, link {result['link']}, drafter {result['engine']}"
-    )
-    for column in ("mode", "acc", "tok/s", "speedup", "AAL", "up B/tok", "down B/tok", "same"):
-        table.add_column(column, justify="left" if column == "mode" else "right", no_wrap=True)
-    for row in result["rows"]:
-        table.add_row(
-            row["mode"] + (f" K={row['draft_len']}" if row["draft_len"] else ""),
-            f"{row['accuracy']:.0%}",
-            f"{row['tokens_per_s']:.1f}",
-            f"{row['speedup']:.2f}x",
-            "-" if row["aal"] is None else f"{row['aal']:.2f}",
-            f"{row['uplink_bytes_per_token']:.1f}",
-            f"{row['downlink_bytes_per_token']:.1f}",
-            "yes" if row["identical_to_target"] else "NO",
-        )
+    from covspec.cli.tables import print_rows
+
+    title = f"covspec demo: {result['scenes']} held-out scenes, link {result['link']}, drafter {result['engine']}"
+    print_rows(result["rows"], title)
     console = Console(width=max(Console().width, 100))
-    console.print(table)
-    console.print("same = output identical to target-only; " + result["note"], style="dim")
+    console.print(_cpus_line(result), style="dim")
+    console.print("same = output identical to the target's own generate(); " + result["note"], style="dim")
+
+
+def _cpus_line(result: dict) -> str:
+    """Where each side ran (DESIGN.md §10): disjoint CPU sets, or one CPU shared, which the timings then reflect."""
+    from covspec.cpus import describe
+
+    pool = "onnxruntime" if result["engine"].startswith("onnxruntime") else "torch"
+    edge = describe("edge", result["edge_threads"], result["edge_cpus"])
+    device = describe("device", result["device_threads"], result["device_cpus"], pool=pool)
+    how = "shared: one CPU usable, so each side's time includes the other's" if result["cpus_shared"] else "disjoint"
+    return f"{edge}; {device} ({how})"

@@ -1,0 +1,35 @@
+"""Tables the CLI prints for side-by-side rows (`covspec demo`, `covspec bench`)."""
+
+from __future__ import annotations
+
+
+def print_rows(rows: list[dict], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    columns = ("mode", "tok/s", "speedup", "of bound", "AAL", "rnd/tok", "waste/tok", "up B/tok", "down B/tok",
+               "setup up/down B", "acc", "same")  # fmt: skip
+    for column in columns:
+        table.add_column(column, justify="left" if column == "mode" else "right", no_wrap=True)
+    for row in rows:
+        table.add_row(
+            row["mode"],
+            f"{row['tokens_per_s']:.1f}",
+            f"{row['speedup']:.2f}x",
+            _opt(row.get("of_bound"), "{:.2f}"),
+            _opt(row["aal"], "{:.2f}"),
+            _opt(row.get("rounds_per_token"), "{:.2f}"),
+            _opt(row.get("wasted_drafts_per_token"), "{:.2f}"),
+            f"{row['uplink_bytes_per_token']:.1f}",
+            f"{row['downlink_bytes_per_token']:.1f}",
+            f"{row['setup_uplink_bytes_per_generation']:.0f}/{row['setup_downlink_bytes_per_generation']:.0f}",
+            _opt(row["accuracy"], "{:.0%}"),
+            "yes" if row["identical_to_target"] else "NO",
+        )
+    console = Console(width=max(Console().width, 150))
+    console.print(table)
+
+
+def _opt(value, fmt: str) -> str:
+    return "-" if value is None else fmt.format(value)

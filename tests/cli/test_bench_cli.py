@@ -1,0 +1,45 @@
+"""`covspec bench ablation` end to end on the shipped demo pair: a real pinned `covspec serve`, a real emulated link,
+every row of the ablation, JSON + PNG + tables."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+COVSPEC = str(Path(sys.executable).parent / "covspec")
+MODES = ["target-only", "vanilla", "dssd", "compact", "+ one-round-trip sessions", "+ margin gating", "+ cost policy"]
+
+
+def test_ablation_writes_every_row_per_link(tmp_path) -> None:
+    env = {**os.environ, "COVSPEC_CACHE_DIR": str(tmp_path / "cache")}
+    out = tmp_path / "out"
+    args = [COVSPEC, "bench", "ablation", "--scenes", "2", "--task", "describe", "--link", "loopback", "--link",
+            "lan", "--engine", "torch", "--out", str(out)]  # fmt: skip
+    done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "ablation: task describe, 2 scenes, link lan" in done.stdout
+    result = json.loads((out / "ablation.json").read_text())
+    assert (out / "ablation.png").stat().st_size > 10_000
+    (run,) = result["runs"]
+    assert run["task"] == "describe" and [link["link"] for link in run["links"]] == ["loopback", "lan"]
+    for link in run["links"]:
+        rows = {row["mode"]: row for row in link["rows"]}
+        assert list(rows) == MODES
+        assert all(row["identical_to_target"] for row in rows.values())
+        assert rows["target-only"]["speedup"] == 1.0 and rows["target-only"]["of_bound"] is None
+        for name in MODES[1:]:
+            assert rows[name]["aal"] >= 1.0 and 0 < rows[name]["of_bound"] <= 1.05
+        # the full draft rows of vanilla against ids only; the persistent connection's setup is the open frame
+        assert rows["vanilla"]["uplink_bytes_per_token"] > 20 * rows["compact"]["uplink_bytes_per_token"]
+        fresh, kept = rows["compact"], rows["+ one-round-trip sessions"]
+        assert kept["setup_downlink_bytes_per_generation"] < fresh["setup_downlink_bytes_per_generation"]
+
+
+def test_ablation_refuses_unknown_tasks_and_links(tmp_path) -> None:
+    for flag, value, message in (("--task", "poetry", "unknown task"), ("--link", "pigeon", "unknown link preset")):
+        done = subprocess.run([COVSPEC, "bench", "ablation", flag, value, "--out", str(tmp_path)],
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert done.returncode != 0 and message in done.stderr
