@@ -88,11 +88,13 @@ def run_side_by_side(
     cpus: CpuSplit,
     modes: Sequence[BenchMode] = ABLATION_MODES,
     max_new_tokens: int = 40,
+    warmup_items: Sequence[BenchItem] = (),
     progress: Any = None,
 ) -> dict[str, Any]:
     """``{"links": [{"link": name, "link_profile": {...}, "rows": [...]}, ...], ...}``; the device (this process,
     which must already be pinned to ``cpus.device``) and the edge (a subprocess on ``cpus.edge``) never share a
-    CPU unless there is one only."""
+    CPU unless there is one only. Each mode first answers ``warmup_items`` untimed, per link (its connection, its
+    policy's first measurements, the model's first calls), so the rows are steady state."""
     if not modes or modes[0].verify_mode is not None:
         raise ValueError("the first mode must be target-only: it is the baseline of every speedup")
     results = []
@@ -103,11 +105,12 @@ def run_side_by_side(
         for link in links:
             with _link_url(server, link) as url:
                 task = progress.add_task(f"{link.name}", total=len(items) * len(modes)) if progress else None
-                rows = _run_link(engine, url, items, modes, max_new_tokens, link, progress, task)
+                rows = _run_link(engine, url, items, warmup_items, modes, max_new_tokens, link, progress, task)
             results.append({"link": link.name, "link_profile": link.as_dict(), "rows": rows})
     return {
         "links": results,
         "items": len(items),
+        "warmup_items": len(warmup_items),
         "max_new_tokens": max_new_tokens,
         "edge_cpus": sorted(cpus.edge),
         "device_cpus": sorted(cpus.device),
@@ -129,11 +132,12 @@ def _link_url(server: ServeProcess, link: LinkProfile) -> Iterator[str]:
         yield relay.url
 
 
-def _run_link(engine, url, items, modes, max_new_tokens, link, progress, task) -> list[dict[str, Any]]:
+def _run_link(engine, url, items, warmup_items, modes, max_new_tokens, link, progress, task) -> list[dict[str, Any]]:
     totals = {mode.name: _Totals() for mode in modes}
     persistent = {mode.name: EdgeClient(url) for mode in modes if mode.persistent or mode.verify_mode is None}
     try:
-        for item in items:  # item by item, every mode in turn
+        warmup = len(warmup_items)
+        for index, item in enumerate(list(warmup_items) + list(items)):  # item by item, every mode in turn
             for mode in modes:
                 client = persistent.get(mode.name) or EdgeClient(url)
                 try:
@@ -141,9 +145,10 @@ def _run_link(engine, url, items, modes, max_new_tokens, link, progress, task) -
                 finally:
                     if mode.name not in persistent:
                         client.close()
-                _add(totals[mode.name], result, item, link)
-                if progress is not None:
-                    progress.advance(task)
+                if index >= warmup:
+                    _add(totals[mode.name], result, item, link)
+                    if progress is not None:
+                        progress.advance(task)
     finally:
         for client in persistent.values():
             client.close()
@@ -196,8 +201,9 @@ def _add(total: _Totals, result: GenerationResult, item: BenchItem, link: LinkPr
 
 
 def _round_bound_s(observation: RoundObservation, link: LinkProfile) -> float:
-    """A round with no overhead: its measured compute, and the link's nominal delay and serialisation."""
-    wire = link.rtt_s
+    """A round with no overhead: its measured compute, and the link's nominal delay (mean jitter included) and
+    serialisation."""
+    wire = link.rtt_s + link.jitter_s  # uniform jitter in [0, jitter) each way
     if link.uplink_bps:
         wire += observation.uplink_bytes * 8 / link.uplink_bps
     if link.downlink_bps:

@@ -34,10 +34,18 @@ def serve(
     max_image_pixels: int = typer.Option(_D.max_image_pixels, "--max-image-pixels"),
     max_prompt_tokens: int = typer.Option(_D.max_prompt_tokens, "--max-prompt-tokens"),
     max_draft_tokens: int = typer.Option(_D.max_draft_tokens, "--max-draft-tokens", help="Draft tokens per round."),
+    max_burst_tokens: int = typer.Option(
+        _D.max_burst_tokens, "--max-burst-tokens", help="Target tokens one burst round may ask for."
+    ),
     max_new_tokens: int = typer.Option(_D.max_new_tokens, "--max-new-tokens"),
+    images_per_device: int = typer.Option(
+        _D.images_per_device, "--images-per-device", help="Images held per device, named later by sha256."
+    ),
+    image_cache_bytes: int = typer.Option(_D.image_cache_bytes, "--image-cache-bytes"),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn's log level (warning hides access logs)."),
 ) -> None:
-    """Serve TARGET: sessions over HTTP, rounds over WebSocket, OpenAI-compatible chat completions, /metrics."""
+    """Serve TARGET: one WebSocket per device (/v1/connect), HTTP sessions, OpenAI-compatible chat completions,
+    /metrics."""
     from covspec.apikey import read_api_key_file
     from covspec.runtime_edge.server import serve as run_server
 
@@ -49,7 +57,10 @@ def serve(
         max_image_pixels=max_image_pixels,
         max_prompt_tokens=max_prompt_tokens,
         max_draft_tokens=max_draft_tokens,
+        max_burst_tokens=max_burst_tokens,
         max_new_tokens=max_new_tokens,
+        images_per_device=images_per_device,
+        image_cache_bytes=image_cache_bytes,
     )
     api_key = read_api_key_file(api_key_file) if api_key_file else None
     settings = EdgeSettings(target, host, port, dtype, api_key, limits, name, threads=threads)

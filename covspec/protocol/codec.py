@@ -80,13 +80,13 @@ def encode_cancel() -> bytes:
 
 
 def decode_uplink(
-    data: bytes, *, vocab_size: int, max_draft_tokens: int
+    data: bytes, *, vocab_size: int, max_draft_tokens: int, max_burst_tokens: int
 ) -> RoundRequest | OpenRequest | Resume | Cancel:
     """Decode any frame a device sends on its connection; ``ProtocolError`` with the first violation's code."""
     frame = _unpack(data, expected_type=None)
     kind = frame.get("t")
     if kind == "round":
-        return _round_from(frame, vocab_size=vocab_size, max_draft_tokens=max_draft_tokens)
+        return _round_from(frame, vocab_size, max_draft_tokens, max_burst_tokens)
     if kind == "open":
         return _open_from(frame)
     if kind == "resume":
@@ -111,12 +111,16 @@ def _open_from(frame: dict[str, Any]) -> OpenRequest:
     return OpenRequest(spec, image, digest)
 
 
-def decode_round(data: bytes, *, vocab_size: int, max_draft_tokens: int) -> RoundRequest:
-    """Decode a round frame; raises ``ProtocolError`` with the code of the first violation."""
-    return _round_from(_unpack(data, expected_type="round"), vocab_size=vocab_size, max_draft_tokens=max_draft_tokens)
+def decode_round(
+    data: bytes, *, vocab_size: int, max_draft_tokens: int, max_burst_tokens: int | None = None
+) -> RoundRequest:
+    """Decode a round frame; raises ``ProtocolError`` with the code of the first violation. ``max_burst_tokens``
+    defaults to ``max_draft_tokens + 1`` (a round's most committed tokens)."""
+    burst_cap = max_draft_tokens + 1 if max_burst_tokens is None else max_burst_tokens
+    return _round_from(_unpack(data, expected_type="round"), vocab_size, max_draft_tokens, burst_cap)
 
 
-def _round_from(frame: dict[str, Any], *, vocab_size: int, max_draft_tokens: int) -> RoundRequest:
+def _round_from(frame: dict[str, Any], vocab_size: int, max_draft_tokens: int, max_burst_tokens: int) -> RoundRequest:
     n = _int_field(frame, "n", lo=1)
     draft = _array_field(frame, "d", _I32)
     if draft.size > max_draft_tokens:
@@ -153,9 +157,9 @@ def _round_from(frame: dict[str, Any], *, vocab_size: int, max_draft_tokens: int
     burst = _int_field(frame, "b", lo=1) if "b" in frame else 0
     if burst and (draft.size or q is not None or x is not None):
         raise ProtocolError("a burst round carries no draft", code="malformed_message")
-    if burst > max_draft_tokens + 1:
+    if burst > max_burst_tokens:
         raise ProtocolError(
-            f"a burst of {burst} tokens; the server allows {max_draft_tokens + 1} per round", code="draft_too_long"
+            f"a burst of {burst} tokens; the server allows {max_burst_tokens} per round", code="draft_too_long"
         )
     return RoundRequest(n, draft, commit, q, x, burst)
 

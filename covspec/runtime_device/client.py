@@ -142,6 +142,8 @@ class EdgeConnection:
         self.reconnects = 0
         self.last_exchange_bytes = (0, 0)  # (uplink, downlink) of the last round, for the drafting policy
         self.opened: Opened | None = None
+        self.open_sent_at: float | None = None  # perf_counter() when the last open frame went up
+        self.policies: dict[Any, Any] = {}  # the device loop's drafting policies, kept across generations
         self.session_id: str | None = None
         self._opening: tuple[SessionSpec, bytes | None, bytes | None] | None = None  # sent, not yet answered
         self._setup_mark = 0
@@ -222,6 +224,7 @@ class EdgeConnection:
         spec, image, digest = self._opening
         held = digest is not None and digest in self._held_images
         self._setup_mark = self.client.counter.received["setup"]
+        self.open_sent_at = time.perf_counter()
         self._send(encode_open(OpenRequest(spec, None if held else image, digest if held else None)), phase="setup")
 
     def _read_opened(self) -> bool:

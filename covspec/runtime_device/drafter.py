@@ -7,6 +7,7 @@ fed); each block feeds the pending tokens first, so one round costs the drafter 
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Future
 
 import numpy as np
 
@@ -26,24 +27,40 @@ def fit_vocab(logits: np.ndarray, vocab_size: int) -> np.ndarray:
 
 
 class Drafter:
+    """``sequence`` may still be prefilling (a ``Future``): a first round that is a burst goes out without it."""
+
     def __init__(
-        self, sequence: ModelSequence, vocab_size: int, params: SamplingParams, rng: np.random.Generator
+        self,
+        sequence: ModelSequence | Future[ModelSequence],
+        vocab_size: int,
+        params: SamplingParams,
+        rng: np.random.Generator,
     ) -> None:
-        self.sequence = sequence
+        self._sequence = sequence
         self.vocab_size = vocab_size
         self.params = params
         self.rng = rng
         self.pending: list[int] = []
-        self._base_length = sequence.length
+        self._base_length = -1  # set once the prefill is in
         self._fed_drafts = 0  # drafts of the last block that went into the KV cache
-        self._next_logits = sequence.prefill_logits  # scores the next position once nothing is pending
+        self._next_logits: np.ndarray | None = None  # scores the next position once nothing is pending
+
+    @property
+    def sequence(self) -> ModelSequence:
+        if isinstance(self._sequence, Future):
+            self._sequence = self._sequence.result()
+        if self._next_logits is None:
+            self._base_length = self._sequence.length
+            self._next_logits = self._sequence.prefill_logits
+        return self._sequence
 
     def draft(
         self, k: int, keep_drafting: Callable[[int, float], bool] | None = None
     ) -> tuple[list[int], np.ndarray, list[float]]:
         """Up to K draft tokens, their canonical draft rows [K', V] (the exact distributions they were drawn from) and
         the drafter's margin at each. ``keep_drafting(position, margin)`` may end the block before a token."""
-        logits = self.sequence.extend(self.pending)[-1] if self.pending else self._next_logits
+        sequence = self.sequence
+        logits = sequence.extend(self.pending)[-1] if self.pending else self._next_logits
         self.pending = []
         self._base_length = self.sequence.length
         tokens: list[int] = []
@@ -54,8 +71,13 @@ class Drafter:
             margin = draft_margin(logits)
             if keep_drafting is not None and not keep_drafting(i, margin):
                 break
-            probs = canonical_probs(logits_to_probs(logits, self.params))
-            token = int(np.argmax(probs)) if self.params.is_greedy else sample_token(probs, self.rng)
+            if self.params.is_greedy:  # the canonical greedy row is the one-hot of the argmax: no transform needed
+                token = int(np.argmax(logits))
+                probs = np.zeros(self.vocab_size, dtype=np.float64)
+                probs[token] = 1.0
+            else:
+                probs = canonical_probs(logits_to_probs(logits, self.params))
+                token = sample_token(probs, self.rng)
             tokens.append(token)
             rows.append(probs)
             margins.append(margin)
@@ -78,9 +100,10 @@ class Drafter:
     def catch_up(self, tokens: list[int]) -> list[bool]:
         """Feed tokens the target decoded alone (a burst); returns, for each, whether the drafter's own greedy choice
         would have been that token (free evidence of its acceptance while it is not drafting)."""
+        sequence = self.sequence
         before = self._next_logits if not self.pending else None
         fed = self.pending + tokens
-        rows = self.sequence.extend(fed)
+        rows = sequence.extend(fed)
         self.pending = []
         self._base_length = self.sequence.length
         self._next_logits = rows[-1]

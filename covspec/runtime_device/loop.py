@@ -26,7 +26,7 @@ from covspec.protocol import (
     session_rng,
 )
 from covspec.protocol.modes import mode_rules, resolve_verify_mode
-from covspec.runtime_device.client import EdgeClient
+from covspec.runtime_device.client import EdgeClient, EdgeConnection
 from covspec.runtime_device.drafter import Drafter
 from covspec.runtime_device.engines.base import DrafterEngine
 from covspec.spec import SamplingParams, SpecStats
@@ -112,22 +112,29 @@ def generate(
     mode = resolve_verify_mode(config.verify_mode)
     spec = SessionSpec(prompt, config.temperature, config.top_k, config.top_p, config.seed, config.max_new_tokens, mode)
     image = _decode_image(image_bytes) if engine.accepts_images else None
-    # The drafter's prefill runs while the edge prefills the target: setup costs the slower of the two, not both.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="covspec-drafter-prefill") as pool:
-        drafter_prefill = pool.submit(engine.start, image, prompt)
-        connection.start_generation(spec, image_bytes)  # its answer comes with the first verdict
-        sequence = drafter_prefill.result()
-    drafter = Drafter(sequence, vocab_size, params, session_rng(config.seed, DEVICE_RNG_STREAM))
-    setup_s, trace = time.perf_counter() - started, []
+    policy = policy if policy is not None else _policy_for(connection, config, engine.fingerprint.name)
+    # The drafter's prefill runs while the edge prefills the target: setup costs the slower of the two, not both. The
+    # first round goes up behind the open frame; a burst does not even wait for the drafter's prefill.
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="covspec-drafter-prefill")
+    prefilled: list[float] = []
     try:
-        max_draft = int(connection.hello().get("limits", {}).get("max_draft_tokens", config.draft_len))
+        drafter_prefill = pool.submit(engine.start, image, prompt)
+        drafter_prefill.add_done_callback(lambda _: prefilled.append(time.perf_counter() - started))
+        connection.start_generation(spec, image_bytes)  # its answer comes with the first verdict
+        drafter = Drafter(drafter_prefill, vocab_size, params, session_rng(config.seed, DEVICE_RNG_STREAM))
+        edge = connection.hello().get("limits", {})
+        limits = (int(edge.get("max_draft_tokens", config.draft_len)), int(edge.get("max_burst_tokens", 1)))
+        trace: list[RoundObservation] = []
         tokens, stats = decode_rounds(
-            drafter, connection, config, set(engine.fingerprint.eos_token_ids), policy, max_draft, trace
+            drafter, connection, config, set(engine.fingerprint.eos_token_ids), policy, limits, trace
         )
     except BaseException:
         connection.cancel()  # nothing of this generation stays on the edge
         raise
+    finally:
+        pool.shutdown(wait=True)
     elapsed = time.perf_counter() - started
+    setup_s = prefilled[0] if prefilled else 0.0
     sent_setup = counter.sent["setup"] - setup_before[0]
     received_setup = counter.received["setup"] - setup_before[1]
     uplink = counter.sent["rounds"] - rounds_before[0]
@@ -157,6 +164,16 @@ def generate(
         "reconnects": connection.reconnects - reconnects_before,
     }
     return GenerationResult(engine.decode(tokens), tokens, result_stats, trace)
+
+
+def _policy_for(connection: EdgeConnection, config: GenerationConfig, drafter: str) -> DraftPolicy:
+    """One policy per drafter and kind on a connection, kept across its generations: what it learnt of the link, the
+    edge's verify time, the drafter and its acceptance carries over (the cost policy forgets old rounds as it goes)."""
+    policies = connection.policies
+    key = (drafter, config.policy, config.draft_len, config.max_burst)
+    if key not in policies:
+        policies[key] = config.make_policy()
+    return policies[key]
 
 
 def generate_target_only(
@@ -220,20 +237,19 @@ def decode_rounds(
     config: GenerationConfig,
     eos: set[int],
     policy: DraftPolicy | None = None,
-    max_draft_tokens: int | None = None,
+    limits: tuple[int, int] | None = None,
     trace: list[RoundObservation] | None = None,
 ) -> tuple[list[int], SpecStats]:
     """Rounds until EOS or max_new_tokens: the policy plans each round (draft up to K, or a burst of target tokens),
     the verdict is applied to the tokens and the drafter, and the policy observes what the round cost and gave.
-    ``max_draft_tokens``: the edge's limit per round (a burst may ask for one token more); ``trace`` collects each
-    round's observation."""
+    ``limits``: the edge's (draft tokens, burst tokens) per round; ``trace`` collects each round's observation."""
     params, rules = config.params, mode_rules(config.verify_mode)
     policy = policy if policy is not None else config.make_policy()
-    cap = (max_draft_tokens if max_draft_tokens is not None else config.draft_len) + 1  # tokens per round
+    max_draft, max_burst = limits if limits is not None else (config.draft_len, config.max_burst)
     stats, tokens, commit, round_no = SpecStats(), [], None, 0
     while len(tokens) < config.max_new_tokens and not (tokens and tokens[-1] in eos):
         plan = policy.plan(config.max_new_tokens - len(tokens))
-        plan = replace(plan, length=min(plan.length, cap if plan.burst else cap - 1))
+        plan = replace(plan, length=min(plan.length, max_burst if plan.burst else max_draft))
         round_no += 1
         started = time.perf_counter()
         if plan.burst:
@@ -244,10 +260,11 @@ def decode_rounds(
             request = rules.request(round_no, draft, rows, commit, params)
         sent = time.perf_counter()
         verdict = channel.exchange(request)
-        received = time.perf_counter()
+        received = time.perf_counter() - (_prefill_wait(channel, sent) if round_no == 1 else 0.0)
         if plan.burst:
             new, commit, accepted = _burst_tokens(verdict, plan.length), None, 0
-            shadow = drafter.catch_up(new)
+            done = new[-1] in eos or len(tokens) + len(new) >= config.max_new_tokens
+            shadow = drafter.catch_up(new) if not done else []  # no drafting follows the last burst
         else:
             outcome = rules.resolve(verdict, draft, rows, drafter.rng)
             commit, accepted, shadow = outcome.commit, outcome.accepted, ()
@@ -269,6 +286,15 @@ def decode_rounds(
         if trace is not None:
             trace.append(observation)
     return tokens, stats
+
+
+def _prefill_wait(channel: RoundExchange, sent: float) -> float:
+    """How long the first round waited for the edge's prefill (it went up right behind the open frame): not link
+    time, so the policy does not learn it as such."""
+    opened, open_sent = getattr(channel, "opened", None), getattr(channel, "open_sent_at", None)
+    if opened is None or open_sent is None:
+        return 0.0
+    return max(0.0, opened.prefill_s - (sent - open_sent))
 
 
 def _append_until_eos(tokens: list[int], new: list[int], eos: set[int]) -> int:

@@ -57,8 +57,12 @@ async def serve_device_connection(websocket: WebSocket, service: EdgeService) ->
     round_no = 0
     async for data in _frames(websocket, service):
         try:
+            limits = service.limits
             frame = decode_uplink(
-                data, vocab_size=service.model.vocab_size, max_draft_tokens=service.limits.max_draft_tokens
+                data,
+                vocab_size=service.model.vocab_size,
+                max_draft_tokens=limits.max_draft_tokens,
+                max_burst_tokens=limits.max_burst_tokens,
             )
             if isinstance(frame, OpenRequest):
                 _drop(service, current)
@@ -110,8 +114,12 @@ async def serve_session_rounds(websocket: WebSocket, service: EdgeService, sessi
     round_no = 0
     async for data in _frames(websocket, service):
         try:
+            limits = service.limits
             request = decode_round(
-                data, vocab_size=service.model.vocab_size, max_draft_tokens=service.limits.max_draft_tokens
+                data,
+                vocab_size=service.model.vocab_size,
+                max_draft_tokens=limits.max_draft_tokens,
+                max_burst_tokens=limits.max_burst_tokens,
             )
             round_no = request.round
             reply = encode_verdict(await service.verify_round(session, request))

@@ -16,7 +16,8 @@ class EdgeLimits:
     max_image_pixels: int = 4096 * 4096  # image_too_large
     max_prompt_tokens: int = 8192  # prompt_too_long (rendered prompt, image tokens included)
     max_prompt_chars: int = 32768  # prompt_too_long, checked before any tokenization
-    max_draft_tokens: int = 32  # draft_too_long (per round; a burst round may ask for one more token)
+    max_draft_tokens: int = 32  # draft_too_long (per round)
+    max_burst_tokens: int = 128  # draft_too_long (target tokens one burst round may ask for)
     max_new_tokens: int = 4096  # invalid_request above it
     images_per_device: int = 8  # images held per device by sha256 (a device names a held image, sends no bytes)
     image_cache_bytes: int = 256 << 20  # all devices' held images together

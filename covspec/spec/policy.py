@@ -541,8 +541,8 @@ class MarginPolicy:
 class CostConfig:
     """Options of :class:`CostPolicy` (defaults live here only; the CLI reads them)."""
 
-    max_burst: int = 16  # tokens asked for in a burst; 0 disables bursts
-    probe_every: int = 8  # after this many bursts in a row, one draft round re-measures the drafter
+    max_burst: int = 128  # tokens asked for in a burst (the edge's default cap); 0 disables bursts
+    probe_every: int = 32  # after this many bursts in a row, one draft round re-measures the drafter
     warmup_rounds: int = 3  # draft rounds of max_draft_len that measure before the model plans (one verdict is noise)
     acceptance_prior: float = 0.6  # Beta prior mean of the per-position acceptance
     acceptance_prior_weight: float = 4.0  # its pseudo-trials (each position also shrinks to the pooled rate by this)

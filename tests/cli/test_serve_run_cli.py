@@ -86,6 +86,13 @@ def test_run_json_equals_target_output(served, loaded_target, tmp_path) -> None:
     assert human.returncode == 0, human.stderr
     assert human.stdout.startswith(target.decode(want)) and "AAL" in human.stdout
 
+    # through an emulated link, the adaptive policy and the mode auto resolves to: the same tokens
+    linked = _run([*common, "--edge", url, "--json", "--link", "wifi", "--policy", "cost", "--verify-mode", "auto"])
+    assert linked.returncode == 0, linked.stderr
+    stats = json.loads(linked.stdout)["stats"]
+    assert json.loads(linked.stdout)["tokens"] == want
+    assert stats["policy"] == "cost" and stats["verify_mode"] == "compact" and stats["wall_s"] > 0.008
+
     no_key = _run([c for c in common if c != str(key_file) and c != "--api-key-file"] + ["--edge", url])
     assert no_key.returncode != 0 and "unauthorized" in no_key.stderr and no_key.stdout == ""
 

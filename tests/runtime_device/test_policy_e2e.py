@@ -15,7 +15,7 @@ from covspec.protocol import VerifyMode
 from covspec.runtime_device.client import EdgeClient
 from covspec.runtime_device.loop import GenerationConfig, generate
 from covspec.spec import canonical_probs, logits_to_probs
-from covspec.spec.policy import FixedPolicy, PolicyKind, RoundObservation, RoundPlan, make_policy
+from covspec.spec.policy import CostConfig, FixedPolicy, PolicyKind, RoundObservation, RoundPlan, make_policy
 from tests.helpers import PROMPTS, image_bytes, pil
 
 ARCH = "llava"
@@ -36,8 +36,8 @@ class AlternatingPolicy(FixedPolicy):
         return super().plan(remaining)
 
     def observe(self, observation: RoundObservation) -> None:
-        if observation.burst:
-            assert observation.committed >= 1 and len(observation.shadow_matches) == observation.committed
+        if observation.burst:  # the drafter caught up on the burst, unless it ended the generation
+            assert observation.committed >= 1 and len(observation.shadow_matches) in (0, observation.committed)
 
 
 @pytest.mark.e2e
@@ -85,7 +85,7 @@ class LinkChangingCostPolicy:
     generation); records the plans it made."""
 
     def __init__(self, relay: TcpRelay, link: LinkProfile) -> None:
-        self.policy = make_policy(PolicyKind.COST, draft_len=5)
+        self.policy = make_policy(PolicyKind.COST, draft_len=5, cost=CostConfig(max_burst=4))  # short: many rounds
         self.relay, self.link, self.rounds, self.plans = relay, link, 0, []
 
     def plan(self, remaining: int) -> RoundPlan:
@@ -148,6 +148,7 @@ def test_cost_policy_bursts_when_drafts_are_never_accepted_and_drafts_when_they_
     want = target.generate(pil(img), prompt, max_new_tokens=60)
     weak = generate(drafter_engine(ARCH), client, img, prompt, config)  # random weights: never accepted
     strong = generate(self_drafter_engine(ARCH), client, img, prompt, config)  # the target: always accepted
+    assert len(client.connection().policies) == 2  # one policy per drafter, each kept across generations
     client.close()
     assert weak.tokens == want and strong.tokens == want
     assert weak.stats["acceptance_rate"] < 0.1 and weak.stats["burst_tokens"] > len(want) / 2

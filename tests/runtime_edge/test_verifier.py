@@ -45,7 +45,7 @@ class BigramSequence(ModelSequence):
         return 0
 
 
-def _table() -> np.ndarray:
+def bigram_table() -> np.ndarray:
     table = np.full((V, V), -3.0)
     for t in range(V):
         table[t, min(t + 1, EOS)] = 3.0
@@ -57,7 +57,7 @@ def _state(mode=VerifyMode.COMPACT, temperature=0.0, max_new=10) -> TargetState:
     spec = SessionSpec(
         "p", temperature=temperature, top_k=2 if temperature else 0, max_new_tokens=max_new, verify_mode=mode, seed=0
     )
-    return TargetState(spec, BigramSequence(_table(), [0]), frozenset({EOS}), np.random.default_rng(0))
+    return TargetState(spec, BigramSequence(bigram_table(), [0]), frozenset({EOS}), np.random.default_rng(0))
 
 
 def _req(n, tokens, **kw) -> RoundRequest:
@@ -169,7 +169,7 @@ def test_sampled_burst_draws_each_token_from_the_target_row() -> None:
     """Under sampling a burst is target-only decoding: the first token's frequencies match the canonical row."""
     from covspec.spec import canonical_probs, logits_to_probs
 
-    table = _table()
+    table = bigram_table()
     exact = canonical_probs(logits_to_probs(table[0][None, :], SamplingParams(1.0, 2, 1.0)))[0]
     counts = np.zeros(V)
     runs = 400
@@ -186,7 +186,7 @@ def test_sampled_burst_draws_each_token_from_the_target_row() -> None:
 def test_compact_sampling_takes_the_residual_form_when_sparse_rows_cost_more() -> None:
     """Without top-k the sparse rows are dense: given the q(x) scalars the edge answers in the dssd form."""
     spec = SessionSpec("p", temperature=1.0, max_new_tokens=10, verify_mode=VerifyMode.COMPACT, seed=0)
-    state = TargetState(spec, BigramSequence(_table(), [0]), frozenset({EOS}), np.random.default_rng(0))
+    state = TargetState(spec, BigramSequence(bigram_table(), [0]), frozenset({EOS}), np.random.default_rng(0))
     verdict, _ = process_round(state, _req(1, [1, 2], draft_token_probs=np.array([0.9, 0.9])))
     assert not verdict.sparse_rows
     assert verdict.accepted is not None and (verdict.token is not None or verdict.target_row is not None)

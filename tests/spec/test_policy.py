@@ -333,7 +333,7 @@ def test_cost_policy_measures_first_with_a_full_draft_round() -> None:
 
 def test_cost_policy_bursts_with_a_slow_drafter_and_a_long_round_trip() -> None:
     rng = np.random.default_rng(31)
-    policy = CostPolicy(max_draft_len=4)
+    policy = CostPolicy(max_draft_len=4, config=CostConfig(max_burst=16, probe_every=8))  # explicit: not defaults
     plans = _run(policy, Scenario(accept=0.5, draft_step_s=0.05, rtt_s=0.2), 40, rng)
     warmup = policy.config.warmup_rounds
     assert plans[:warmup] == [RoundPlan(burst=False, length=4)] * warmup
