@@ -260,7 +260,8 @@ def decode_rounds(
             request = rules.request(round_no, draft, rows, commit, params)
         sent = time.perf_counter()
         verdict = channel.exchange(request)
-        received = time.perf_counter() - (_prefill_wait(channel, sent) if round_no == 1 else 0.0)
+        received = time.perf_counter()
+        waited = _prefill_wait(channel, sent) if round_no == 1 else 0.0
         if plan.burst:
             new, commit, accepted = _burst_tokens(verdict, plan.length), None, 0
             done = new[-1] in eos or len(tokens) + len(new) >= config.max_new_tokens
@@ -278,7 +279,7 @@ def decode_rounds(
         up, down = channel_bytes(channel)
         observation = RoundObservation(
                 burst=plan.burst, drafted=len(draft), accepted=accepted, committed=kept,
-                draft_s=sent - started, verify_s=verdict.verify_s or 0.0, exchange_s=received - sent,
+                draft_s=sent - started, verify_s=verdict.verify_s or 0.0, exchange_s=received - sent - waited,
                 uplink_bytes=up, downlink_bytes=down, margins=tuple(margins), shadow_matches=tuple(shadow),
                 catchup_s=time.perf_counter() - received if plan.burst else 0.0,
         )  # fmt: skip

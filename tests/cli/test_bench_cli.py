@@ -31,7 +31,9 @@ def test_ablation_writes_every_row_per_link(tmp_path) -> None:
         assert all(row["identical_to_target"] for row in rows.values())
         assert rows["target-only"]["speedup"] == 1.0 and rows["target-only"]["of_bound"] is None
         for name in MODES[1:]:
-            assert rows[name]["aal"] >= 1.0 and 0 < rows[name]["of_bound"] <= 1.05
+            assert 0 < rows[name]["of_bound"] <= 1.1  # the bound is built from the very rounds it bounds
+            if name != "+ cost policy":  # the cost policy may burst every round: no draft round, no AAL
+                assert rows[name]["aal"] >= 1.0
         # the full draft rows of vanilla against ids only; the persistent connection's setup is the open frame
         assert rows["vanilla"]["uplink_bytes_per_token"] > 20 * rows["compact"]["uplink_bytes_per_token"]
         fresh, kept = rows["compact"], rows["+ one-round-trip sessions"]
