@@ -57,13 +57,7 @@ async def serve_device_connection(websocket: WebSocket, service: EdgeService) ->
     round_no = 0
     async for data in _frames(websocket, service):
         try:
-            limits = service.limits
-            frame = decode_uplink(
-                data,
-                vocab_size=service.model.vocab_size,
-                max_draft_tokens=limits.max_draft_tokens,
-                max_burst_tokens=limits.max_burst_tokens,
-            )
+            frame = decode_uplink(data, **_frame_limits(service))
             if isinstance(frame, OpenRequest):
                 _drop(service, current)
                 current, round_no, refused = None, 0, False
@@ -114,13 +108,7 @@ async def serve_session_rounds(websocket: WebSocket, service: EdgeService, sessi
     round_no = 0
     async for data in _frames(websocket, service):
         try:
-            limits = service.limits
-            request = decode_round(
-                data,
-                vocab_size=service.model.vocab_size,
-                max_draft_tokens=limits.max_draft_tokens,
-                max_burst_tokens=limits.max_burst_tokens,
-            )
+            request = decode_round(data, **_frame_limits(service))
             round_no = request.round
             reply = encode_verdict(await service.verify_round(session, request))
         except CovspecError as exc:
@@ -142,6 +130,16 @@ async def close_with_error(websocket: WebSocket, service: EdgeService, exc: Covs
         await websocket.close(code=row.ws_close, reason=f"{row.code}: {exc.message}"[:120])
     except (WebSocketDisconnect, RuntimeError):
         pass
+
+
+def _frame_limits(service: EdgeService) -> dict[str, int]:
+    """What a round frame is checked against: the target's vocabulary and the server's per-round limits."""
+    limits = service.limits
+    return {
+        "vocab_size": service.model.vocab_size,
+        "max_draft_tokens": limits.max_draft_tokens,
+        "max_burst_tokens": limits.max_burst_tokens,
+    }
 
 
 async def _frames(websocket: WebSocket, service: EdgeService) -> AsyncIterator[bytes]:
