@@ -74,6 +74,7 @@ def process_round(state: TargetState, request: RoundRequest) -> tuple[Verdict, R
         raise ProtocolError(f"round {request.round} arrived; round {state.last_round + 1} is next", code="future_round")
     if not request.burst:
         state.rules.check_request(request, state.params)
+    started = time.perf_counter()  # the round's target work: the last commit, the forward, this round's commit
     _apply_commit(state, request.commit)
     draft = np.asarray(request.draft_tokens, dtype=np.int64)
     new_tokens = request.burst or draft.size + 1
@@ -84,7 +85,6 @@ def process_round(state: TargetState, request: RoundRequest) -> tuple[Verdict, R
             code="generation_limit",
         )
 
-    started = time.perf_counter()
     if request.burst:
         tokens = _burst(state, request.burst)
         elapsed = time.perf_counter() - started
@@ -95,14 +95,14 @@ def process_round(state: TargetState, request: RoundRequest) -> tuple[Verdict, R
         decision = state.rules.decide(
             request.round, draft, _target_rows(state, draft), request, state.params, state.rng
         )
-        elapsed = time.perf_counter() - started
-        verdict = replace(decision.verdict, verify_s=elapsed)
         if decision.committed is not None:
             accepted = decision.verdict.accepted or 0
             _commit(state, draft, base_length, accepted, decision.committed[-1])
         else:
             assert decision.awaited is not None
             state.awaiting = _Awaiting(decision.awaited, base_length)
+        elapsed = time.perf_counter() - started
+        verdict = replace(decision.verdict, verify_s=elapsed)
         committed = len(decision.committed or [])
         outcome = RoundOutcome(int(draft.size), decision.verdict.accepted, committed, elapsed)
     state.last_round = request.round
