@@ -247,7 +247,9 @@ def decode_rounds(
     policy = policy if policy is not None else config.make_policy()
     max_draft, max_burst = limits if limits is not None else (config.draft_len, config.max_burst)
     stats, tokens, commit, round_no = SpecStats(), [], None, 0
+    observing = 0.0  # the loop's own time after the last round's verdict was applied (observing it)
     while len(tokens) < config.max_new_tokens and not (tokens and tokens[-1] in eos):
+        top = time.perf_counter()
         plan = policy.plan(config.max_new_tokens - len(tokens))
         plan = replace(plan, length=min(plan.length, max_burst if plan.burst else max_draft))
         round_no += 1
@@ -277,15 +279,20 @@ def decode_rounds(
         else:
             stats.record_round(drafted=len(draft), accepted=accepted, committed=kept)
         up, down = channel_bytes(channel)
+        applied = time.perf_counter()
+        # every per-round cost that is neither drafting nor the edge's compute counts with the exchange: the link,
+        # and this loop's own planning, applying and observing (a burst's catch-up is counted apart)
+        own = (started - top) + observing + (0.0 if plan.burst else applied - received)
         observation = RoundObservation(
                 burst=plan.burst, drafted=len(draft), accepted=accepted, committed=kept,
-                draft_s=sent - started, verify_s=verdict.verify_s or 0.0, exchange_s=received - sent - waited,
+                draft_s=sent - started, verify_s=verdict.verify_s or 0.0, exchange_s=received - sent - waited + own,
                 uplink_bytes=up, downlink_bytes=down, margins=tuple(margins), shadow_matches=tuple(shadow),
-                catchup_s=time.perf_counter() - received if plan.burst else 0.0,
+                catchup_s=applied - received if plan.burst else 0.0,
         )  # fmt: skip
         policy.observe(observation)
         if trace is not None:
             trace.append(observation)
+        observing = time.perf_counter() - applied
     return tokens, stats
 
 

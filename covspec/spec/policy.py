@@ -67,7 +67,8 @@ class RoundObservation:
 
     ``drafted``/``accepted``: K and drafts accepted (0 for a burst). ``committed``: tokens the round committed.
     ``draft_s``: device seconds drafting. ``verify_s``: the edge's reported target compute (verify forward, or the
-    burst's decode). ``exchange_s``: device wall seconds from sending the round to its verdict (includes verify_s).
+    burst's decode). ``exchange_s``: device wall seconds from sending the round to its verdict (includes verify_s),
+    plus the device loop's own per-round time (planning, applying, observing), which costs like the link does.
     ``margins``: drafter margin (:func:`draft_margin`) of each drafted position, empty when not measured.
     ``shadow_matches``: burst only, whether the drafter's greedy choice equalled each burst token.
     ``catchup_s``: device seconds the drafter spent catching up on a burst's tokens.
