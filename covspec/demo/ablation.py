@@ -9,7 +9,7 @@ from typing import Any
 
 from covspec.bench.sidebyside import ABLATION_MODES, BenchMode, pinned, run_side_by_side
 from covspec.cpus import split_cpus
-from covspec.demo.runner import MAX_NEW_TOKENS, WARMUP_SCENE, demo_items, load_drafter
+from covspec.demo.runner import MAX_NEW_TOKENS, WARMUP_QUESTIONS, WARMUP_SCENE, demo_items, load_drafter
 from covspec.demo.train import PairPaths
 from covspec.link.presets import link_profile
 
@@ -34,7 +34,7 @@ def run_ablation(
         engine = load_drafter(pair, bundle, len(cpus.device))
         for task in tasks:
             items = demo_items(pair, n_scenes, task, max_new_tokens)
-            warmup = demo_items(pair, 1, task, max_new_tokens, start=WARMUP_SCENE)
+            warmup = demo_items(pair, WARMUP_QUESTIONS, task, max_new_tokens, start=WARMUP_SCENE)
             result = run_side_by_side(
                 engine, pair.target, items, profiles, cpus=cpus, modes=modes, max_new_tokens=max_new_tokens,
                 warmup_items=warmup, progress=progress,

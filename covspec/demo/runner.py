@@ -26,7 +26,8 @@ from covspec.spec.policy import PolicyKind
 
 DRAFT_LEN = 4
 MAX_NEW_TOKENS = 40
-WARMUP_SCENE = 100_000  # a held-out scene no run measures: each mode answers it untimed first
+WARMUP_SCENE = 100_000  # held-out scenes no run measures: each mode answers them untimed first
+WARMUP_QUESTIONS = 3  # a connection's first questions carry the cost policy's first measurements (3 draft rounds)
 
 DEMO_MODES = (
     BenchMode("target-only", None, draft_len=0),
@@ -76,7 +77,7 @@ def run_demo(
     with pinned(cpus):  # before the engine starts its thread pool; the previous affinity comes back on return
         engine = load_drafter(pair, bundle, len(cpus.device))
         items = demo_items(pair, n_scenes, "all", max_new_tokens)
-        warmup = demo_items(pair, 1, "all", max_new_tokens, start=WARMUP_SCENE)
+        warmup = demo_items(pair, WARMUP_QUESTIONS, "all", max_new_tokens, start=WARMUP_SCENE)
         result = run_side_by_side(
             engine, pair.target, items, [profile], cpus=cpus, modes=modes, max_new_tokens=max_new_tokens,
             warmup_items=warmup, progress=progress,

@@ -111,14 +111,13 @@ def generate(
     vocab_size = check_pair(engine, connection.hello())  # the hello of a new connection is this generation's cost
     mode = resolve_verify_mode(config.verify_mode)
     spec = SessionSpec(prompt, config.temperature, config.top_k, config.top_p, config.seed, config.max_new_tokens, mode)
-    image = _decode_image(image_bytes) if engine.accepts_images else None
     policy = policy if policy is not None else _policy_for(connection, config, engine.fingerprint.name)
     # The drafter's prefill runs while the edge prefills the target: setup costs the slower of the two, not both. The
     # first round goes up behind the open frame; a burst does not even wait for the drafter's prefill.
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="covspec-drafter-prefill")
     prefilled: list[float] = []
     try:
-        drafter_prefill = pool.submit(engine.start, image, prompt)
+        drafter_prefill = pool.submit(_start_drafter, engine, image_bytes, prompt)
         drafter_prefill.add_done_callback(lambda _: prefilled.append(time.perf_counter() - started))
         connection.start_generation(spec, image_bytes)  # its answer comes with the first verdict
         drafter = Drafter(drafter_prefill, vocab_size, params, session_rng(config.seed, DEVICE_RNG_STREAM))
@@ -283,8 +282,9 @@ def decode_rounds(
         # every per-round cost that is neither drafting nor the edge's compute counts with the exchange: the link,
         # and this loop's own planning, applying and observing (a burst's catch-up is counted apart)
         own = (started - top) + observing + (0.0 if plan.burst else applied - received)
+        # drafts past the end of the answer were work for nothing: to the policy they count as not accepted
         observation = RoundObservation(
-                burst=plan.burst, drafted=len(draft), accepted=accepted, committed=kept,
+                burst=plan.burst, drafted=len(draft), accepted=min(accepted, kept - 1), committed=kept,
                 draft_s=sent - started, verify_s=verdict.verify_s or 0.0, exchange_s=received - sent - waited + own,
                 uplink_bytes=up, downlink_bytes=down, margins=tuple(margins), shadow_matches=tuple(shadow),
                 catchup_s=applied - received if plan.burst else 0.0,
@@ -327,6 +327,11 @@ def channel_bytes(channel: RoundExchange) -> tuple[int, int]:
     """(uplink, downlink) bytes of the channel's last exchange, where it counts them (0, 0 elsewhere)."""
     last = getattr(channel, "last_exchange_bytes", None)
     return last if last is not None else (0, 0)
+
+
+def _start_drafter(engine: DrafterEngine, image_bytes: bytes, prompt: str) -> Any:
+    """The drafter's prefill, image decoding included, off the path of the open frame."""
+    return engine.start(_decode_image(image_bytes) if engine.accepts_images else None, prompt)
 
 
 def _decode_image(data: bytes) -> Any:

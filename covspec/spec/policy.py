@@ -24,7 +24,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from covspec.spec.cost_model import CostInputs, Linear, RoundPlan, best_plan
+from covspec.spec.cost_model import CostInputs, Linear, RoundPlan, best_plan, plan_tokens_per_s
 
 __all__ = [
     "DEFAULT_MARGIN_BIN_EDGES",
@@ -543,6 +543,9 @@ class CostConfig:
     """Options of :class:`CostPolicy` (defaults live here only; the CLI reads them)."""
 
     max_burst: int = 128  # tokens asked for in a burst (the edge's default cap); 0 disables bursts
+    # drafting must beat a burst (target-only decoding) by this fraction to be chosen: a burst never loses against
+    # the target alone, while the model's gain from drafting is an estimate (a short answer ends a block early)
+    draft_margin: float = 0.1
     probe_every: int = 32  # after this many bursts in a row, one draft round re-measures the drafter
     warmup_rounds: int = 3  # draft rounds of max_draft_len that measure before the model plans (one verdict is noise)
     acceptance_prior: float = 0.6  # Beta prior mean of the per-position acceptance
@@ -565,8 +568,8 @@ class CostPolicy:
     target's own per-token time in a burst (v0 until a burst is seen) and the drafter's catch-up on a burst of B
     tokens, one forward over them (one drafter step plus an eighth per token until seen). ``plan`` maximises expected
     committed tokens per second over K = 0..max_draft_len and a burst of ``max_burst``
-    (:func:`covspec.spec.cost_model.best_plan`): it bursts when no draft length beats
-    the target alone, and drafts again when acceptance (kept current by shadow matches) or timings make drafting pay;
+    (:func:`covspec.spec.cost_model.best_plan`): it bursts unless a draft length beats the target alone by
+    ``draft_margin``, and drafts again when acceptance (kept current by shadow matches) or timings make drafting pay;
     every ``probe_every`` bursts in a row it drafts once to re-measure. The first ``warmup_rounds`` rounds draft
     max_draft_len to measure.
 
@@ -581,8 +584,8 @@ class CostPolicy:
             raise ValueError(f"max_draft_len must be >= 1, got {max_draft_len}")
         self.max_draft_len = max_draft_len
         self.config = config = config or CostConfig()
-        if config.max_burst < 0 or config.probe_every < 1 or config.warmup_rounds < 1:
-            raise ValueError("max_burst must be >= 0, probe_every and warmup_rounds >= 1")
+        if config.max_burst < 0 or config.probe_every < 1 or config.warmup_rounds < 1 or config.draft_margin < 0:
+            raise ValueError("max_burst and draft_margin must be >= 0, probe_every and warmup_rounds >= 1")
         for name in ("acceptance_decay", "timing_decay", "link_decay"):
             _check_decay(getattr(config, name), name)
         self.acceptance = PositionAcceptance(
@@ -651,8 +654,12 @@ class CostPolicy:
             plan, self.last_rate = best_plan(self._inputs, remaining, self.max_draft_len, min_draft_len=1)
             self.stats.probe_rounds += 1
             return plan
-        bursts = (self.config.max_burst,) if self.config.max_burst > 0 else ()
-        plan, self.last_rate = best_plan(self._inputs, remaining, self.max_draft_len, bursts)
+        plan, self.last_rate = best_plan(self._inputs, remaining, self.max_draft_len)
+        if self.config.max_burst > 0:
+            burst = RoundPlan(burst=True, length=min(self.config.max_burst, remaining))
+            burst_rate = plan_tokens_per_s(self._inputs, burst)
+            if burst_rate * (1.0 + self.config.draft_margin) >= self.last_rate:
+                plan, self.last_rate = burst, burst_rate
         return plan
 
     def keep_drafting(self, position: int, margin: float) -> bool:

@@ -413,3 +413,30 @@ def test_cost_policy_without_bursts_never_bursts() -> None:
     plans = _run(policy, Scenario(accept=0.2, draft_step_s=0.05, rtt_s=0.3), 30, rng)
     assert not any(plan.burst for plan in plans)
     assert math.isfinite(policy.last_rate or math.inf)
+
+
+class _Constructed(CostPolicy):
+    """A cost policy planning on given model inputs (what its estimates would be)."""
+
+    def __init__(self, inputs, draft_margin: float) -> None:
+        super().__init__(max_draft_len=4, config=CostConfig(max_burst=32, draft_margin=draft_margin))
+        self.given = inputs
+
+    def cost_inputs(self):
+        return self.given
+
+
+@pytest.mark.parametrize("draft_step_s, bursts", [(0.0005, True), (0.0002, False)])
+def test_drafting_must_beat_a_burst_by_the_margin(draft_step_s, bursts) -> None:
+    """Drafting ~5% faster than a burst is not worth leaving target-only decoding for; ~30% faster is."""
+    from covspec.spec.cost_model import CostInputs, Linear, best_plan, plan_tokens_per_s
+
+    inputs = CostInputs(
+        accept_probs=np.full(4, 0.8), draft_step_s=draft_step_s, verify_s=Linear(0.0015, 0.0001),
+        target_step_s=0.0015, rtt_s=0.001, catchup_s=Linear(0.0005, 0.0),
+    )  # fmt: skip
+    draft_plan, draft_rate = best_plan(inputs, 40, 4)
+    burst_rate = plan_tokens_per_s(inputs, RoundPlan(burst=True, length=32))
+    assert (draft_rate / burst_rate < 1.1) is bursts and draft_rate > burst_rate  # drafting is faster either way
+    assert _Constructed(inputs, 0.1).plan(40).burst is bursts
+    assert _Constructed(inputs, 0.0).plan(40) == draft_plan  # no margin: the model's own best
