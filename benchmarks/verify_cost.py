@@ -130,7 +130,8 @@ def end_to_end(
     from covspec.runtime_device.engines import load_engine
     from covspec.runtime_device.loop import GenerationConfig, generate
     from covspec.runtime_edge.server import ServeProcess
-    from covspec.spec.policy import PolicyKind, PositionAcceptance
+    from covspec.spec.estimators import PositionAcceptance
+    from covspec.spec.policy import PolicyKind
 
     engine = load_engine("torch", str(drafter_path), dtype="float32")
     target = load_model(str(target_path), dtype="float32")
