@@ -10,9 +10,10 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
@@ -38,6 +39,7 @@ from covspec.protocol.errors import WS_CLOSE_TO_CODE
 from covspec.runtime_device.counting import ByteCounter, CountingSocket
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,7 @@ class EdgeConnection:
         self.policies: dict[Any, Any] = {}  # the device loop's drafting policies, kept across generations
         self.session_id: str | None = None
         self._opening: tuple[SessionSpec, bytes | None, bytes | None] | None = None  # sent, not yet answered
+        self._open_on: ClientConnection | None = None  # the connection the open frame last went up on
         self._setup_mark = 0
         self._held_images: set[bytes] = set()  # sha256 of images this edge holds for this device
         self._ws: ClientConnection | None = None
@@ -162,62 +165,54 @@ class EdgeConnection:
         """Send the open frame (the image, or its sha256 when the edge holds it); do not wait for ``opened``."""
         digest = hashlib.sha256(image).digest() if image is not None else None
         self._opening, self.opened, self.session_id = (spec, image, digest), None, None
-        for attempt in range(self.client.retry.attempts):
-            try:
-                if self._ws is None:
-                    self._connect()
-                self._send_open()
-                return
-            except (ConnectionClosed, OSError, InvalidHandshake, TimeoutError) as exc:
-                self._reconnect_or_raise(exc, attempt)
-        raise EdgeUnavailableError(f"could not open a generation after {self.client.retry.attempts} attempts")
+        self._open_on = None
+        self._with_retries("the generation's open frame", lambda: None)  # the open goes up once connected
 
     def open_generation(self, spec: SessionSpec, image: bytes | None) -> Opened:
         """Start a generation and wait for its ``opened`` (one round trip)."""
         self.start_generation(spec, image)
-        for attempt in range(self.client.retry.attempts):
-            try:
-                if self._ws is None:
-                    self._connect()
-                    self._send_open()
-                while not self._read_opened():
-                    pass
-                assert self.opened is not None
-                return self.opened
-            except (ConnectionClosed, OSError, InvalidHandshake, TimeoutError) as exc:
-                self._reconnect_or_raise(exc, attempt)
-        raise EdgeUnavailableError(f"could not open a generation after {self.client.retry.attempts} attempts")
+        return self._with_retries("the generation's open frame", self._await_opened)
 
     def exchange(self, request: RoundRequest) -> Verdict:
         counter = self.client.counter
         before = (counter.sent["rounds"], counter.received["rounds"])
         frame = encode_round(request)
+        reply = self._with_retries(f"round {request.round}", lambda: self._round_trip(frame))
+        if isinstance(reply, ErrorFrame):
+            self.close()
+            raise EdgeError(f"edge rejected round {reply.round}: {reply.message}", code=reply.code)
+        if not isinstance(reply, Verdict) or reply.round != request.round:
+            raise EdgeError(f"the edge's answer does not fit round {request.round}", code="malformed_message")
+        self.last_exchange_bytes = (counter.sent["rounds"] - before[0], counter.received["rounds"] - before[1])
+        return reply
+
+    def _with_retries(self, what: str, call: Callable[[], T]) -> T:
+        """``call`` on a live connection: a dropped one is reopened, the generation's open frame sent on it (or a
+        ``resume``), and ``call`` tried again."""
         for attempt in range(self.client.retry.attempts):
             try:
                 if self._ws is None:
                     self._connect()
-                    if self._opening is not None:
-                        self._send_open()
-                    else:
-                        self._send(encode_resume(Resume(self._sid())))
-                while True:  # the first round rides behind the open frame; a refused open is sent again first
-                    self._send(frame, phase="rounds")
-                    if self._opening is None or self._read_opened():
-                        break
-                reply = self._recv()
+                    if self._opening is None and self.session_id is not None:
+                        self._send(encode_resume(Resume(self.session_id)))
+                if self._opening is not None and self._open_on is not self._ws:
+                    self._send_open()
+                return call()
             except (ConnectionClosed, OSError, InvalidHandshake, TimeoutError) as exc:
                 self._reconnect_or_raise(exc, attempt)
-                continue
-            if isinstance(reply, ErrorFrame):
-                self.close()
-                raise EdgeError(f"edge rejected round {reply.round}: {reply.message}", code=reply.code)
-            if not isinstance(reply, Verdict) or reply.round != request.round:
-                raise EdgeError(f"the edge's answer does not fit round {request.round}", code="malformed_message")
-            self.last_exchange_bytes = (counter.sent["rounds"] - before[0], counter.received["rounds"] - before[1])
-            return reply
-        raise EdgeUnavailableError(
-            f"round {request.round} could not reach the edge after {self.client.retry.attempts} attempts"
-        )
+        raise EdgeUnavailableError(f"{what} could not reach the edge after {self.client.retry.attempts} attempts")
+
+    def _await_opened(self) -> Opened:
+        while not self._read_opened():
+            pass
+        assert self.opened is not None
+        return self.opened
+
+    def _round_trip(self, frame: bytes) -> Verdict | ErrorFrame | Opened | Hello:
+        while True:  # the first round rides behind the open frame; a refused open is sent again first
+            self._send(frame, phase="rounds")
+            if self._opening is None or self._read_opened():
+                return self._recv()
 
     def _send_open(self) -> None:
         assert self._opening is not None
@@ -225,6 +220,7 @@ class EdgeConnection:
         held = digest is not None and digest in self._held_images
         self._setup_mark = self.client.counter.received["setup"]
         self.open_sent_at = time.perf_counter()
+        self._open_on = self._ws  # at most once per connection, unless the edge asks for the image again
         self._send(encode_open(OpenRequest(spec, None if held else image, digest if held else None)), phase="setup")
 
     def _read_opened(self) -> bool:
@@ -257,11 +253,6 @@ class EdgeConnection:
             moved = min(late, counter.received["rounds"])
             counter.received["rounds"] -= moved
             counter.received["setup"] += moved
-
-    def _sid(self) -> str:
-        if self.session_id is None:
-            raise EdgeError("no generation to resume on this connection", code="no_generation")
-        return self.session_id
 
     def cancel(self) -> None:
         """End the running generation on the edge now (no answer comes back)."""

@@ -108,7 +108,8 @@ def generate(
     reconnects_before = connection.reconnects
 
     started = time.perf_counter()
-    vocab_size = check_pair(engine, connection.hello())  # the hello of a new connection is this generation's cost
+    info = connection.hello()  # on a new connection, its hello is this generation's cost
+    vocab_size = check_pair(engine, info)
     mode = resolve_verify_mode(config.verify_mode)
     spec = SessionSpec(prompt, config.temperature, config.top_k, config.top_p, config.seed, config.max_new_tokens, mode)
     policy = policy if policy is not None else _policy_for(connection, config, engine.fingerprint.name)
@@ -121,7 +122,7 @@ def generate(
         drafter_prefill.add_done_callback(lambda _: prefilled.append(time.perf_counter() - started))
         connection.start_generation(spec, image_bytes)  # its answer comes with the first verdict
         drafter = Drafter(drafter_prefill, vocab_size, params, session_rng(config.seed, DEVICE_RNG_STREAM))
-        edge = connection.hello().get("limits", {})
+        edge = info.get("limits", {})
         limits = (int(edge.get("max_draft_tokens", config.draft_len)), int(edge.get("max_burst_tokens", 1)))
         trace: list[RoundObservation] = []
         tokens, stats = decode_rounds(

@@ -82,13 +82,11 @@ async def serve_device_connection(websocket: WebSocket, service: EdgeService) ->
                     raise ProtocolError("no generation is running on this connection", code="no_generation")
                 round_no = frame.round
                 reply = encode_verdict(await service.verify_round(current, frame))
-        except CovspecError as exc:
+        except Exception as exc:
+            if not isinstance(exc, CovspecError):  # a bug must not take the server down; this generation is dropped
+                log.exception("frame of device %s failed", device)
+                _drop(service, current)
             await close_with_error(websocket, service, exc, round_no)
-            return
-        except Exception as exc:  # a bug must not take the server down; this generation is dropped
-            log.exception("frame of device %s failed", device)
-            _drop(service, current)
-            await close_with_error(websocket, service, CovspecError(f"internal error: {type(exc).__name__}"), round_no)
             return
         if not await _send(websocket, service, reply):
             return  # the device reconnects, resumes and retries; the stored verdict answers it
@@ -111,19 +109,20 @@ async def serve_session_rounds(websocket: WebSocket, service: EdgeService, sessi
             request = decode_round(data, **_frame_limits(service))
             round_no = request.round
             reply = encode_verdict(await service.verify_round(session, request))
-        except CovspecError as exc:
+        except Exception as exc:
+            if not isinstance(exc, CovspecError):  # a bug must not take the server down; this session is dropped
+                log.exception("round %s of session %s failed", round_no, session_id)
+                service.store.discard(session.id)
             await close_with_error(websocket, service, exc, round_no)
-            return
-        except Exception as exc:  # a bug must not take the server down; this session is dropped
-            log.exception("round %s of session %s failed", round_no, session_id)
-            service.store.discard(session.id)
-            await close_with_error(websocket, service, CovspecError(f"internal error: {type(exc).__name__}"), round_no)
             return
         if not await _send(websocket, service, reply):
             return
 
 
-async def close_with_error(websocket: WebSocket, service: EdgeService, exc: CovspecError, round_no: int) -> None:
+async def close_with_error(websocket: WebSocket, service: EdgeService, exc: Exception, round_no: int) -> None:
+    """An error frame and the close code of ``exc``'s code; anything but a ``CovspecError`` is an internal error."""
+    if not isinstance(exc, CovspecError):
+        exc = CovspecError(f"internal error: {type(exc).__name__}")
     row = error_code(exc.code)
     try:
         await websocket.send_bytes(_error_frame(service, exc, round_no))
