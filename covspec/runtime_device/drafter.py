@@ -57,8 +57,9 @@ class Drafter:
     def draft(
         self, k: int, keep_drafting: Callable[[int, float], bool] | None = None
     ) -> tuple[list[int], np.ndarray, list[float]]:
-        """Up to K draft tokens, their canonical draft rows [K', V] (the exact distributions they were drawn from) and
-        the drafter's margin at each. ``keep_drafting(position, margin)`` may end the block before a token."""
+        """Up to K draft tokens, their canonical draft rows [K', V] (the exact distributions they were drawn from) and,
+        when ``keep_drafting(position, margin)`` is given (it may end the block before a token), the drafter's margin
+        at each."""
         sequence = self.sequence
         logits = sequence.extend(self.pending)[-1] if self.pending else self._next_logits
         self.pending = []
@@ -68,9 +69,11 @@ class Drafter:
         margins: list[float] = []
         for i in range(k):
             logits = fit_vocab(logits, self.vocab_size)
-            margin = draft_margin(logits)
-            if keep_drafting is not None and not keep_drafting(i, margin):
-                break
+            if keep_drafting is not None:
+                margin = draft_margin(logits)
+                if not keep_drafting(i, margin):
+                    break
+                margins.append(margin)
             if self.params.is_greedy:  # the canonical greedy row is the one-hot of the argmax: no transform needed
                 token = int(np.argmax(logits))
                 probs = np.zeros(self.vocab_size, dtype=np.float64)
@@ -80,7 +83,6 @@ class Drafter:
                 token = sample_token(probs, self.rng)
             tokens.append(token)
             rows.append(probs)
-            margins.append(margin)
             if i + 1 < k:
                 logits = self.sequence.extend([token])[0]
         self._fed_drafts = max(len(tokens) - 1, 0) if len(tokens) == k else len(tokens)

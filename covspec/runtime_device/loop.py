@@ -258,7 +258,7 @@ def decode_rounds(
             draft, rows, margins = [], None, ()
             request = RoundRequest(round_no, np.zeros(0, dtype=np.int32), commit, burst=plan.length)
         else:
-            draft, rows, margins = drafter.draft(plan.length, policy.keep_drafting)
+            draft, rows, margins = drafter.draft(plan.length, policy.keep_drafting if policy.uses_margins else None)
             request = rules.request(round_no, draft, rows, commit, params)
         sent = time.perf_counter()
         verdict = channel.exchange(request)

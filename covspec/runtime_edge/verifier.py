@@ -16,8 +16,8 @@ import numpy as np
 from covspec.errors import ProtocolError
 from covspec.models.base import ModelSequence
 from covspec.protocol import RoundRequest, SessionSpec, Verdict
-from covspec.protocol.modes import AwaitedCommit, ModeRules, check_commit, mode_rules
-from covspec.spec import SamplingParams, canonical_probs, logits_to_probs, sample_token
+from covspec.protocol.modes import AwaitedCommit, ModeRules, check_commit, mode_rules, target_probs_of
+from covspec.spec import SamplingParams, sample_token
 
 
 @dataclass
@@ -148,7 +148,7 @@ def _burst(state: TargetState, length: int) -> list[int]:
         if params.is_greedy:
             token = int(np.argmax(logits))
         else:
-            token = sample_token(canonical_probs(logits_to_probs(logits[None, :], params))[0], state.rng)
+            token = sample_token(target_probs_of(logits[None, :], params)[0], state.rng)
         _commit(state, empty, base_length, 0, token)
         tokens.append(token)
         if state.finished:

@@ -108,7 +108,10 @@ class RoundObservation:
 
 @runtime_checkable
 class DraftPolicy(Protocol):
-    """What the device loop needs of a policy."""
+    """What the device loop needs of a policy. ``uses_margins``: whether ``keep_drafting`` and the observed margins
+    matter to it (the drafter computes a margin, a softmax over the vocabulary, per token only then)."""
+
+    uses_margins: bool
 
     def plan(self, remaining: int) -> RoundPlan:
         """Next round; ``remaining`` >= 1 tokens still allowed. Draft length <= remaining - 1, burst <= remaining."""
@@ -169,6 +172,8 @@ def _check_remaining(remaining: int) -> None:
 class FixedPolicy:
     """Always draft ``draft_len`` tokens (fewer near the end); never bursts, never gates."""
 
+    uses_margins = False
+
     def __init__(self, draft_len: int) -> None:
         if draft_len < 0:
             raise ValueError(f"draft_len must be >= 0, got {draft_len}")
@@ -205,6 +210,8 @@ class MarginPolicy:
 
     Nothing is gated until the calibration has seen ``calibration.min_observations`` verdicts.
     """
+
+    uses_margins = True
 
     def __init__(self, max_draft_len: int, config: MarginConfig | None = None) -> None:
         if max_draft_len < 1:
@@ -280,6 +287,8 @@ class CostPolicy:
     survival of the block so far) and ΔT = t_draft + v(j+1) - v(j) + Δlink seconds; keep it iff S*p*T >= E*ΔT, i.e.
     iff it raises the block's rate E/T.
     """
+
+    uses_margins = True
 
     def __init__(self, max_draft_len: int, config: CostConfig | None = None) -> None:
         if max_draft_len < 1:

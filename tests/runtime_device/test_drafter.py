@@ -21,7 +21,7 @@ def _drafter(params: SamplingParams = GREEDY) -> tuple[Drafter, BigramSequence]:
 
 def test_greedy_drafts_follow_the_argmax_chain_with_the_canonical_rows() -> None:
     drafter, sequence = _drafter()
-    tokens, rows, margins = drafter.draft(3)
+    tokens, rows, margins = drafter.draft(3, lambda position, margin: True)  # margins come with gating
     assert tokens == [1, 2, 3] and len(margins) == 3 and all(0 < m <= 1 for m in margins)
     expected = canonical_probs(logits_to_probs(bigram_table()[[0, 1, 2]], GREEDY))
     np.testing.assert_array_equal(rows, expected)

@@ -84,6 +84,8 @@ class LinkChangingCostPolicy:
     """The cost policy, with the link's delay raised after its third round (the relay changes under a running
     generation); records the plans it made."""
 
+    uses_margins = True
+
     def __init__(self, relay: TcpRelay, link: LinkProfile) -> None:
         self.policy = make_policy(PolicyKind.COST, draft_len=5, cost=CostConfig(max_burst=4))  # short: many rounds
         self.relay, self.link, self.rounds, self.plans = relay, link, 0, []

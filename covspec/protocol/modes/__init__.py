@@ -9,6 +9,7 @@ from covspec.protocol.modes.base import (
     EdgeDecision,
     ModeRules,
     check_commit,
+    target_probs_of,
 )
 from covspec.protocol.modes.compact import CompactRules
 from covspec.protocol.modes.dssd import DssdRules
@@ -38,4 +39,5 @@ __all__ = [
     "check_commit",
     "mode_rules",
     "resolve_verify_mode",
+    "target_probs_of",
 ]
