@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from covspec.cli.options import DemoEngine, check_links
 from covspec.cli.tables import print_rows
 
 bench_app = typer.Typer(help="Side-by-side benchmarks.", no_args_is_help=True)
@@ -14,11 +15,13 @@ bench_app = typer.Typer(help="Side-by-side benchmarks.", no_args_is_help=True)
 
 @bench_app.command("ablation")
 def ablation(
-    link: list[str] = typer.Option(["loopback"], "--link", help="Link preset (repeat for several)."),
+    link: list[str] = typer.Option(
+        ["loopback"], "--link", callback=check_links, help="Link preset (repeat for several)."
+    ),
     scenes: int = typer.Option(20, "--scenes", min=1, help="Held-out scenes per task."),
     task: list[str] = typer.Option(["all"], "--task", help="A demo task, or all (repeat for several)."),
     out: Path = typer.Option(Path("covspec-ablation"), "--out", help="Folder for ablation.json and ablation.png."),
-    engine: str = typer.Option("onnxruntime", "--engine", help="Drafter engine: onnxruntime (its bundle) or torch."),
+    engine: DemoEngine = typer.Option(DemoEngine.ONNXRUNTIME, "--engine", help="Drafter engine."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of the tables."),
 ) -> None:
     """Each step of the runtime added in turn (vanilla, dssd, compact, one-round-trip sessions, margin gating, cost
@@ -29,21 +32,13 @@ def ablation(
     from covspec.demo.ablation import plot_ablation, run_ablation
     from covspec.demo.scenes import TASKS
     from covspec.demo.store import ensure_bundle, ensure_pair
-    from covspec.link.presets import link_profile
 
-    for name in link:
-        try:
-            link_profile(name)
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc), param_hint="--link") from None
     for name in task:
         if name != "all" and name not in TASKS:
             raise typer.BadParameter(f"unknown task {name!r}; choose all or {', '.join(TASKS)}", param_hint="--task")
-    if engine not in ("onnxruntime", "torch"):
-        raise typer.BadParameter(f"unknown engine {engine!r}; choose onnxruntime or torch", param_hint="--engine")
     with Progress(console=Console(stderr=True), transient=True) as progress:
         pair = ensure_pair(progress=progress)
-        bundle = ensure_bundle(pair, progress=progress) if engine == "onnxruntime" else None
+        bundle = ensure_bundle(pair, progress=progress) if engine is DemoEngine.ONNXRUNTIME else None
         result = run_ablation(pair, bundle=bundle, links=link, tasks=task, n_scenes=scenes, progress=progress)
     out.mkdir(parents=True, exist_ok=True)
     (out / "ablation.json").write_text(json.dumps(result, indent=2) + "\n")

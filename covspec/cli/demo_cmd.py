@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from covspec.cli.options import DemoEngine, check_links
+
 
 def demo_train(
     out: Path | None = typer.Option(None, "--out", help="Train into this folder (default: the user cache)."),
@@ -56,12 +58,12 @@ def _print_evaluation(report: dict) -> None:
 
 def demo(
     scenes: int = typer.Option(20, "--scenes", min=1, help="Held-out scenes to run."),
-    link: str = typer.Option("loopback", "--link", help="Emulated link preset: loopback, lan, wifi, 5g, lte."),
+    link: str = typer.Option(
+        "loopback", "--link", callback=check_links, help="Emulated link preset (covspec link's, docs/links.md)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (DESIGN.md §7)."),
     reduced: bool = typer.Option(False, "--reduced", help="Use the reduced recipe's pair (tests, smoke runs)."),
-    engine: str = typer.Option(
-        "onnxruntime", "--engine", help="Drafter engine: onnxruntime (its bundle, exported on first use) or torch."
-    ),
+    engine: DemoEngine = typer.Option(DemoEngine.ONNXRUNTIME, "--engine", help="Drafter engine."),
 ) -> None:
     """Serve the demo target, run the device runtime on held-out scenes in each mode, print one table."""
     from rich.console import Console
@@ -70,18 +72,11 @@ def demo(
     from covspec.demo.runner import run_demo
     from covspec.demo.store import ensure_bundle, ensure_pair
     from covspec.demo.train import TrainConfig
-    from covspec.link.presets import link_profile
 
-    try:
-        link_profile(link)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--link") from None
-    if engine not in ("onnxruntime", "torch"):
-        raise typer.BadParameter(f"unknown engine {engine!r}; choose onnxruntime or torch", param_hint="--engine")
     console = Console(stderr=True)
     with Progress(console=console, transient=True) as progress:
         pair = ensure_pair(config=TrainConfig.reduced() if reduced else TrainConfig(), progress=progress)
-        bundle = ensure_bundle(pair, progress=progress) if engine == "onnxruntime" else None
+        bundle = ensure_bundle(pair, progress=progress) if engine is DemoEngine.ONNXRUNTIME else None
         result = run_demo(pair, bundle=bundle, n_scenes=scenes, link=link, progress=progress)
     if as_json:
         typer.echo(json.dumps(result))
