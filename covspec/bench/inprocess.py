@@ -27,11 +27,18 @@ from covspec.spec import SpecStats
 
 
 class InProcessChannel:
+    """Rounds handed to the verifier by a function call: no bytes, no link, the target prefilled before the loop."""
+
+    last_exchange_bytes = (0, 0)
+
     def __init__(self, state: TargetState) -> None:
         self.state = state
 
     def exchange(self, request: RoundRequest) -> Verdict:
         return process_round(self.state, request)[0]
+
+    def prefill_wait(self, sent: float) -> float:
+        return 0.0
 
 
 def generate_in_process(

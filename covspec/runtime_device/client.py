@@ -202,6 +202,12 @@ class EdgeConnection:
                 self._reconnect_or_raise(exc, attempt)
         raise EdgeUnavailableError(f"{what} could not reach the edge after {self.client.retry.attempts} attempts")
 
+    def prefill_wait(self, sent: float) -> float:
+        """How long a first round sent at ``sent`` (right behind the open frame) waited for the edge's prefill."""
+        if self.opened is None or self.open_sent_at is None:
+            return 0.0
+        return max(0.0, self.opened.prefill_s - (sent - self.open_sent_at))
+
     def _await_opened(self) -> Opened:
         while not self._read_opened():
             pass

@@ -226,9 +226,15 @@ def generate_target_only(
 
 
 class RoundExchange(Protocol):
-    """Whatever carries a round to the target and brings its verdict back (the WebSocket, or a direct call)."""
+    """Whatever carries a round to the target and brings its verdict back (the WebSocket, or a direct call).
+    ``last_exchange_bytes``: (uplink, downlink) of the last exchange; ``prefill_wait(sent)``: how long a round sent at
+    ``sent`` waited for the target's prefill, which is not link time."""
+
+    last_exchange_bytes: tuple[int, int]
 
     def exchange(self, request: RoundRequest) -> Verdict: ...
+
+    def prefill_wait(self, sent: float) -> float: ...
 
 
 def decode_rounds(
@@ -263,7 +269,7 @@ def decode_rounds(
         sent = time.perf_counter()
         verdict = channel.exchange(request)
         received = time.perf_counter()
-        waited = _prefill_wait(channel, sent) if round_no == 1 else 0.0
+        waited = channel.prefill_wait(sent) if round_no == 1 else 0.0
         if plan.burst:
             new, commit, accepted = _burst_tokens(verdict, plan.length), None, 0
             done = new[-1] in eos or len(tokens) + len(new) >= config.max_new_tokens
@@ -278,7 +284,7 @@ def decode_rounds(
             stats.record_burst(committed=kept)
         else:
             stats.record_round(drafted=len(draft), accepted=accepted, committed=kept)
-        up, down = channel_bytes(channel)
+        up, down = channel.last_exchange_bytes
         applied = time.perf_counter()
         # every per-round cost that is neither drafting nor the edge's compute counts with the exchange: the link,
         # and this loop's own planning, applying and observing (a burst's catch-up is counted apart)
@@ -297,15 +303,6 @@ def decode_rounds(
     return tokens, stats
 
 
-def _prefill_wait(channel: RoundExchange, sent: float) -> float:
-    """How long the first round waited for the edge's prefill (it went up right behind the open frame): not link
-    time, so the policy does not learn it as such."""
-    opened, open_sent = getattr(channel, "opened", None), getattr(channel, "open_sent_at", None)
-    if opened is None or open_sent is None:
-        return 0.0
-    return max(0.0, opened.prefill_s - (sent - open_sent))
-
-
 def _append_until_eos(tokens: list[int], new: list[int], eos: set[int]) -> int:
     kept = 0
     for token in new:
@@ -322,12 +319,6 @@ def _burst_tokens(verdict: Verdict, asked: int) -> list[int]:
             f"verdict of burst round {verdict.round} does not carry 1..{asked} tokens", code="malformed_message"
         )
     return [int(t) for t in verdict.burst_tokens]
-
-
-def channel_bytes(channel: RoundExchange) -> tuple[int, int]:
-    """(uplink, downlink) bytes of the channel's last exchange, where it counts them (0, 0 elsewhere)."""
-    last = getattr(channel, "last_exchange_bytes", None)
-    return last if last is not None else (0, 0)
 
 
 def _start_drafter(engine: DrafterEngine, image_bytes: bytes, prompt: str) -> Any:
