@@ -32,7 +32,12 @@ def serve(
     ),
     max_image_bytes: int = typer.Option(_D.max_image_bytes, "--max-image-bytes"),
     max_image_pixels: int = typer.Option(_D.max_image_pixels, "--max-image-pixels"),
+    max_image_side: int = typer.Option(_D.max_image_side, "--max-image-side"),
+    max_image_aspect: float = typer.Option(
+        _D.max_image_aspect, "--max-image-aspect", help="Longest over shortest side an image may have."
+    ),
     max_prompt_tokens: int = typer.Option(_D.max_prompt_tokens, "--max-prompt-tokens"),
+    max_prompt_chars: int = typer.Option(_D.max_prompt_chars, "--max-prompt-chars"),
     max_draft_tokens: int = typer.Option(_D.max_draft_tokens, "--max-draft-tokens", help="Draft tokens per round."),
     max_burst_tokens: int = typer.Option(
         _D.max_burst_tokens, "--max-burst-tokens", help="Target tokens one burst round may ask for."
@@ -42,6 +47,15 @@ def serve(
         _D.images_per_device, "--images-per-device", help="Images held per device, named later by sha256."
     ),
     image_cache_bytes: int = typer.Option(_D.image_cache_bytes, "--image-cache-bytes"),
+    retry_after_s: int = typer.Option(
+        _D.retry_after_s, "--retry-after-s", help="Retry-After of a refusal for capacity (429, 503)."
+    ),
+    header_timeout_s: float = typer.Option(
+        _D.header_timeout_s, "--header-timeout-s", help="Seconds a client has to send its request head."
+    ),
+    idle_timeout_s: float = typer.Option(
+        _D.idle_timeout_s, "--idle-timeout-s", help="Seconds an idle keep-alive HTTP connection stays open."
+    ),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn's log level (warning hides access logs)."),
 ) -> None:
     """Serve TARGET: one WebSocket per device (/v1/connect), HTTP sessions, OpenAI-compatible chat completions,
@@ -55,12 +69,18 @@ def serve(
         max_kv_bytes=max_kv_bytes,
         max_image_bytes=max_image_bytes,
         max_image_pixels=max_image_pixels,
+        max_image_side=max_image_side,
+        max_image_aspect=max_image_aspect,
         max_prompt_tokens=max_prompt_tokens,
+        max_prompt_chars=max_prompt_chars,
         max_draft_tokens=max_draft_tokens,
         max_burst_tokens=max_burst_tokens,
         max_new_tokens=max_new_tokens,
         images_per_device=images_per_device,
         image_cache_bytes=image_cache_bytes,
+        retry_after_s=retry_after_s,
+        header_timeout_s=header_timeout_s,
+        idle_timeout_s=idle_timeout_s,
     )
     api_key = read_api_key_file(api_key_file) if api_key_file else None
     settings = EdgeSettings(target, host, port, dtype, api_key, limits, name, threads=threads)

@@ -152,9 +152,17 @@ class LoadedModel(abc.ABC):
     def accepts_images(self) -> bool: ...
 
     @abc.abstractmethod
-    def start(self, image: Any | None, prompt: str) -> ModelSequence:
+    def start(self, image: Any | None, prompt: str, *, max_prompt_tokens: int | None = None) -> ModelSequence:
         """Render ``prompt`` (with ``image``, a PIL image, if given) exactly as DESIGN.md §7 says, prefill it, and
-        return the new sequence."""
+        return the new sequence. A rendered prompt longer than ``max_prompt_tokens`` raises ``LimitError``
+        (``prompt_too_long``) before the prefill is paid for."""
+
+    @property
+    def reserved_texts(self) -> frozenset[str]:
+        """Strings a prompt may not contain: the tokenizer's special tokens and the processor's placeholders (an
+        ``<image>`` typed in the text would make the processor expect a second image, a ``<|im_end|>`` would end the
+        user turn). Empty for models without a tokenizer that names any."""
+        return frozenset()
 
     @abc.abstractmethod
     def generate(

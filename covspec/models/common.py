@@ -11,6 +11,7 @@ numbered. Everything that touches the cache lives here once:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from covspec.errors import LimitError
 from covspec.models.base import LoadedModel, ModelFingerprint, TokenSequence, check_token_ids
 from covspec.models.prompts import vlm_inputs
 
@@ -59,6 +61,25 @@ def special_tokens_of(tokenizer: Any) -> dict[str, str]:
     """Named special tokens (bos/eos/pad/unk/..., and model-specific ones such as image_token) as strings."""
     mapping = getattr(tokenizer, "special_tokens_map", {}) or {}
     return {str(k): str(v) for k, v in mapping.items() if isinstance(v, str) or hasattr(v, "content")}
+
+
+# Processor attributes that name the text a placeholder stands for (Qwen2-VL's image/video pads, Idefics3's
+# fake-image and global-image tokens, LLaVA's <image>).
+_PLACEHOLDER_ATTRIBUTES = ("image_token", "video_token", "fake_image_token", "global_image_token", "boi_token")
+
+
+def reserved_texts_of(tokenizer: Any, processor: Any = None) -> frozenset[str]:
+    """Every special added token of ``tokenizer`` and every placeholder ``processor`` names."""
+    texts = {str(v) for v in (getattr(tokenizer, "all_special_tokens", None) or [])}
+    for added in (getattr(tokenizer, "added_tokens_decoder", None) or {}).values():
+        if getattr(added, "special", False):
+            texts.add(str(added.content))
+    for holder in (processor, tokenizer):
+        for name in _PLACEHOLDER_ATTRIBUTES:
+            value = getattr(holder, name, None) if holder is not None else None
+            if isinstance(value, str) and value:
+                texts.add(value)
+    return frozenset(t for t in texts if t)
 
 
 def logits_to_numpy(logits: torch.Tensor) -> np.ndarray:
@@ -268,13 +289,22 @@ class HFLoadedModel(LoadedModel):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.hf_model.parameters())
 
-    def start(self, image: Any | None, prompt: str) -> HFSequence:
+    @functools.cached_property
+    def reserved_texts(self) -> frozenset[str]:
+        return reserved_texts_of(self._tokenizer, self.processor)
+
+    def start(self, image: Any | None, prompt: str, *, max_prompt_tokens: int | None = None) -> HFSequence:
         import torch
 
         inputs = self.render(image, prompt)
         input_ids = inputs["input_ids"]
         if input_ids.shape[0] != 1:
             raise ValueError("one prompt per sequence")
+        if max_prompt_tokens is not None and input_ids.shape[1] > max_prompt_tokens:
+            raise LimitError(
+                f"the rendered prompt has {input_ids.shape[1]} tokens; at most {max_prompt_tokens}",
+                code="prompt_too_long",
+            )
         position_ids, state = self.prompt_positions(inputs)
         kwargs = {k: v for k, v in inputs.items() if k != "attention_mask"}
         if self._logits_to_keep:

@@ -15,6 +15,7 @@ import msgpack
 import numpy as np
 
 from covspec.errors import ProtocolError
+from covspec.protocol.errors import shown
 from covspec.protocol.messages import (
     Cancel,
     ErrorFrame,
@@ -32,6 +33,12 @@ from covspec.protocol.version import PROTOCOL_VERSION
 _I32 = np.dtype("<i4")
 _F32 = np.dtype("<f4")
 _F64 = np.dtype("<f8")
+# Structure caps applied while unpacking, before any object is built: a frame is a small map (the open frame's
+# request a few small maps and lists; its keep_set the longest list), so a frame of millions of tiny entries fails at
+# its first header instead of costing seconds of CPU and gigabytes of objects.
+MAX_MAP_ENTRIES = 32
+MAX_ARRAY_ITEMS = 1 << 16
+MAX_STRING_BYTES = 1 << 20
 
 
 def encode_round(request: RoundRequest) -> bytes:
@@ -96,7 +103,7 @@ def decode_uplink(
         return Resume(session_id)
     if kind == "cancel":
         return Cancel()
-    raise ProtocolError(f"unexpected frame type {kind!r}", code="malformed_message")
+    raise ProtocolError(f"unexpected frame type {shown(kind)}", code="malformed_message")
 
 
 def _open_from(frame: dict[str, Any]) -> OpenRequest:
@@ -208,7 +215,7 @@ def decode_downlink(data: bytes, *, vocab_size: int) -> Verdict | ErrorFrame | O
     if kind == "opened":
         return _opened_from(frame)
     if kind != "verdict":
-        raise ProtocolError(f"unexpected frame type {kind!r}", code="malformed_message")
+        raise ProtocolError(f"unexpected frame type {shown(kind)}", code="malformed_message")
     accepted = _int_field(frame, "a", lo=0) if "a" in frame else None
     token = _int_field(frame, "k", lo=0) if "k" in frame else None
     if token is not None:
@@ -250,19 +257,31 @@ def _opened_from(frame: dict[str, Any]) -> Opened:
 
 def _unpack(data: bytes, *, expected_type: str | None) -> dict[str, Any]:
     try:
-        frame = msgpack.unpackb(data, raw=False, strict_map_key=True, max_bin_len=1 << 30)
-    except Exception as exc:  # msgpack raises several unrelated types for garbage
-        raise ProtocolError(f"frame is not valid msgpack ({type(exc).__name__})", code="malformed_message") from None
+        frame = msgpack.unpackb(
+            data,
+            raw=False,
+            strict_map_key=True,
+            max_map_len=MAX_MAP_ENTRIES,
+            max_array_len=MAX_ARRAY_ITEMS,
+            max_str_len=MAX_STRING_BYTES,
+            max_ext_len=0,
+        )
+    except Exception as exc:  # msgpack raises several unrelated types for garbage, ValueError past a structure cap
+        raise ProtocolError(
+            f"frame is not valid msgpack within the structure limits ({type(exc).__name__}: {str(exc)[:80]})",
+            code="malformed_message",
+        ) from None
     if not isinstance(frame, dict):
         raise ProtocolError("frame must be a msgpack map", code="malformed_message")
     version = frame.get("v")
     if version != PROTOCOL_VERSION:
         raise ProtocolError(
-            f"protocol version {version!r} is not supported; this peer speaks {PROTOCOL_VERSION}",
+            f"protocol version {shown(version)} is not supported; this peer speaks {PROTOCOL_VERSION}",
             code="unsupported_version",
         )
     if expected_type is not None and frame.get("t") != expected_type:
-        raise ProtocolError(f"expected a {expected_type!r} frame, got {frame.get('t')!r}", code="malformed_message")
+        got = shown(frame.get("t"))
+        raise ProtocolError(f"expected a {expected_type!r} frame, got {got}", code="malformed_message")
     return frame
 
 

@@ -38,6 +38,11 @@ _CODES = [
     ErrorCode("no_generation", 409, 4411, "a round or cancel arrived on a connection with no generation running"),
     ErrorCode("too_many_sessions", 429, 4429, "the server holds its maximum number of sessions"),
     ErrorCode("kv_memory_exhausted", 503, 4503, "admitting the session would pass the server's KV-cache memory cap"),
+    ErrorCode("round_conflict", 409, 4412, "a resent round differs from the round of that number already verified"),
+    ErrorCode("session_moved", 409, 4408, "another connection resumed this session; this one no longer serves it"),
+    ErrorCode("request_too_large", 413, 4414, "the request body or frame is larger than any valid one can be"),
+    ErrorCode("not_found", 404, 4400, "no such endpoint"),
+    ErrorCode("method_not_allowed", 405, 4400, "the endpoint does not take this HTTP method"),
     ErrorCode("internal_error", 500, 1011, "the server failed; the session may be unusable"),
 ]
 
@@ -45,6 +50,41 @@ ERROR_CODES: dict[str, ErrorCode] = {e.code: e for e in _CODES}
 WS_CLOSE_TO_CODE: dict[int, str] = {}
 for _e in _CODES:
     WS_CLOSE_TO_CODE.setdefault(_e.ws_close, _e.code)
+
+
+MAX_MESSAGE_CHARS = 300  # an error message is for people: bounded, whatever the client sent
+MAX_CLOSE_REASON_BYTES = 123  # RFC 6455: a close frame's reason, UTF-8 encoded
+
+
+def shown(value: object, limit: int = 40) -> str:
+    """A client's value as an error message may quote it: bounded before it is rendered (a 60 MB string is never
+    copied into a reply), containers by type and size only."""
+    if isinstance(value, str):
+        return repr(value[:limit]) + ("…" if len(value) > limit else "")
+    if isinstance(value, (bytes, bytearray)):
+        return f"<{len(value)} bytes>"
+    if isinstance(value, (list, tuple, dict, set)):
+        return f"<{type(value).__name__} of {len(value)}>"
+    if value is None or isinstance(value, (bool, float)):
+        return repr(value)
+    if isinstance(value, int):
+        text = str(value) if value.bit_length() <= 128 else f"<a {value.bit_length()}-bit integer>"
+        return text
+    return f"<{type(value).__name__}>"
+
+
+def bounded_message(message: str) -> str:
+    """``message`` cut to :data:`MAX_MESSAGE_CHARS` characters."""
+    return message if len(message) <= MAX_MESSAGE_CHARS else message[: MAX_MESSAGE_CHARS - 1] + "…"
+
+
+def close_reason(code: str, message: str) -> str:
+    """``"code: message"`` cut on a character boundary so that it fits a WebSocket close frame."""
+    reason = f"{code}: {message}"
+    if len(reason.encode()) <= MAX_CLOSE_REASON_BYTES:
+        return reason
+    cut = reason.encode()[: MAX_CLOSE_REASON_BYTES - len("…".encode())].decode(errors="ignore")
+    return cut + "…"
 
 
 def error_code(code: str) -> ErrorCode:

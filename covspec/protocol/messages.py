@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 
 from covspec.errors import ProtocolError
+from covspec.protocol.errors import shown
+from covspec.spec.sampling import SamplingParams
 
 
 class VerifyMode(str, enum.Enum):
@@ -73,6 +75,10 @@ class SessionSpec:
             mode = VerifyMode(data.get("verify_mode", VerifyMode.COMPACT.value))
         except ValueError:
             raise _invalid(f"'verify_mode' must be one of {[m.value for m in VerifyMode]}") from None
+        try:
+            SamplingParams(temperature, top_k, top_p, seed).validate()
+        except ValueError as exc:
+            raise _invalid(f"'sampling': {exc}") from None
         keep = data.get("keep_set")
         if keep is not None:
             if not isinstance(keep, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in keep):
@@ -104,7 +110,7 @@ def prompt_from_messages(messages: Any) -> str:
         elif kind in ("image", "image_url"):
             images += 1
         else:
-            raise _invalid(f"unsupported content part: {part!r:.80}")
+            raise _invalid(f"unsupported content part of type {shown(kind)}")
     if images > 1:
         raise _invalid("at most one image per session")
     return "\n".join(texts)

@@ -310,9 +310,12 @@ class EdgeConnection:
                 )
             )
             hello = self._read_hello(ws)
-        except BaseException:
+        except BaseException as exc:
             stack.close()
             sock.close()
+            if isinstance(exc, InvalidStatus) and exc.response.status_code < 500:  # refused: retrying cannot help
+                code, message = _refusal(exc.response.status_code, exc.response.body)
+                raise EdgeError(f"edge refused the connection: {message}", code=code) from None
             raise
         self._ws, self._stack, self.info = ws, stack, hello
         self.vocab_size = int(hello.get("model", {}).get("vocab_size", 0))
@@ -335,13 +338,20 @@ class EdgeConnection:
         if isinstance(exc, ConnectionClosed) and exc.rcvd is not None and 4000 <= exc.rcvd.code < 5000:
             code = WS_CLOSE_TO_CODE.get(exc.rcvd.code, "internal_error")
             raise EdgeError(f"edge closed the connection: {exc.rcvd.reason or code}", code=code) from None
-        if isinstance(exc, InvalidStatus) and exc.response.status_code < 500:
-            raise EdgeError(f"edge refused the connection: HTTP {exc.response.status_code}", code="internal_error")
         log.warning("connection to the edge lost (%s: %s); reconnecting", type(exc).__name__, exc)
         self.close()
         self.reconnects += 1
         if attempt + 1 < self.client.retry.attempts:
             time.sleep(self.client._delay(attempt))
+
+
+def _refusal(status: int, body: bytes | None) -> tuple[str, str]:
+    """(code, message) of a refused WebSocket handshake, from the edge's JSON error body when it sent one."""
+    try:
+        error = json.loads(body or b"")["error"]
+        return str(error["code"]), str(error["message"])
+    except (ValueError, KeyError, TypeError):
+        return "internal_error", f"HTTP {status}"
 
 
 class _CountingHTTPConnection(http.client.HTTPConnection):

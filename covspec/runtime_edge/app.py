@@ -19,16 +19,13 @@ import numpy as np
 from fastapi import Depends, FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from covspec.errors import CovspecError, ProtocolError
 from covspec.models.base import LoadedModel
-from covspec.protocol import (
-    PROTOCOL_VERSION,
-    SessionSpec,
-    error_code,
-)
-from covspec.runtime_edge.auth import check_bearer
+from covspec.protocol import PROTOCOL_VERSION, SessionSpec
 from covspec.runtime_edge.connection import serve_device_connection, serve_session_rounds
+from covspec.runtime_edge.gate import EdgeGate
 from covspec.runtime_edge.images import decode_data_uri
 from covspec.runtime_edge.openai_api import (
     ChatCompletionRequest,
@@ -38,6 +35,7 @@ from covspec.runtime_edge.openai_api import (
     split_chat_request,
     usage,
 )
+from covspec.runtime_edge.replies import http_error, parse_json
 from covspec.runtime_edge.service import EdgeService
 from covspec.runtime_edge.settings import EdgeSettings
 from covspec.runtime_edge.target_only import iter_target_tokens
@@ -65,8 +63,11 @@ def create_app(settings: EdgeSettings, model: LoadedModel | None = None) -> Fast
             service.close()
 
     app = FastAPI(title="covspec edge", version=str(PROTOCOL_VERSION), lifespan=lifespan)
-    app.add_exception_handler(CovspecError, _covspec_error_response)
+    app.add_middleware(EdgeGate, settings=settings)  # the API key and the body's size, before anything is read
+    app.add_exception_handler(CovspecError, _error_response)
     app.add_exception_handler(RequestValidationError, _validation_error_response)
+    app.add_exception_handler(StarletteHTTPException, _http_exception_response)
+    app.add_exception_handler(Exception, _error_response)  # a bug: 500 with the same body, counted
     _add_routes(app)
     return app
 
@@ -75,13 +76,7 @@ def _service(request: Request) -> EdgeService:
     return request.app.state.service
 
 
-def _authorized(request: Request) -> EdgeService:
-    service = _service(request)
-    check_bearer(service.settings.api_key, request.headers.get("authorization"))
-    return service
-
-
-Service = Annotated[EdgeService, Depends(_authorized)]
+Service = Annotated[EdgeService, Depends(_service)]
 
 
 def _add_routes(app: FastAPI) -> None:
@@ -140,10 +135,7 @@ async def _read_session_form(request: Request, service: EdgeService) -> tuple[Se
         if upload is None or isinstance(upload, str):
             raise ProtocolError("the 'image' file is missing", code="invalid_request")
         image_bytes = await upload.read(service.limits.max_image_bytes + 1)
-    try:
-        data = json.loads(raw_spec)
-    except json.JSONDecodeError as exc:
-        raise ProtocolError(f"the 'request' field is not JSON: {exc.msg}", code="invalid_request") from None
+    data = parse_json(raw_spec, "the 'request' field")
     return service.check_spec(SessionSpec.from_dict(data)), image_bytes
 
 
@@ -165,9 +157,10 @@ async def _open_session(service: EdgeService, spec: SessionSpec, image_bytes: by
 
 async def _chat_completion(service: EdgeService, body: ChatCompletionRequest) -> Any:
     prompt, image_url = split_chat_request(body)
+    service.check_prompt(prompt)
     if image_url is None and service.model.accepts_images:
         raise ProtocolError("this target is a VLM: send one image_url part (a data: URI)", code="invalid_request")
-    image = decode_data_uri(image_url, service.limits) if image_url is not None else None
+    image = await asyncio.to_thread(decode_data_uri, image_url, service.limits) if image_url is not None else None
     requested = body.max_completion_tokens or body.max_tokens or 256
     if requested > service.limits.max_new_tokens:
         raise ProtocolError(f"max_tokens is limited to {service.limits.max_new_tokens}", code="invalid_request")
@@ -177,7 +170,7 @@ async def _chat_completion(service: EdgeService, body: ChatCompletionRequest) ->
     except ValueError as exc:
         raise ProtocolError(str(exc), code="invalid_request") from None
     model = service.model
-    sequence = await service.run_model(model.start, image, prompt)
+    sequence = await service.start_sequence(image, prompt)
     eos = frozenset(model.eos_token_ids)
     tokens_iter = iter_target_tokens(sequence, params, requested, eos, np.random.default_rng(body.seed))
     service.metrics.chat_completions.inc()
@@ -186,8 +179,10 @@ async def _chat_completion(service: EdgeService, body: ChatCompletionRequest) ->
     def finish_reason(tokens: list[int]) -> str:
         return "stop" if tokens and tokens[-1] in eos else "length"
 
-    if not body.stream:
-        tokens = await service.run_model(list, tokens_iter)
+    if not body.stream:  # one model job per token, as a stream: other sessions' rounds run in between
+        tokens = []
+        while (token := await service.run_model(next, tokens_iter, None)) is not None:
+            tokens.append(token)
         service.metrics.chat_tokens.inc(len(tokens))
         return completion_body(cid, name, model.decode(tokens), finish_reason(tokens), sequence.prompt_length, tokens)
 
@@ -233,20 +228,32 @@ def _sse(payload: dict) -> str:
     return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
 
 
-async def _covspec_error_response(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, CovspecError)
-    row = error_code(exc.code)
-    service = getattr(request.app.state, "service", None)
-    if service is not None:
-        service.metrics.errors.labels(row.code).inc()
-    return JSONResponse({"error": {"code": row.code, "message": exc.message}}, status_code=row.http_status)
+async def _error_response(request: Request, exc: Exception) -> JSONResponse:
+    if not isinstance(exc, CovspecError):
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return http_error(getattr(request.app.state, "service", None), exc)
 
 
 async def _validation_error_response(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    details = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
-    message = "; ".join(f"{'.'.join(map(str, d['loc']))}: {d['msg']}" for d in details) or "invalid request"
-    return JSONResponse({"error": {"code": "invalid_request", "message": message, "details": details}}, status_code=422)
+    details = [{"loc": [str(x)[:40] for x in e.get("loc", ())], "msg": str(e.get("msg", ""))[:200]}
+               for e in exc.errors()[:10]]  # fmt: skip
+    message = "; ".join(f"{'.'.join(d['loc'])}: {d['msg']}" for d in details) or "invalid request"
+    error = ProtocolError(message, code="invalid_request")
+    return http_error(getattr(request.app.state, "service", None), error, details)
+
+
+# Starlette's own refusals (no route, wrong method, a multipart body its parser refuses) in the one error body.
+_HTTP_STATUS_CODES = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
+
+
+async def _http_exception_response(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    if isinstance(exc.__cause__, CovspecError):  # FastAPI wraps what failed while reading the body (the gate's 413)
+        return http_error(getattr(request.app.state, "service", None), exc.__cause__)
+    code = _HTTP_STATUS_CODES.get(exc.status_code, "invalid_request")
+    message = str(exc.detail) if exc.detail else code
+    return http_error(getattr(request.app.state, "service", None), ProtocolError(message, code=code))
 
 
 async def _sweep_forever(service: EdgeService, period_s: float = 1.0) -> None:

@@ -11,10 +11,12 @@ and a close code, and the session survives for a ``resume`` (except after an int
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import TypeVar
 
 from fastapi import WebSocket
 from starlette.websockets import WebSocketDisconnect
@@ -22,33 +24,26 @@ from starlette.websockets import WebSocketDisconnect
 from covspec.errors import CovspecError, ProtocolError
 from covspec.protocol import (
     Cancel,
-    ErrorFrame,
     Hello,
     Opened,
     OpenRequest,
     Resume,
     decode_round,
     decode_uplink,
-    encode_error,
     encode_hello,
     encode_opened,
     encode_verdict,
-    error_code,
 )
-from covspec.runtime_edge.auth import check_bearer
+from covspec.runtime_edge.replies import close_with_error, error_frame
 from covspec.runtime_edge.service import EdgeService
 from covspec.runtime_edge.sessions import EdgeSession
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 async def serve_device_connection(websocket: WebSocket, service: EdgeService) -> None:
-    await websocket.accept()
-    try:
-        check_bearer(service.settings.api_key, websocket.headers.get("authorization"))
-    except CovspecError as exc:
-        await close_with_error(websocket, service, exc, 0)
-        return
+    await websocket.accept()  # the API key was checked before the handshake (covspec.runtime_edge.gate)
     device = _device_key(websocket)
     if not await _send(websocket, service, encode_hello(Hello(service.info()))):
         return
@@ -57,7 +52,7 @@ async def serve_device_connection(websocket: WebSocket, service: EdgeService) ->
     round_no = 0
     async for data in _frames(websocket, service):
         try:
-            frame = decode_uplink(data, **_frame_limits(service))
+            frame = await _decoded(decode_uplink, data, service)
             if isinstance(frame, OpenRequest):
                 _drop(service, current)
                 current, round_no, refused = None, 0, False
@@ -65,7 +60,7 @@ async def serve_device_connection(websocket: WebSocket, service: EdgeService) ->
                     current = await _open(service, device, frame)
                 except CovspecError as exc:  # the generation is refused; the connection stays
                     refused = True
-                    await _send(websocket, service, _error_frame(service, exc, 0))
+                    await _send(websocket, service, error_frame(service, exc, 0))
                     continue
                 reply = encode_opened(_opened(current))
             elif isinstance(frame, Resume):
@@ -98,7 +93,6 @@ async def serve_session_rounds(websocket: WebSocket, service: EdgeService, sessi
     """One WebSocket per HTTP session; a bad frame gets an error frame and a close code, the session survives."""
     await websocket.accept()
     try:
-        check_bearer(service.settings.api_key, websocket.headers.get("authorization"))
         session = service.store.get(session_id)
     except CovspecError as exc:
         await close_with_error(websocket, service, exc, 0)
@@ -106,7 +100,7 @@ async def serve_session_rounds(websocket: WebSocket, service: EdgeService, sessi
     round_no = 0
     async for data in _frames(websocket, service):
         try:
-            request = decode_round(data, **_frame_limits(service))
+            request = await _decoded(decode_round, data, service)
             round_no = request.round
             reply = encode_verdict(await service.verify_round(session, request))
         except Exception as exc:
@@ -119,26 +113,20 @@ async def serve_session_rounds(websocket: WebSocket, service: EdgeService, sessi
             return
 
 
-async def close_with_error(websocket: WebSocket, service: EdgeService, exc: Exception, round_no: int) -> None:
-    """An error frame and the close code of ``exc``'s code; anything but a ``CovspecError`` is an internal error."""
-    if not isinstance(exc, CovspecError):
-        exc = CovspecError(f"internal error: {type(exc).__name__}")
-    row = error_code(exc.code)
-    try:
-        await websocket.send_bytes(_error_frame(service, exc, round_no))
-        await websocket.close(code=row.ws_close, reason=f"{row.code}: {exc.message}"[:120])
-    except (WebSocketDisconnect, RuntimeError):
-        pass
+INLINE_DECODE_BYTES = 64 << 10  # larger frames (an image, vanilla draft rows) are decoded off the event loop
 
 
-def _frame_limits(service: EdgeService) -> dict[str, int]:
-    """What a round frame is checked against: the target's vocabulary and the server's per-round limits."""
+async def _decoded(decode: Callable[..., T], data: bytes, service: EdgeService) -> T:
+    """``decode`` a frame against the target's vocabulary and the server's per-round limits."""
     limits = service.limits
-    return {
+    kwargs = {
         "vocab_size": service.model.vocab_size,
         "max_draft_tokens": limits.max_draft_tokens,
         "max_burst_tokens": limits.max_burst_tokens,
     }
+    if len(data) <= INLINE_DECODE_BYTES:
+        return decode(data, **kwargs)
+    return await asyncio.to_thread(decode, data, **kwargs)
 
 
 async def _frames(websocket: WebSocket, service: EdgeService) -> AsyncIterator[bytes]:
@@ -166,12 +154,6 @@ async def _send(websocket: WebSocket, service: EdgeService, frame: bytes) -> boo
     except (WebSocketDisconnect, RuntimeError):
         return False
     return True
-
-
-def _error_frame(service: EdgeService, exc: CovspecError, round_no: int) -> bytes:
-    row = error_code(exc.code)
-    service.metrics.errors.labels(row.code).inc()
-    return encode_error(ErrorFrame(round_no, row.code, exc.message))
 
 
 async def _open(service: EdgeService, device: str, request: OpenRequest) -> EdgeSession:

@@ -25,14 +25,9 @@ def decode_image(data: bytes, limits: EdgeLimits) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > limits.max_image_pixels:
-                raise LimitError(
-                    f"image is {width}x{height} pixels; the server accepts at most {limits.max_image_pixels}",
-                    code="image_too_large",
-                )
+            check_image_shape(*image.size, limits)
             image.load()
-    except LimitError:
+    except (LimitError, ProtocolError):
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise LimitError(f"image rejected as too large: {exc}", code="image_too_large") from None
@@ -41,6 +36,24 @@ def decode_image(data: bytes, limits: EdgeLimits) -> Image.Image:
             f"the bytes are not a decodable image ({type(exc).__name__})", code="invalid_image"
         ) from None
     return image.convert("RGB")
+
+
+def check_image_shape(width: int, height: int, limits: EdgeLimits) -> None:
+    """Refuse shapes no processor should be handed, before any pixel is decoded: too many pixels, a side too long,
+    or a long side out of proportion (processors scale the short side up: one pixel wide and a million tall would
+    be resized to gigabytes)."""
+    shape = f"image is {width}x{height} pixels"
+    if width < 1 or height < 1:
+        raise ProtocolError(f"{shape}; it must have at least one pixel", code="invalid_image")
+    if width * height > limits.max_image_pixels:
+        raise LimitError(f"{shape}; the server accepts at most {limits.max_image_pixels}", code="image_too_large")
+    if max(width, height) > limits.max_image_side:
+        raise LimitError(f"{shape}; no side may pass {limits.max_image_side}", code="image_too_large")
+    if max(width, height) / min(width, height) > limits.max_image_aspect:
+        raise LimitError(
+            f"{shape}; the long side may be at most {limits.max_image_aspect:g} times the short one",
+            code="image_too_large",
+        )
 
 
 def decode_data_uri(uri: str, limits: EdgeLimits) -> Image.Image:

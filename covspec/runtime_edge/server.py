@@ -16,21 +16,30 @@ import uvicorn
 
 from covspec.cpus import describe, resolve_threads, set_torch_threads
 from covspec.models.base import LoadedModel
+from covspec.models.loading import load_model
 from covspec.runtime_edge.app import create_app
+from covspec.runtime_edge.gate import RefusingWebSocketProtocol, head_deadline_protocol
 from covspec.runtime_edge.settings import EdgeSettings
 
 logger = logging.getLogger(__name__)
+LARGEST_VOCAB = 262_144  # Gemma 3's; frame limits before the target is known assume a vocabulary this large
 
 
 def uvicorn_config(settings: EdgeSettings, model: LoadedModel | None = None, **overrides) -> uvicorn.Config:
-    # Round frames are tiny and latency-bound: no per-message deflate; vanilla rounds with full draft rows can be
-    # large, so the frame size limit follows the draft-row size of the largest allowed round.
+    # Round frames are tiny and latency-bound: no per-message deflate. The frame size limit is the largest frame a
+    # valid device can send (an open with the largest image, or a vanilla round of full draft rows at this target's
+    # vocabulary; 152k-vocabulary bound when the target loads later). Request heads have a deadline, idle
+    # keep-alive connections a timeout (slow clients).
+    limits = settings.limits
+    vocab = model.vocab_size if model is not None else LARGEST_VOCAB
     options = dict(
         host=settings.host,
         port=settings.port,
-        ws="websockets-sansio",
+        http=head_deadline_protocol(limits.header_timeout_s),
+        ws=RefusingWebSocketProtocol,
         ws_per_message_deflate=False,
-        ws_max_size=64 << 20,
+        ws_max_size=limits.max_frame_bytes(vocab),
+        timeout_keep_alive=max(1, round(limits.idle_timeout_s)),
         log_level="warning",
         lifespan="on",
     )
@@ -42,7 +51,9 @@ def serve(settings: EdgeSettings, log_level: str = "info") -> None:
     """Block serving ``settings.target`` until interrupted. Sets torch's threads first (``settings.threads``, else
     one per CPU this process may use), before the target loads, so its pool is sized on purpose."""
     apply_threads(settings.threads)
-    uvicorn.Server(uvicorn_config(settings, log_level=log_level)).run()
+    logger.info("loading target %s", settings.target)
+    model = load_model(settings.target, dtype=settings.dtype)  # first: its vocabulary sizes the frame limit
+    uvicorn.Server(uvicorn_config(settings, model, log_level=log_level)).run()
 
 
 def apply_threads(threads: int | None) -> int:

@@ -4,6 +4,7 @@ with the two operations every transport needs: open a session, verify a round. F
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -11,7 +12,7 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 from covspec.errors import LimitError, ProtocolError
-from covspec.models.base import LoadedModel
+from covspec.models.base import LoadedModel, ModelSequence
 from covspec.protocol import (
     EDGE_RNG_STREAM,
     PROTOCOL_VERSION,
@@ -21,6 +22,7 @@ from covspec.protocol import (
     VerifyMode,
     session_rng,
 )
+from covspec.protocol.errors import shown
 from covspec.protocol.modes import resolve_verify_mode
 from covspec.runtime_edge.image_cache import DeviceImageCache
 from covspec.runtime_edge.images import decode_image
@@ -79,30 +81,46 @@ class EdgeService:
         """The server's own limits on a valid request; ``auto`` resolved to the mode it stands for."""
         if spec.max_new_tokens > self.limits.max_new_tokens:
             raise ProtocolError(f"max_new_tokens is limited to {self.limits.max_new_tokens}", code="invalid_request")
-        if len(spec.prompt) > self.limits.max_prompt_chars:
+        self.check_prompt(spec.prompt)
+        return replace(spec, verify_mode=resolve_verify_mode(spec.verify_mode))
+
+    def check_prompt(self, prompt: str) -> None:
+        """What the tokenizer and processor would refuse, refused first: too many characters (before any
+        tokenization), text that is not Unicode scalar values, the text of special tokens and image placeholders.
+        The token count is checked by the model between rendering and prefill."""
+        if len(prompt) > self.limits.max_prompt_chars:
             raise LimitError(
-                f"the prompt has {len(spec.prompt)} characters; at most {self.limits.max_prompt_chars}",
+                f"the prompt has {len(prompt)} characters; at most {self.limits.max_prompt_chars}",
                 code="prompt_too_long",
             )
-        return replace(spec, verify_mode=resolve_verify_mode(spec.verify_mode))
+        try:
+            prompt.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ProtocolError(
+                f"the prompt is not valid Unicode (a lone surrogate at character {exc.start})", code="invalid_request"
+            ) from None
+        reserved = [text for text in self.model.reserved_texts if text in prompt]
+        if reserved:
+            raise ProtocolError(
+                f"the prompt contains the special token {shown(min(reserved))}: special tokens and image "
+                "placeholders cannot be typed as text",
+                code="invalid_request",
+            )
 
     async def open_session(self, spec: SessionSpec, image_bytes: bytes | None) -> EdgeSession:
         """Check, prefill and register a session (``spec`` already through :meth:`check_spec`)."""
         model = self.model
         if image_bytes is None and model.accepts_images:
             raise ProtocolError("this target is a VLM: a session needs an image", code="invalid_request")
-        image = decode_image(image_bytes, self.limits) if image_bytes is not None else None
+        image = None
+        if image_bytes is not None:  # off the event loop (a large PNG takes a while) and off the model thread
+            image = await asyncio.to_thread(decode_image, image_bytes, self.limits)
         self.store.begin_admission()
         try:
             started = time.perf_counter()
-            sequence = await self.run_model(model.start, image, spec.prompt)
+            sequence = await self.start_sequence(image, spec.prompt)
             prefill_s = time.perf_counter() - started
             self.metrics.prefill_latency.observe(prefill_s)
-            if sequence.prompt_length > self.limits.max_prompt_tokens:
-                raise LimitError(
-                    f"the rendered prompt has {sequence.prompt_length} tokens; at most {self.limits.max_prompt_tokens}",
-                    code="prompt_too_long",
-                )
             if spec.keep_set is not None and spec.keep_set and spec.keep_set[-1] >= sequence.image_tokens:
                 raise ProtocolError(
                     f"keep_set index {spec.keep_set[-1]} is past the target's {sequence.image_tokens} image tokens",
@@ -118,6 +136,13 @@ class EdgeService:
         self.metrics.sessions_created.inc()
         self.update_gauges()
         return session
+
+    async def start_sequence(self, image: Any | None, prompt: str) -> ModelSequence:
+        """Render and prefill on the model thread; a prompt past ``max_prompt_tokens`` is refused before its
+        prefill."""
+        return await self.run_model(
+            functools.partial(self.model.start, max_prompt_tokens=self.limits.max_prompt_tokens), image, prompt
+        )
 
     async def verify_round(self, session: EdgeSession, request: RoundRequest) -> Verdict:
         """Run one round on the model thread, under the session's lock; count it."""

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from covspec.errors import LimitError, SessionNotFoundError
+from covspec.protocol.errors import shown
 from covspec.runtime_edge.settings import EdgeLimits
 from covspec.runtime_edge.verifier import TargetState
 
@@ -72,14 +73,14 @@ class SessionStore:
         self.sweep()
         session = self._sessions.get(session_id)
         if session is None:
-            raise SessionNotFoundError(f"no session {session_id!r} (never created, deleted, or expired)")
+            raise SessionNotFoundError(f"no session {shown(session_id)} (never created, deleted, or expired)")
         session.last_used = self._clock()
         return session
 
     def remove(self, session_id: str) -> EdgeSession:
         session = self._sessions.pop(session_id, None)
         if session is None:
-            raise SessionNotFoundError(f"no session {session_id!r} (never created, deleted, or expired)")
+            raise SessionNotFoundError(f"no session {shown(session_id)} (never created, deleted, or expired)")
         return session
 
     def discard(self, session_id: str) -> None:

@@ -14,6 +14,8 @@ class EdgeLimits:
     max_kv_bytes: int = 4 << 30  # KV-cache memory reserved by all sessions together (kv_memory_exhausted)
     max_image_bytes: int = 8 << 20  # image_too_large
     max_image_pixels: int = 4096 * 4096  # image_too_large
+    max_image_side: int = 8192  # image_too_large: no side longer (a processor resizes the short side up)
+    max_image_aspect: float = 20.0  # image_too_large: long side / short side (a 1 x 1,000,000 image is absurd)
     max_prompt_tokens: int = 8192  # prompt_too_long (rendered prompt, image tokens included)
     max_prompt_chars: int = 32768  # prompt_too_long, checked before any tokenization
     max_draft_tokens: int = 32  # draft_too_long (per round)
@@ -21,9 +23,25 @@ class EdgeLimits:
     max_new_tokens: int = 4096  # invalid_request above it
     images_per_device: int = 8  # images held per device by sha256 (a device names a held image, sends no bytes)
     image_cache_bytes: int = 256 << 20  # all devices' held images together
+    retry_after_s: int = 2  # the Retry-After of a refusal for capacity (429 too_many_sessions, 503 kv_memory_...)
+    header_timeout_s: float = 10.0  # a connection must deliver its request head within this (slow clients)
+    idle_timeout_s: float = 30.0  # an idle keep-alive HTTP connection is closed after this
 
     def to_dict(self) -> dict[str, float | int]:
-        return dict(self.__dict__)
+        return {**self.__dict__, "max_body_bytes": self.max_body_bytes}
+
+    @property
+    def max_body_bytes(self) -> int:
+        """The largest HTTP body a valid request can have (request_too_large past it, before it is read): the
+        largest image base64-encoded, the longest prompt JSON-escaped (6 bytes a character at worst), 1 MiB for
+        the rest."""
+        return self.max_image_bytes * 4 // 3 + 4 + self.max_prompt_chars * 6 + (1 << 20)
+
+    def max_frame_bytes(self, vocab_size: int) -> int:
+        """The largest WebSocket frame a valid device can send: an open frame carrying the largest image and
+        prompt, or a vanilla round of ``max_draft_tokens`` full draft rows."""
+        vanilla_round = self.max_draft_tokens * (vocab_size * 4 + 4 + 8) + 4096
+        return max(self.max_body_bytes, vanilla_round)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
+    "MIN_TEMPERATURE",
     "SamplingParams",
     "SparseProbs",
     "canonical_probs",
@@ -34,6 +35,9 @@ __all__ = [
 
 
 _REAL_TYPES = (int, float, np.integer, np.floating)
+# The smallest non-zero temperature: logits (float32 range) divided by it stay finite in float64, so no NaN can come
+# out of the transform; below it, greedy (temperature 0) is what a caller means.
+MIN_TEMPERATURE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,8 @@ class SamplingParams:
             raise ValueError(f"temperature must be a number, got {self.temperature!r}")
         if not math.isfinite(self.temperature) or self.temperature < 0:
             raise ValueError(f"temperature must be finite and >= 0, got {self.temperature!r}")
+        if 0 < self.temperature < MIN_TEMPERATURE:
+            raise ValueError(f"temperature must be 0 (greedy) or >= {MIN_TEMPERATURE}, got {self.temperature!r}")
         if isinstance(self.top_k, bool) or not isinstance(self.top_k, (int, np.integer)):
             raise ValueError(f"top_k must be an integer (0 = off), got {self.top_k!r}")
         if self.top_k < 0:

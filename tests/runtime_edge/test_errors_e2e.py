@@ -10,7 +10,7 @@ import httpx
 import msgpack
 import numpy as np
 import pytest
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from covspec.protocol import PROTOCOL_VERSION, RoundRequest, SessionSpec, VerifyMode, encode_round
@@ -151,8 +151,12 @@ def test_round_errors_have_their_close_codes(strict_server, loaded_target) -> No
     assert (got_close, error["code"]) == (4409, "stale_round")
     with _ws(strict_server, "no-such-session") as ws:
         assert _expect_refusal(ws) == (4404, "unknown_session")
-    with _ws(strict_server, sid, headers={}) as ws:
-        assert _expect_refusal(ws) == (4401, "unauthorized")
+    for path in (f"/v1/sessions/{sid}/rounds", "/v1/connect?device=d"):  # refused before the handshake completes
+        with pytest.raises(InvalidStatus) as refused:
+            connect(strict_server.url.replace("http://", "ws://") + path, open_timeout=10)
+        response = refused.value.response
+        assert response.status_code == 401, path
+        assert json.loads(response.body)["error"]["code"] == "unauthorized", path
     httpx.delete(f"{strict_server.url}/v1/sessions/{sid}", headers=AUTH)
 
 
