@@ -68,6 +68,17 @@ class EdgeError(CovspecError):
     """The edge answered with a documented error, or sent what this device cannot apply (the code says which)."""
 
 
+class GenerationInterrupted(EdgeError):
+    """A generation stopped before its end (the edge unreachable past the reconnect window, or refusing a round).
+    ``tokens``/``text``: what was committed until then, the target's own output up to that point; ``code``: the
+    cause's."""
+
+    def __init__(self, message: str, *, code: str, tokens: list[int], text: str = "") -> None:
+        super().__init__(message, code=code)
+        self.tokens = tokens
+        self.text = text
+
+
 class EdgeUnavailableError(CovspecError):
     """The edge server cannot be reached (after the device's retries)."""
 

@@ -12,7 +12,6 @@ from typing import Any
 from covspec.models.base import LoadedModel
 from covspec.protocol import (
     DEVICE_RNG_STREAM,
-    EDGE_RNG_STREAM,
     RoundRequest,
     SessionSpec,
     Verdict,
@@ -22,7 +21,7 @@ from covspec.protocol.modes import resolve_verify_mode
 from covspec.runtime_device.drafter import Drafter
 from covspec.runtime_device.engines.base import DrafterEngine
 from covspec.runtime_device.loop import GenerationConfig, decode_rounds
-from covspec.runtime_edge.verifier import TargetState, process_round
+from covspec.runtime_edge.verifier import TargetState, process_round, start_state
 from covspec.spec import SpecStats
 
 
@@ -40,6 +39,9 @@ class InProcessChannel:
     def prefill_wait(self, sent: float) -> float:
         return 0.0
 
+    def reopen(self, committed: list[int], next_round: int) -> None:
+        raise RuntimeError("a target in this process never loses its session")
+
 
 def generate_in_process(
     engine: DrafterEngine, target: LoadedModel, image: Any, prompt: str, config: GenerationConfig
@@ -49,7 +51,7 @@ def generate_in_process(
     mode = resolve_verify_mode(config.verify_mode)
     spec = SessionSpec(prompt, config.temperature, config.top_k, config.top_p, config.seed, config.max_new_tokens, mode)
     eos = frozenset(target.eos_token_ids)
-    state = TargetState(spec, target.start(image, prompt), eos, session_rng(config.seed, EDGE_RNG_STREAM))
+    state = start_state(spec, target.start(image, prompt), eos)
     drafter = Drafter(
         engine.start(image if engine.accepts_images else None, prompt),
         target.vocab_size,

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 import typer
 
 from covspec.protocol import VerifyMode
+from covspec.runtime_device.client import RetryPolicy
 from covspec.runtime_device.loop import GenerationConfig
 from covspec.spec.policy import PolicyKind
 
@@ -51,12 +52,18 @@ def run(
         None, "--threads", min=1, help="Drafter CPU threads (default: one per CPU this process may use)."
     ),
     api_key_file: Path | None = typer.Option(None, "--api-key-file"),
+    reconnect_window_s: float = typer.Option(
+        RetryPolicy.reconnect_window_s,
+        "--reconnect-window-s",
+        min=0.0,
+        help="Seconds to keep reconnecting to an edge lost mid-generation (a restart), then continue on a new session.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (DESIGN.md §7)."),
 ) -> None:
     """Generate an answer about IMAGE: drafted here, verified by the edge; identical to the target's own output."""
     from covspec.apikey import read_api_key_file
     from covspec.cpus import resolve_threads
-    from covspec.errors import CovspecError
+    from covspec.errors import CovspecError, GenerationInterrupted
     from covspec.link.presets import link_profile
     from covspec.link.relay import TcpRelay
     from covspec.runtime_device.client import EdgeClient
@@ -82,11 +89,13 @@ def run(
                 parts = urlsplit(edge)
                 relay = TcpRelay(parts.hostname or "127.0.0.1", parts.port or 80, link=link_profile(link))
                 url = stack.enter_context(relay).url
-            client = EdgeClient(url, api_key=api_key)
+            client = EdgeClient(url, api_key=api_key, retry=RetryPolicy(reconnect_window_s=reconnect_window_s))
             stack.callback(client.close)
             result = generate(engine, client, image.read_bytes(), prompt, config)
     except (CovspecError, ValueError) as exc:
         code = getattr(exc, "code", "bad_config")
+        if isinstance(exc, GenerationInterrupted):  # what was committed is the target's own output: show it
+            typer.echo(json.dumps({"text": exc.text, "tokens": exc.tokens, "partial": True}) if as_json else exc.text)
         typer.echo(f"covspec run: error [{code}]: {exc}", err=True)
         raise typer.Exit(2) from None
     if as_json:

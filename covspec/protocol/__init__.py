@@ -28,6 +28,7 @@ from covspec.protocol.messages import (
     Verdict,
     VerifyMode,
     prompt_from_messages,
+    round_rng,
     session_rng,
 )
 from covspec.protocol.version import PROTOCOL_VERSION
@@ -35,6 +36,7 @@ from covspec.protocol.version import PROTOCOL_VERSION
 __all__ = [
     "DEVICE_RNG_STREAM",
     "EDGE_RNG_STREAM",
+    "round_rng",
     "session_rng",
     "ERROR_CODES",
     "ErrorCode",

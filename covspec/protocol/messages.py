@@ -38,9 +38,12 @@ class SessionSpec:
     max_new_tokens: int = 64
     verify_mode: VerifyMode = VerifyMode.COMPACT
     keep_set: tuple[int, ...] | None = None
+    request_id: str | None = None  # the device's name for this request: a retried open finds the session it made
+    resume_tokens: tuple[int, ...] = ()  # committed before an edge lost the session: prefilled, then continued after
+    first_round: int = 1  # the number of the session's first round (rounds keep counting across a resume)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "messages": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": self.prompt}]}],
             "sampling": {
                 "temperature": self.temperature,
@@ -52,6 +55,11 @@ class SessionSpec:
             "verify_mode": self.verify_mode.value,
             "keep_set": list(self.keep_set) if self.keep_set is not None else None,
         }
+        if self.request_id is not None:
+            data["request_id"] = self.request_id
+        if self.resume_tokens or self.first_round != 1:
+            data["resume"] = {"tokens": list(self.resume_tokens), "first_round": self.first_round}
+        return data
 
     @classmethod
     def from_dict(cls, data: Any) -> SessionSpec:
@@ -86,7 +94,26 @@ class SessionSpec:
             if len(set(keep)) != len(keep) or any(i < 0 for i in keep):
                 raise _invalid("'keep_set' must hold distinct non-negative indices")
             keep = tuple(sorted(keep))
-        return cls(prompt, temperature, top_k, top_p, seed, max_new, mode, keep)
+        request_id = data.get("request_id")
+        if request_id is not None and (not isinstance(request_id, str) or not 0 < len(request_id) <= 64):
+            raise _invalid("'request_id' must be a string of 1 to 64 characters")
+        tokens, first_round = _resume_of(data.get("resume"), max_new)
+        return cls(prompt, temperature, top_k, top_p, seed, max_new, mode, keep, request_id, tokens, first_round)
+
+
+def _resume_of(resume: Any, max_new_tokens: int) -> tuple[tuple[int, ...], int]:
+    """(tokens, first round) of a generation continued on a fresh session; ((), 1) for a new one."""
+    if resume is None:
+        return (), 1
+    if not isinstance(resume, dict):
+        raise _invalid("'resume' must be an object with 'tokens' and 'first_round'")
+    tokens = resume.get("tokens", [])
+    if not isinstance(tokens, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in tokens):
+        raise _invalid("'resume.tokens' must be a list of token ids")
+    if len(tokens) >= max_new_tokens or any(t < 0 for t in tokens):
+        raise _invalid("'resume.tokens' must hold fewer than max_new_tokens non-negative ids")
+    first_round = _integer(resume.get("first_round", 1), "resume.first_round", lo=1, hi=1 << 31)
+    return tuple(tokens), first_round
 
 
 def prompt_from_messages(messages: Any) -> str:
@@ -228,3 +255,9 @@ EDGE_RNG_STREAM = 0xED6E
 def session_rng(seed: int | None, stream: int) -> np.random.Generator:
     """The random generator of one side of a session (fresh entropy when no seed is given)."""
     return np.random.default_rng(None if seed is None else [stream, seed])
+
+
+def round_rng(seed: int, stream: int, round_no: int) -> np.random.Generator:
+    """A seeded session's generator for round ``round_no`` of one side: keyed by the round, not by how many draws
+    came before, so a generation continued on a fresh session (an edge restart) draws what it would have drawn."""
+    return np.random.default_rng([stream, seed, round_no])

@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -44,12 +44,15 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How hard the device tries to get a round through a broken connection before giving up."""
+    """How hard the device tries to get a round through a broken connection before giving up: at least ``attempts``
+    tries, and for ``reconnect_window_s`` seconds (longer than an edge takes to restart), backing off exponentially
+    from ``first_delay_s`` to ``max_delay_s`` between tries."""
 
     attempts: int = 6
     first_delay_s: float = 0.1
     max_delay_s: float = 2.0
     timeout_s: float = 60.0
+    reconnect_window_s: float = 60.0
 
 
 class EdgeClient:
@@ -148,6 +151,7 @@ class EdgeConnection:
         self.policies: dict[Any, Any] = {}  # the device loop's drafting policies, kept across generations
         self.session_id: str | None = None
         self._opening: tuple[SessionSpec, bytes | None, bytes | None] | None = None  # sent, not yet answered
+        self._generation: tuple[SessionSpec, bytes | None] | None = None  # the running one: reopened if lost
         self._open_on: ClientConnection | None = None  # the connection the open frame last went up on
         self._setup_mark = 0
         self._held_images: set[bytes] = set()  # sha256 of images this edge holds for this device
@@ -155,9 +159,10 @@ class EdgeConnection:
         self._stack = ExitStack()
 
     def hello(self) -> dict[str, Any]:
-        """The edge's info, from the hello of the open connection (connecting if needed)."""
+        """The edge's info, from the hello of the open connection (connecting if needed: the retry policy's attempts,
+        not its reconnect window, which is for a generation under way)."""
         if self._ws is None:
-            self._connect()
+            self._with_retries("the connection", lambda: None, window=False)
         assert self.info is not None
         return self.info
 
@@ -165,6 +170,7 @@ class EdgeConnection:
         """Send the open frame (the image, or its sha256 when the edge holds it); do not wait for ``opened``."""
         digest = hashlib.sha256(image).digest() if image is not None else None
         self._opening, self.opened, self.session_id = (spec, image, digest), None, None
+        self._generation = (spec, image)
         self._open_on = None
         self._with_retries("the generation's open frame", lambda: None)  # the open goes up once connected
 
@@ -186,10 +192,25 @@ class EdgeConnection:
         self.last_exchange_bytes = (counter.sent["rounds"] - before[0], counter.received["rounds"] - before[1])
         return reply
 
-    def _with_retries(self, what: str, call: Callable[[], T]) -> T:
+    def reopen(self, committed: list[int], next_round: int) -> None:
+        """Continue the running generation on a fresh session, when the edge no longer knows its own (it restarted,
+        or the session expired): the edge prefills the prompt and ``committed``, and rounds go on from
+        ``next_round``. The open rides in front of that round, as a generation's first open does."""
+        if self._generation is None:
+            raise EdgeError("no generation to continue on this connection", code="no_generation")
+        spec, image = self._generation
+        log.warning("the edge lost session %s; continuing after %d committed tokens", self.session_id, len(committed))
+        resumed = replace(spec, request_id=uuid.uuid4().hex, resume_tokens=tuple(committed), first_round=next_round)
+        self.start_generation(resumed, image)
+        self._generation = (spec, image)
+
+    def _with_retries(self, what: str, call: Callable[[], T], window: bool = True) -> T:
         """``call`` on a live connection: a dropped one is reopened, the generation's open frame sent on it (or a
-        ``resume``), and ``call`` tried again."""
-        for attempt in range(self.client.retry.attempts):
+        ``resume``), and ``call`` tried again, for the retry policy's attempts and (``window``) its window."""
+        retry = self.client.retry
+        deadline = time.monotonic() + (retry.reconnect_window_s if window else 0.0)
+        attempt = 0
+        while attempt < retry.attempts or time.monotonic() < deadline:
             try:
                 if self._ws is None:
                     self._connect()
@@ -200,7 +221,8 @@ class EdgeConnection:
                 return call()
             except (ConnectionClosed, OSError, InvalidHandshake, TimeoutError) as exc:
                 self._reconnect_or_raise(exc, attempt)
-        raise EdgeUnavailableError(f"{what} could not reach the edge after {self.client.retry.attempts} attempts")
+                attempt += 1
+        raise EdgeUnavailableError(f"{what} could not reach the edge in {attempt} attempts")
 
     def prefill_wait(self, sent: float) -> float:
         """How long a first round sent at ``sent`` (right behind the open frame) waited for the edge's prefill."""
@@ -267,7 +289,7 @@ class EdgeConnection:
                 self._send(encode_cancel())
             except (ConnectionClosed, OSError):
                 pass
-        self.session_id, self._opening = None, None
+        self.session_id, self._opening, self._generation = None, None, None
 
     def close(self) -> None:
         if self._ws is not None:
@@ -341,8 +363,7 @@ class EdgeConnection:
         log.warning("connection to the edge lost (%s: %s); reconnecting", type(exc).__name__, exc)
         self.close()
         self.reconnects += 1
-        if attempt + 1 < self.client.retry.attempts:
-            time.sleep(self.client._delay(attempt))
+        time.sleep(self.client._delay(attempt))
 
 
 def _refusal(status: int, body: bytes | None) -> tuple[str, str]:

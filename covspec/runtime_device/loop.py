@@ -9,13 +9,14 @@ from __future__ import annotations
 import io
 import logging
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
 
-from covspec.errors import EdgeError, IncompatiblePairError
+from covspec.errors import EdgeError, EdgeUnavailableError, GenerationInterrupted, IncompatiblePairError
 from covspec.protocol import (
     DEVICE_RNG_STREAM,
     PROTOCOL_VERSION,
@@ -23,6 +24,7 @@ from covspec.protocol import (
     SessionSpec,
     Verdict,
     VerifyMode,
+    round_rng,
     session_rng,
 )
 from covspec.protocol.modes import mode_rules, resolve_verify_mode
@@ -111,7 +113,10 @@ def generate(
     info = connection.hello()  # on a new connection, its hello is this generation's cost
     vocab_size = check_pair(engine, info)
     mode = resolve_verify_mode(config.verify_mode)
-    spec = SessionSpec(prompt, config.temperature, config.top_k, config.top_p, config.seed, config.max_new_tokens, mode)
+    spec = SessionSpec(
+        prompt, config.temperature, config.top_k, config.top_p, config.seed, config.max_new_tokens, mode,
+        request_id=uuid.uuid4().hex,  # an open sent again after a lost answer finds the session it made
+    )  # fmt: skip
     policy = policy if policy is not None else _policy_for(connection, config, engine.fingerprint.name)
     # The drafter's prefill runs while the edge prefills the target: setup costs the slower of the two, not both. The
     # first round goes up behind the open frame; a burst does not even wait for the drafter's prefill.
@@ -128,8 +133,10 @@ def generate(
         tokens, stats = decode_rounds(
             drafter, connection, config, set(engine.fingerprint.eos_token_ids), policy, limits, trace
         )
-    except BaseException:
+    except BaseException as exc:
         connection.cancel()  # nothing of this generation stays on the edge
+        if isinstance(exc, GenerationInterrupted):
+            exc.text = engine.decode(exc.tokens)
         raise
     finally:
         pool.shutdown(wait=True)
@@ -228,13 +235,16 @@ def generate_target_only(
 class RoundExchange(Protocol):
     """Whatever carries a round to the target and brings its verdict back (the WebSocket, or a direct call).
     ``last_exchange_bytes``: (uplink, downlink) of the last exchange; ``prefill_wait(sent)``: how long a round sent at
-    ``sent`` waited for the target's prefill, which is not link time."""
+    ``sent`` waited for the target's prefill, which is not link time; ``reopen(committed, next_round)``: continue on a
+    fresh session after the target lost its own (``unknown_session``)."""
 
     last_exchange_bytes: tuple[int, int]
 
     def exchange(self, request: RoundRequest) -> Verdict: ...
 
     def prefill_wait(self, sent: float) -> float: ...
+
+    def reopen(self, committed: list[int], next_round: int) -> None: ...
 
 
 def decode_rounds(
@@ -259,6 +269,8 @@ def decode_rounds(
         plan = policy.plan(config.max_new_tokens - len(tokens))
         plan = replace(plan, length=min(plan.length, max_burst if plan.burst else max_draft))
         round_no += 1
+        if config.seed is not None:  # keyed by the round: a generation continued after an edge restart draws alike
+            drafter.rng = round_rng(config.seed, DEVICE_RNG_STREAM, round_no)
         started = time.perf_counter()
         if plan.burst:
             draft, rows, margins = [], None, ()
@@ -267,7 +279,7 @@ def decode_rounds(
             draft, rows, margins = drafter.draft(plan.length, policy.keep_drafting if policy.uses_margins else None)
             request = rules.request(round_no, draft, rows, commit, params)
         sent = time.perf_counter()
-        verdict = channel.exchange(request)
+        verdict = _exchange(channel, request, tokens)
         received = time.perf_counter()
         waited = channel.prefill_wait(sent) if round_no == 1 else 0.0
         if plan.burst:
@@ -301,6 +313,24 @@ def decode_rounds(
             trace.append(observation)
         observing = time.perf_counter() - applied
     return tokens, stats
+
+
+def _exchange(channel: RoundExchange, request: RoundRequest, committed: list[int]) -> Verdict:
+    """The round's verdict; a session the edge lost is continued on a fresh one after the ``committed`` tokens
+    (which hold the outcome a commit field would report, so the resent round carries none). A round that cannot be
+    verified ends the generation with what was committed."""
+    try:
+        try:
+            return channel.exchange(request)
+        except EdgeError as exc:
+            if exc.code != "unknown_session":
+                raise
+        channel.reopen(committed, request.round)
+        return channel.exchange(replace(request, commit=None))
+    except (EdgeError, EdgeUnavailableError) as exc:
+        raise GenerationInterrupted(
+            f"stopped after {len(committed)} tokens: {exc.message}", code=exc.code, tokens=list(committed)
+        ) from exc
 
 
 def _append_until_eos(tokens: list[int], new: list[int], eos: set[int]) -> int:

@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -36,9 +36,10 @@ from covspec.runtime_edge.openai_api import (
     usage,
 )
 from covspec.runtime_edge.replies import http_error, parse_json
-from covspec.runtime_edge.service import EdgeService
+from covspec.runtime_edge.service import EdgeService, caller_key
 from covspec.runtime_edge.settings import EdgeSettings
 from covspec.runtime_edge.target_only import iter_target_tokens
+from covspec.runtime_edge.worker import Steps
 from covspec.spec import SamplingParams
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ def _add_routes(app: FastAPI) -> None:
     @app.post("/v1/sessions")
     async def create_session(request: Request, service: Service) -> dict[str, Any]:
         spec, image_bytes = await _read_session_form(request, service)
-        return await _open_session(service, spec, image_bytes)
+        return await _open_session(service, spec, image_bytes, caller_key(request.headers.get("authorization")))
 
     @app.delete("/v1/sessions/{session_id}")
     async def delete_session(session_id: str, service: Service) -> dict[str, Any]:
@@ -139,8 +140,8 @@ async def _read_session_form(request: Request, service: EdgeService) -> tuple[Se
     return service.check_spec(SessionSpec.from_dict(data)), image_bytes
 
 
-async def _open_session(service: EdgeService, spec: SessionSpec, image_bytes: bytes) -> dict[str, Any]:
-    session = await service.open_session(spec, image_bytes)
+async def _open_session(service: EdgeService, spec: SessionSpec, image_bytes: bytes, caller: str) -> dict[str, Any]:
+    session = await service.open_session(spec, image_bytes, caller)
     sequence = session.state.sequence
     return {
         "session_id": session.id,
@@ -179,10 +180,8 @@ async def _chat_completion(service: EdgeService, body: ChatCompletionRequest) ->
     def finish_reason(tokens: list[int]) -> str:
         return "stop" if tokens and tokens[-1] in eos else "length"
 
-    if not body.stream:  # one model job per token, as a stream: other sessions' rounds run in between
-        tokens = []
-        while (token := await service.run_model(next, tokens_iter, None)) is not None:
-            tokens.append(token)
+    if not body.stream:  # one job, one step per token: other sessions' rounds run in between
+        tokens = await service.run_model_steps(_each_a_step(tokens_iter), "completion")
         service.metrics.chat_tokens.inc(len(tokens))
         return completion_body(cid, name, model.decode(tokens), finish_reason(tokens), sequence.prompt_length, tokens)
 
@@ -194,7 +193,7 @@ async def _chat_completion(service: EdgeService, body: ChatCompletionRequest) ->
         sent = ""
         yield _sse(chunk_body(cid, name, created, {"role": "assistant", "content": ""}, None))
         while True:
-            token = await service.run_model(next, tokens_iter, None)
+            token = await service.run_model(next, tokens_iter, None, kind="completion")
             if token is None:
                 break
             tokens.append(token)
@@ -222,6 +221,15 @@ async def _chat_completion(service: EdgeService, body: ChatCompletionRequest) ->
         yield "data: [DONE]\n\n"
 
     return StreamingResponse(events(), media_type="text/event-stream", headers={"X-Accel-Buffering": "no"})
+
+
+def _each_a_step(tokens: Iterator[int]) -> Steps[list[int]]:
+    """Every token of ``tokens`` (each one target forward), yielding to the model worker after each."""
+    out = []
+    for token in tokens:
+        out.append(token)
+        yield
+    return out
 
 
 def _sse(payload: dict) -> str:

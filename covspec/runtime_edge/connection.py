@@ -12,7 +12,6 @@ and a close code, and the session survives for a ``resume`` (except after an int
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import secrets
 from collections.abc import AsyncIterator, Callable
@@ -35,7 +34,7 @@ from covspec.protocol import (
     encode_verdict,
 )
 from covspec.runtime_edge.replies import close_with_error, error_frame
-from covspec.runtime_edge.service import EdgeService
+from covspec.runtime_edge.service import EdgeService, caller_key
 from covspec.runtime_edge.sessions import EdgeSession
 
 log = logging.getLogger(__name__)
@@ -44,7 +43,8 @@ T = TypeVar("T")
 
 async def serve_device_connection(websocket: WebSocket, service: EdgeService) -> None:
     await websocket.accept()  # the API key was checked before the handshake (covspec.runtime_edge.gate)
-    device = _device_key(websocket)
+    device, caller = _device_key(websocket), _caller(websocket)
+    owner = object()  # this connection: the sessions it serves name it, until another connection resumes them
     if not await _send(websocket, service, encode_hello(Hello(service.info()))):
         return
     current: EdgeSession | None = None
@@ -54,20 +54,20 @@ async def serve_device_connection(websocket: WebSocket, service: EdgeService) ->
         try:
             frame = await _decoded(decode_uplink, data, service)
             if isinstance(frame, OpenRequest):
-                _drop(service, current)
+                _drop(service, current, owner)
                 current, round_no, refused = None, 0, False
                 try:
-                    current = await _open(service, device, frame)
+                    current = await _open(service, device, caller, owner, frame)
                 except CovspecError as exc:  # the generation is refused; the connection stays
                     refused = True
                     await _send(websocket, service, error_frame(service, exc, 0))
                     continue
                 reply = encode_opened(_opened(current))
             elif isinstance(frame, Resume):
-                current, refused = service.store.get(frame.session_id), False
+                current, refused = service.attach(frame.session_id, owner), False
                 continue
             elif isinstance(frame, Cancel):
-                _drop(service, current)
+                _drop(service, current, owner)
                 current, refused = None, False
                 continue
             elif refused:
@@ -76,24 +76,25 @@ async def serve_device_connection(websocket: WebSocket, service: EdgeService) ->
                 if current is None:
                     raise ProtocolError("no generation is running on this connection", code="no_generation")
                 round_no = frame.round
-                reply = encode_verdict(await service.verify_round(current, frame))
+                reply = encode_verdict(await service.verify_round(current, frame, owner))
         except Exception as exc:
             if not isinstance(exc, CovspecError):  # a bug must not take the server down; this generation is dropped
                 log.exception("frame of device %s failed", device)
-                _drop(service, current)
+                _drop(service, current, owner)
             await close_with_error(websocket, service, exc, round_no)
             return
         if not await _send(websocket, service, reply):
             return  # the device reconnects, resumes and retries; the stored verdict answers it
     if current is not None and current.state.finished:
-        _drop(service, current)  # a clean goodbye after the last verdict: nothing left to retry
+        _drop(service, current, owner)  # a clean goodbye after the last verdict: nothing left to retry
 
 
 async def serve_session_rounds(websocket: WebSocket, service: EdgeService, session_id: str) -> None:
     """One WebSocket per HTTP session; a bad frame gets an error frame and a close code, the session survives."""
     await websocket.accept()
+    owner = object()
     try:
-        session = service.store.get(session_id)
+        session = service.attach(session_id, owner)
     except CovspecError as exc:
         await close_with_error(websocket, service, exc, 0)
         return
@@ -102,7 +103,7 @@ async def serve_session_rounds(websocket: WebSocket, service: EdgeService, sessi
         try:
             request = await _decoded(decode_round, data, service)
             round_no = request.round
-            reply = encode_verdict(await service.verify_round(session, request))
+            reply = encode_verdict(await service.verify_round(session, request, owner))
         except Exception as exc:
             if not isinstance(exc, CovspecError):  # a bug must not take the server down; this session is dropped
                 log.exception("round %s of session %s failed", round_no, session_id)
@@ -156,7 +157,7 @@ async def _send(websocket: WebSocket, service: EdgeService, frame: bytes) -> boo
     return True
 
 
-async def _open(service: EdgeService, device: str, request: OpenRequest) -> EdgeSession:
+async def _open(service: EdgeService, device: str, caller: str, owner: object, request: OpenRequest) -> EdgeSession:
     spec = service.check_spec(request.spec)
     image = request.image
     if request.image_sha256 is not None:
@@ -166,7 +167,7 @@ async def _open(service: EdgeService, device: str, request: OpenRequest) -> Edge
                 f"no image {request.image_sha256.hex()[:16]}… is held for this device; send its bytes",
                 code="unknown_image",
             )
-    session = await service.open_session(spec, image)  # checks the image's size and decodes it
+    session = await service.open_session(spec, image, caller, owner)  # checks the image's size and decodes it
     if request.image is not None:
         service.images.put(device, request.image)
     return session
@@ -178,13 +179,17 @@ def _opened(session: EdgeSession) -> Opened:
     return Opened(session.id, sequence.prompt_length, sequence.image_tokens, state.spec.verify_mode, session.prefill_s)
 
 
-def _drop(service: EdgeService, session: EdgeSession | None) -> None:
-    if session is not None:
+def _drop(service: EdgeService, session: EdgeSession | None, owner: object) -> None:
+    """End ``session`` if this connection still serves it (one another connection resumed is not this one's)."""
+    if session is not None and session.owner is owner:
         service.store.discard(session.id)
         service.update_gauges()
 
 
 def _device_key(websocket: WebSocket) -> str:
     """Whose held images a connection may name: its API key and the device id it gave (a fresh id if none)."""
-    key = hashlib.sha256((websocket.headers.get("authorization") or "").encode()).hexdigest()[:16]
-    return f"{key}:{websocket.query_params.get('device') or secrets.token_hex(8)}"
+    return f"{_caller(websocket)}:{websocket.query_params.get('device') or secrets.token_hex(8)}"
+
+
+def _caller(websocket: WebSocket) -> str:
+    return caller_key(websocket.headers.get("authorization"))

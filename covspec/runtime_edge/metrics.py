@@ -27,6 +27,13 @@ class EdgeMetrics:
         self.errors = Counter("covspec_errors_total", "Errors answered, by code", ["code"], registry=r)
         self.chat_completions = Counter("covspec_chat_completions_total", "OpenAI-compatible completions", registry=r)
         self.chat_tokens = Counter("covspec_chat_completion_tokens_total", "Tokens generated target-only", registry=r)
+        self.model_wait_steps = Histogram(
+            "covspec_model_wait_steps",
+            "Steps of other jobs a model job waited through (each at most one target forward), by job kind",
+            ["kind"],
+            buckets=(0, 1, 2, 3, 4, 6, 8, 16, 32, 64, 128, 256),
+            registry=r,
+        )
         self.wire_bytes = Counter("covspec_round_bytes_total", "Round frame payload bytes", ["direction"], registry=r)
 
     def render(self) -> bytes:

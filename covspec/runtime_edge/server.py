@@ -117,9 +117,10 @@ def _with_port(settings: EdgeSettings, port: int) -> EdgeSettings:
 
 
 class ServeProcess:
-    """`covspec serve` as a subprocess on a free 127.0.0.1 port (demo, benchmarks); ``stop()`` it in a finally block,
-    so Ctrl-C or an error never leaves it running. ``cpus`` pins it and ``threads`` sizes its torch pool (``--threads``;
-    None: the subprocess derives it from its CPUs), one pool on its own CPUs (DESIGN.md §10)."""
+    """`covspec serve` as a subprocess on a free 127.0.0.1 port, or ``port`` (demo, benchmarks, restart tests);
+    ``stop()`` it in a finally block, so Ctrl-C or an error never leaves it running (``kill()``: as a crash would).
+    ``cpus`` pins it and ``threads`` sizes its torch pool (``--threads``; None: the subprocess derives it from its
+    CPUs), one pool on its own CPUs (DESIGN.md §10)."""
 
     def __init__(
         self,
@@ -129,8 +130,9 @@ class ServeProcess:
         threads: int | None = 1,
         cpus: set[int] | frozenset[int] | None = None,
         extra_args: tuple[str, ...] = (),
+        port: int | None = None,
     ) -> None:
-        self.port = free_port()
+        self.port = port or free_port()
         self.threads, self.cpus = threads, cpus
         env, thread_args = dict(os.environ), []
         if threads is not None:  # the OpenMP/MKL variables too: they size pools before torch reads its setting
@@ -160,6 +162,11 @@ class ServeProcess:
                 time.sleep(0.2)
         self.stop()
         raise RuntimeError("covspec serve did not become ready")
+
+    def kill(self) -> None:
+        """End it at once, with no shutdown: every session it held is lost."""
+        self.proc.kill()
+        self.proc.wait()
 
     def stop(self) -> None:
         if self.proc.poll() is None:

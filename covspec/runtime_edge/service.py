@@ -4,24 +4,15 @@ with the two operations every transport needs: open a session, verify a round. F
 from __future__ import annotations
 
 import asyncio
-import functools
+import hashlib
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
 
 from covspec.errors import LimitError, ProtocolError
 from covspec.models.base import LoadedModel, ModelSequence
-from covspec.protocol import (
-    EDGE_RNG_STREAM,
-    PROTOCOL_VERSION,
-    RoundRequest,
-    SessionSpec,
-    Verdict,
-    VerifyMode,
-    session_rng,
-)
+from covspec.protocol import PROTOCOL_VERSION, RoundRequest, SessionSpec, Verdict, VerifyMode
 from covspec.protocol.errors import shown
 from covspec.protocol.modes import resolve_verify_mode
 from covspec.runtime_edge.image_cache import DeviceImageCache
@@ -29,7 +20,8 @@ from covspec.runtime_edge.images import decode_image
 from covspec.runtime_edge.metrics import EdgeMetrics
 from covspec.runtime_edge.sessions import EdgeSession, SessionStore
 from covspec.runtime_edge.settings import EdgeSettings
-from covspec.runtime_edge.verifier import TargetState, process_round
+from covspec.runtime_edge.verifier import round_steps, start_state
+from covspec.runtime_edge.worker import ModelWorker, Steps
 
 T = TypeVar("T")
 FEATURES = [
@@ -49,6 +41,12 @@ FEATURES = [
 ]
 
 
+def caller_key(authorization: str | None) -> str:
+    """Who is asking, as far as the edge can tell: a digest of the API key sent (requests ids and held images are
+    scoped by it, so one client cannot name another's)."""
+    return hashlib.sha256((authorization or "").encode()).hexdigest()[:16]
+
+
 class EdgeService:
     """Everything a request handler needs: settings, the target, the sessions, the metrics, the model thread."""
 
@@ -59,14 +57,22 @@ class EdgeService:
         self.store = SessionStore(settings.limits)
         self.images = DeviceImageCache(settings.limits.images_per_device, settings.limits.image_cache_bytes)
         self.metrics = EdgeMetrics()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="covspec-target")
+        self.worker = ModelWorker()
 
     @property
     def model_name(self) -> str:
         return self.settings.model_name or self.model.name
 
-    async def run_model(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+    async def run_model(self, fn: Callable[..., T], *args: Any, kind: str = "other") -> T:
+        """``fn(*args)`` on the model thread, as one step (a forward at most) between other jobs' steps."""
+        return await self.worker.call(fn, *args, on_done=self._waited(kind))
+
+    async def run_model_steps(self, steps: Steps[T], kind: str) -> T:
+        """A job of several steps on the model thread, taking turns with the other jobs step by step."""
+        return await self.worker.run(steps, on_done=self._waited(kind))
+
+    def _waited(self, kind: str) -> Callable[[int], None]:
+        return self.metrics.model_wait_steps.labels(kind).observe
 
     def info(self) -> dict[str, Any]:
         return {
@@ -82,6 +88,16 @@ class EdgeService:
         if spec.max_new_tokens > self.limits.max_new_tokens:
             raise ProtocolError(f"max_new_tokens is limited to {self.limits.max_new_tokens}", code="invalid_request")
         self.check_prompt(spec.prompt)
+        resumed = spec.resume_tokens
+        if resumed and max(resumed) >= self.model.vocab_size:
+            raise ProtocolError(
+                f"token id {max(resumed)} is outside the vocabulary [0, {self.model.vocab_size})",
+                code="token_out_of_vocab",
+            )
+        if set(resumed) & set(self.model.eos_token_ids):
+            raise ProtocolError(
+                "'resume.tokens' hold an end-of-sequence token: that generation ended", code="invalid_request"
+            )
         return replace(spec, verify_mode=resolve_verify_mode(spec.verify_mode))
 
     def check_prompt(self, prompt: str) -> None:
@@ -107,8 +123,16 @@ class EdgeService:
                 code="invalid_request",
             )
 
-    async def open_session(self, spec: SessionSpec, image_bytes: bytes | None) -> EdgeSession:
-        """Check, prefill and register a session (``spec`` already through :meth:`check_spec`)."""
+    async def open_session(
+        self, spec: SessionSpec, image_bytes: bytes | None, caller: str = "", owner: object | None = None
+    ) -> EdgeSession:
+        """Check, prefill and register a session (``spec`` already through :meth:`check_spec`), served by
+        ``owner``. A request id ``caller`` already opened a live session with answers with that session (a device
+        that retries after a lost answer must not leave an orphan holding a slot and its KV reservation)."""
+        request_key = f"{caller}:{spec.request_id}" if spec.request_id is not None else None
+        if request_key is not None and (existing := self.store.find_request(request_key)) is not None:
+            existing.owner = owner
+            return existing
         model = self.model
         if image_bytes is None and model.accepts_images:
             raise ProtocolError("this target is a VLM: a session needs an image", code="invalid_request")
@@ -118,7 +142,7 @@ class EdgeService:
         self.store.begin_admission()
         try:
             started = time.perf_counter()
-            sequence = await self.start_sequence(image, spec.prompt)
+            sequence = await self.start_sequence(image, spec.prompt, spec.resume_tokens)
             prefill_s = time.perf_counter() - started
             self.metrics.prefill_latency.observe(prefill_s)
             if spec.keep_set is not None and spec.keep_set and spec.keep_set[-1] >= sequence.image_tokens:
@@ -127,28 +151,43 @@ class EdgeService:
                     code="invalid_request",
                 )
             positions = sequence.prompt_length + spec.max_new_tokens + self.limits.max_draft_tokens + 1
-            rng = session_rng(spec.seed, EDGE_RNG_STREAM)
-            state = TargetState(spec, sequence, frozenset(model.eos_token_ids), rng)
-            session = self.store.add(state, positions * model.kv_bytes_per_token())
-            session.prefill_s = prefill_s
+            state = start_state(spec, sequence, frozenset(model.eos_token_ids))
+            session = self.store.add(state, positions * model.kv_bytes_per_token(), request_key)
+            session.prefill_s, session.owner = prefill_s, owner
         finally:
             self.store.end_admission()
         self.metrics.sessions_created.inc()
         self.update_gauges()
         return session
 
-    async def start_sequence(self, image: Any | None, prompt: str) -> ModelSequence:
+    async def start_sequence(self, image: Any | None, prompt: str, continued: Sequence[int] = ()) -> ModelSequence:
         """Render and prefill on the model thread; a prompt past ``max_prompt_tokens`` is refused before its
-        prefill."""
-        return await self.run_model(
-            functools.partial(self.model.start, max_prompt_tokens=self.limits.max_prompt_tokens), image, prompt
-        )
+        prefill. ``continued``: tokens a lost session had committed, all but the newest fed after the prompt (the
+        newest is the state's pending token)."""
 
-    async def verify_round(self, session: EdgeSession, request: RoundRequest) -> Verdict:
+        def start() -> ModelSequence:
+            sequence = self.model.start(image, prompt, max_prompt_tokens=self.limits.max_prompt_tokens)
+            if len(continued) > 1:
+                sequence.extend(continued[:-1])
+            return sequence
+
+        return await self.run_model(start, kind="prefill")
+
+    def attach(self, session_id: str, owner: object) -> EdgeSession:
+        """The session, now served by ``owner`` (a reconnected device resuming it); its former connection is
+        refused its next round with ``session_moved``."""
+        session = self.store.get(session_id)
+        session.owner = owner
+        return session
+
+    async def verify_round(self, session: EdgeSession, request: RoundRequest, owner: object | None = None) -> Verdict:
         """Run one round on the model thread, under the session's lock; count it."""
+        if session.owner is not owner:
+            raise ProtocolError("another connection resumed this session", code="session_moved")
         async with session.lock:
             self.store.get(session.id)  # raises if deleted or expired meanwhile; refreshes the TTL
-            verdict, outcome = await self.run_model(process_round, session.state, request)
+            kind = "burst" if request.burst else "round"
+            verdict, outcome = await self.run_model_steps(round_steps(session.state, request), kind)
             session.last_used = time.monotonic()
         if outcome is not None:
             m = self.metrics
@@ -168,4 +207,4 @@ class EdgeService:
         self.metrics.kv_reserved.set(self.store.kv_reserved)
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self.worker.close()

@@ -23,6 +23,8 @@ class EdgeSession:
     last_used: float
     prefill_s: float = 0.0  # the target's prefill, reported to the device in ``opened``
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    request_key: str | None = None  # (caller, request id): a retried request finds this session again
+    owner: object | None = None  # the connection serving its rounds; another one resuming it takes it over
 
 
 class SessionStore:
@@ -32,6 +34,7 @@ class SessionStore:
         self._limits = limits
         self._clock = clock
         self._sessions: dict[str, EdgeSession] = {}
+        self._by_request: dict[str, str] = {}  # request key -> session id
         self._admitting = 0
 
     def __len__(self) -> int:
@@ -56,7 +59,12 @@ class SessionStore:
     def end_admission(self) -> None:
         self._admitting -= 1
 
-    def add(self, state: TargetState, kv_reserved: int) -> EdgeSession:
+    def find_request(self, request_key: str) -> EdgeSession | None:
+        """The live session a request with this key made, if any (a retried request must not make a second)."""
+        session_id = self._by_request.get(request_key)
+        return self._sessions.get(session_id) if session_id is not None else None
+
+    def add(self, state: TargetState, kv_reserved: int, request_key: str | None = None) -> EdgeSession:
         """Register a prefilled session; the caller holds an admission slot."""
         if self.kv_reserved + kv_reserved > self._limits.max_kv_bytes:
             raise LimitError(
@@ -65,8 +73,10 @@ class SessionStore:
                 code="kv_memory_exhausted",
             )
         now = self._clock()
-        session = EdgeSession(secrets.token_urlsafe(16), state, kv_reserved, now, now)
+        session = EdgeSession(secrets.token_urlsafe(16), state, kv_reserved, now, now, request_key=request_key)
         self._sessions[session.id] = session
+        if request_key is not None:
+            self._by_request[request_key] = session.id
         return session
 
     def get(self, session_id: str) -> EdgeSession:
@@ -78,18 +88,24 @@ class SessionStore:
         return session
 
     def remove(self, session_id: str) -> EdgeSession:
-        session = self._sessions.pop(session_id, None)
+        session = self._pop(session_id)
         if session is None:
             raise SessionNotFoundError(f"no session {shown(session_id)} (never created, deleted, or expired)")
         return session
 
     def discard(self, session_id: str) -> None:
-        self._sessions.pop(session_id, None)
+        self._pop(session_id)
+
+    def _pop(self, session_id: str) -> EdgeSession | None:
+        session = self._sessions.pop(session_id, None)
+        if session is not None and session.request_key is not None:
+            self._by_request.pop(session.request_key, None)
+        return session
 
     def sweep(self) -> list[str]:
         """Drop sessions idle for longer than the TTL (a session busy in a round is never dropped)."""
         deadline = self._clock() - self._limits.session_ttl_s
         expired = [sid for sid, s in self._sessions.items() if s.last_used < deadline and not s.lock.locked()]
         for sid in expired:
-            del self._sessions[sid]
+            self._pop(sid)
         return expired

@@ -8,15 +8,19 @@ K+1 target rows a round needs. What a verify mode sends and checks is its ``Mode
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from covspec.errors import ProtocolError
 from covspec.models.base import ModelSequence
-from covspec.protocol import RoundRequest, SessionSpec, Verdict
+from covspec.protocol import EDGE_RNG_STREAM, RoundRequest, SessionSpec, Verdict, round_rng, session_rng
 from covspec.protocol.modes import AwaitedCommit, ModeRules, check_commit, mode_rules, target_probs_of
+from covspec.runtime_edge.worker import Steps, run_to_end
 from covspec.spec import SamplingParams, sample_token
 
 
@@ -51,9 +55,11 @@ class TargetState:
     pending: int | None = None  # committed, not yet in the KV cache
     last_round: int = 0
     last_reply: Verdict | None = None
+    last_request_key: bytes = b""  # what the last verified round carried: a resend must carry the same
     awaiting: _Awaiting | None = None
     applied_commit: tuple[int, int] | None = None  # the commit the last (failed) attempt at this round applied
     finished: bool = False
+    round_rng: Callable[[int], np.random.Generator] | None = None  # a seeded session's generator per round
 
     @property
     def params(self) -> SamplingParams:
@@ -66,7 +72,19 @@ class TargetState:
 
 def process_round(state: TargetState, request: RoundRequest) -> tuple[Verdict, RoundOutcome | None]:
     """Verify ``request`` against the target; a retried round returns the stored verdict and changes nothing."""
+    return run_to_end(round_steps(state, request))
+
+
+def round_steps(state: TargetState, request: RoundRequest) -> Steps[tuple[Verdict, RoundOutcome | None]]:
+    """:func:`process_round` as a job of steps for the model worker: a burst yields after each of its tokens, so
+    other sessions' rounds run in between."""
+    key = request_key(request)
     if request.round == state.last_round and state.last_reply is not None:
+        if key != state.last_request_key:
+            raise ProtocolError(
+                f"round {request.round} was verified with other contents; a resend must repeat it exactly",
+                code="round_conflict",
+            )
         return state.last_reply, None
     if request.round <= state.last_round:
         raise ProtocolError(f"round {request.round} is older than round {state.last_round}", code="stale_round")
@@ -74,6 +92,8 @@ def process_round(state: TargetState, request: RoundRequest) -> tuple[Verdict, R
         raise ProtocolError(f"round {request.round} arrived; round {state.last_round + 1} is next", code="future_round")
     if not request.burst:
         state.rules.check_request(request, state.params)
+    if state.round_rng is not None:
+        state.rng = state.round_rng(request.round)
     started = time.perf_counter()  # the round's target work: the last commit, the forward, this round's commit
     _apply_commit(state, request.commit)
     draft = np.asarray(request.draft_tokens, dtype=np.int64)
@@ -86,8 +106,9 @@ def process_round(state: TargetState, request: RoundRequest) -> tuple[Verdict, R
         )
 
     if request.burst:
-        tokens = _burst(state, request.burst)
-        elapsed = time.perf_counter() - started
+        committing_s = time.perf_counter() - started
+        tokens, decoding_s = yield from _burst(state, request.burst)
+        elapsed = committing_s + decoding_s  # its own steps only, not the other jobs' turns between them
         verdict = Verdict(request.round, burst_tokens=np.asarray(tokens, dtype=np.int32), verify_s=elapsed)
         outcome = RoundOutcome(0, 0, len(tokens), elapsed, burst=True)
     else:
@@ -107,8 +128,38 @@ def process_round(state: TargetState, request: RoundRequest) -> tuple[Verdict, R
         outcome = RoundOutcome(int(draft.size), decision.verdict.accepted, committed, elapsed)
     state.last_round = request.round
     state.last_reply = verdict
+    state.last_request_key = key
     state.applied_commit = None
     return verdict, outcome
+
+
+def request_key(request: RoundRequest) -> bytes:
+    """A digest of everything a round carries, so a resend is told from a different round under the same number."""
+    parts = (request.draft_tokens, request.draft_probs, request.draft_token_probs)
+    sizes = tuple(None if part is None else np.shape(part) for part in parts)
+    digest = hashlib.blake2b(repr((request.round, request.commit, request.burst, sizes)).encode(), digest_size=16)
+    for part in parts:
+        if part is not None:
+            digest.update(np.ascontiguousarray(part).tobytes())
+    return digest.digest()
+
+
+def start_state(spec: SessionSpec, sequence: ModelSequence, eos_token_ids: frozenset[int]) -> TargetState:
+    """A session's state after its prefill. ``sequence`` holds the prompt and, for a generation continued on a fresh
+    session, every token of ``spec.resume_tokens`` but the newest, which is pending; rounds go on numbering from
+    ``spec.first_round``, each seeded round drawing from its own generator on both sides."""
+    resumed = list(spec.resume_tokens)
+    seeded = spec.seed is not None
+    return TargetState(
+        spec,
+        sequence,
+        eos_token_ids,
+        session_rng(spec.seed, EDGE_RNG_STREAM),
+        generated=resumed,
+        pending=resumed[-1] if resumed else None,
+        last_round=spec.first_round - 1,
+        round_rng=functools.partial(round_rng, spec.seed, EDGE_RNG_STREAM) if seeded else None,
+    )
 
 
 def _apply_commit(state: TargetState, commit: tuple[int, int] | None) -> None:
@@ -137,12 +188,14 @@ def _target_rows(state: TargetState, draft: np.ndarray) -> np.ndarray:
     return rows
 
 
-def _burst(state: TargetState, length: int) -> list[int]:
+def _burst(state: TargetState, length: int) -> Steps[tuple[list[int], float]]:
     """Decode up to ``length`` tokens with the target alone (greedy argmax, or a sample from the canonical row with
-    the edge's stream), committing each; stops early at end of sequence."""
-    params, tokens = state.params, []
+    the edge's stream), committing each; stops early at end of sequence. Returns the tokens and the seconds its
+    steps took."""
+    params, tokens, busy_s = state.params, [], 0.0
     empty = np.empty(0, dtype=np.int64)
     for _ in range(length):
+        step_started = time.perf_counter()
         base_length = state.sequence.length
         logits = _target_rows(state, empty)[0]
         if params.is_greedy:
@@ -151,9 +204,11 @@ def _burst(state: TargetState, length: int) -> list[int]:
             token = sample_token(target_probs_of(logits[None, :], params)[0], state.rng)
         _commit(state, empty, base_length, 0, token)
         tokens.append(token)
+        busy_s += time.perf_counter() - step_started
         if state.finished:
             break
-    return tokens
+        yield  # one token, one step
+    return tokens, busy_s
 
 
 def _commit(state: TargetState, draft: np.ndarray, base_length: int, accepted: int, token: int) -> None:

@@ -140,7 +140,7 @@ def test_bursts_under_sampling_keep_the_targets_first_token_distribution(edge_se
 
 
 @pytest.mark.e2e
-def test_cost_policy_bursts_when_drafts_are_never_accepted_and_drafts_when_they_are(
+def test_cost_policy_bursts_when_drafts_are_never_accepted(
     edge_server, loaded_target, drafter_engine, self_drafter_engine
 ) -> None:
     server, target = edge_server(ARCH), loaded_target(ARCH)
@@ -149,13 +149,13 @@ def test_cost_policy_bursts_when_drafts_are_never_accepted_and_drafts_when_they_
     config = GenerationConfig(max_new_tokens=60, draft_len=4, policy=PolicyKind.COST)
     want = target.generate(pil(img), prompt, max_new_tokens=60)
     weak = generate(drafter_engine(ARCH), client, img, prompt, config)  # random weights: never accepted
-    # the target as its own drafter is always accepted but no faster than the target: with no margin asked of
-    # drafting over a burst, drafting K+1 tokens per round still wins
+    # the target as its own drafter is always accepted but drafts as slowly as the target decodes: whether a burst or
+    # a draft round is faster is then a matter of measurement noise (the choice on constructed timings is in
+    # tests/spec/test_policy.py); it must draft its measuring rounds and find every draft accepted
     eager = make_policy(PolicyKind.COST, draft_len=4, cost=CostConfig(draft_margin=0.0))
     strong = generate(self_drafter_engine(ARCH), client, img, prompt, config, eager)
     assert len(client.connection().policies) == 1  # the weak drafter's, kept across generations
     client.close()
     assert weak.tokens == want and strong.tokens == want
     assert weak.stats["acceptance_rate"] < 0.1 and weak.stats["burst_tokens"] > len(want) / 2
-    # the target drafting for itself is always accepted, though no faster than the target: drafting still wins mostly
-    assert strong.stats["acceptance_rate"] == 1.0 and strong.stats["burst_tokens"] < len(want) / 2
+    assert strong.stats["acceptance_rate"] == 1.0 and strong.stats["draft_rounds"] >= 3

@@ -33,7 +33,7 @@ KEY = "hostile-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 ARCH = "llava"
 LIMITS = EdgeLimits(
-    max_sessions=4, max_image_bytes=200_000, max_prompt_chars=4000, max_prompt_tokens=300, header_timeout_s=1.0
+    max_sessions=16, max_image_bytes=200_000, max_prompt_chars=4000, max_prompt_tokens=300, header_timeout_s=1.0
 )
 
 
@@ -255,3 +255,47 @@ def test_a_client_sending_its_head_slowly_is_cut_off(server) -> None:
         except (BrokenPipeError, ConnectionResetError):
             answer = b""
     assert answer == b"" and sent < len(head)  # closed after the 1 s head deadline, long before the head was in
+
+
+def _opened(ws, spec: SessionSpec) -> dict:
+    ws.send(encode_open(OpenRequest(spec, image_bytes(1))))
+    reply = msgpack.unpackb(ws.recv(timeout=30))
+    assert reply["t"] == "opened", reply
+    return reply
+
+
+def test_a_resent_round_must_repeat_the_round(server) -> None:
+    with _device(server) as ws:
+        _opened(ws, SessionSpec(PROMPTS[0], max_new_tokens=12))
+        ws.send(encode_round(RoundRequest(1, np.asarray([3, 4], dtype=np.int32))))
+        first = ws.recv(timeout=10)
+        ws.send(encode_round(RoundRequest(1, np.asarray([3, 4], dtype=np.int32))))
+        assert ws.recv(timeout=10) == first  # the same round again: its stored verdict
+        code, _, error = _closed_with(ws, encode_round(RoundRequest(1, np.asarray([5, 4], dtype=np.int32))))
+    assert (code, error["code"]) == (4412, "round_conflict")
+
+
+def test_a_session_is_served_on_one_connection(server) -> None:
+    """A second connection resuming a session takes it over; the first one's next round is refused."""
+    with _device(server) as first, _device(server) as second:
+        session_id = _opened(first, SessionSpec(PROMPTS[0], max_new_tokens=12))["s"]
+        second.send(msgpack.packb({"v": PROTOCOL_VERSION, "t": "resume", "n": 0, "s": session_id}))
+        second.send(encode_round(RoundRequest(1, np.asarray([3], dtype=np.int32))))
+        assert msgpack.unpackb(second.recv(timeout=10))["t"] == "verdict"
+        code, _, error = _closed_with(first, encode_round(RoundRequest(2, np.asarray([3], dtype=np.int32))))
+    assert (code, error["code"]) == (4408, "session_moved")
+
+
+def test_a_retried_open_finds_the_session_it_made(server) -> None:
+    """The same request id, sent again after its answer was lost, gets the same session: no orphan holds a slot."""
+    spec = SessionSpec(PROMPTS[0], max_new_tokens=12, request_id="retry-me-1")
+    with _device(server) as first:
+        session_id = _opened(first, spec)["s"]
+    active = _metric(server, "covspec_sessions_active")
+    with _device(server) as second:
+        assert _opened(second, spec)["s"] == session_id
+    assert _metric(server, "covspec_sessions_active") == active
+    http_spec = SessionSpec(PROMPTS[0], max_new_tokens=12, request_id="retry-me-2").to_dict()
+    ids = {_open_http(server, http_spec).json()["session_id"] for _ in range(2)}
+    assert len(ids) == 1
+    httpx.delete(f"{server.url}/v1/sessions/{ids.pop()}", headers=AUTH)
