@@ -106,8 +106,15 @@ def decode_uplink(
     raise ProtocolError(f"unexpected frame type {shown(kind)}", code="malformed_message")
 
 
+class InvalidOpenRequest(ProtocolError):
+    """A well-formed open frame whose request is invalid: the generation is refused, the connection is not."""
+
+
 def _open_from(frame: dict[str, Any]) -> OpenRequest:
-    spec = SessionSpec.from_dict(frame.get("req"))
+    try:
+        spec = SessionSpec.from_dict(frame.get("req"))
+    except ProtocolError as exc:
+        raise InvalidOpenRequest(exc.message, code=exc.code) from None
     image, digest = frame.get("img"), frame.get("ih")
     if image is not None and not isinstance(image, bytes):
         raise ProtocolError("'img' must be the image file's bytes", code="malformed_message")

@@ -35,7 +35,7 @@ from covspec.runtime_edge.openai_api import (
     split_chat_request,
     usage,
 )
-from covspec.runtime_edge.replies import http_error, parse_json
+from covspec.runtime_edge.replies import ERROR_RESPONSES, http_error, parse_json
 from covspec.runtime_edge.service import EdgeService, caller_key
 from covspec.runtime_edge.settings import EdgeSettings
 from covspec.runtime_edge.target_only import iter_target_tokens
@@ -63,7 +63,7 @@ def create_app(settings: EdgeSettings, model: LoadedModel | None = None) -> Fast
             sweeper.cancel()
             service.close()
 
-    app = FastAPI(title="covspec edge", version=str(PROTOCOL_VERSION), lifespan=lifespan)
+    app = FastAPI(title="covspec edge", version=str(PROTOCOL_VERSION), lifespan=lifespan, responses=ERROR_RESPONSES)
     app.add_middleware(EdgeGate, settings=settings)  # the API key and the body's size, before anything is read
     app.add_exception_handler(CovspecError, _error_response)
     app.add_exception_handler(RequestValidationError, _validation_error_response)

@@ -33,6 +33,7 @@ from covspec.protocol import (
     encode_opened,
     encode_verdict,
 )
+from covspec.protocol.codec import InvalidOpenRequest
 from covspec.runtime_edge.replies import close_with_error, error_frame
 from covspec.runtime_edge.service import EdgeService, caller_key
 from covspec.runtime_edge.sessions import EdgeSession
@@ -52,8 +53,11 @@ async def serve_device_connection(websocket: WebSocket, service: EdgeService) ->
     round_no = 0
     async for data in _frames(websocket, service):
         try:
-            frame = await _decoded(decode_uplink, data, service)
-            if isinstance(frame, OpenRequest):
+            try:
+                frame = await _decoded(decode_uplink, data, service)
+            except InvalidOpenRequest as exc:
+                frame = exc  # an open whose request is invalid: refused like any other open
+            if isinstance(frame, (OpenRequest, InvalidOpenRequest)):
                 _drop(service, current, owner)
                 current, round_no, refused = None, 0, False
                 try:
@@ -157,7 +161,11 @@ async def _send(websocket: WebSocket, service: EdgeService, frame: bytes) -> boo
     return True
 
 
-async def _open(service: EdgeService, device: str, caller: str, owner: object, request: OpenRequest) -> EdgeSession:
+async def _open(
+    service: EdgeService, device: str, caller: str, owner: object, request: OpenRequest | InvalidOpenRequest
+) -> EdgeSession:
+    if isinstance(request, InvalidOpenRequest):
+        raise request
     spec = service.check_spec(request.spec)
     image = request.image
     if request.image_sha256 is not None:

@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi import WebSocket
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.types import Scope, Send
 from starlette.websockets import WebSocketDisconnect
 
@@ -16,6 +17,23 @@ from covspec.errors import CovspecError, ProtocolError
 from covspec.protocol import ErrorFrame, encode_error, error_code
 from covspec.protocol.errors import bounded_message, close_reason
 
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: list[dict[str, Any]] | None = None
+
+
+class ErrorBody(BaseModel):
+    """The one error body, as the OpenAPI schema documents it for every 4xx and 5xx."""
+
+    error: ErrorDetail
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": ErrorBody, "description": "Refused: a documented error code (README, Errors)"},
+    "5XX": {"model": ErrorBody, "description": "internal_error"},
+}
 CAPACITY_CODES = frozenset({"too_many_sessions", "kv_memory_exhausted"})  # answered with Retry-After
 
 
