@@ -207,18 +207,25 @@ def test_long_prompts_are_refused_before_their_prefill(server) -> None:
     assert _metric(server, "covspec_prefill_seconds_count") == prefills  # no prefill was paid for
 
 
-def test_bodies_past_the_limit_are_refused_before_they_are_read(server) -> None:
+def _answer_to_head(server, authorization: str, length: int) -> str:
+    """Send only the head of a POST declaring ``length`` body bytes, and read what the edge answers to it."""
     with socket.create_connection(("127.0.0.1", server.settings.port), timeout=10) as sock:
         head = (
-            f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {200 << 20}\r\n\r\n"
+            f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n{authorization}"
+            f"Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
         )
-        sock.sendall(head.encode())  # and not one byte of the 200 MB body
+        sock.sendall(head.encode())  # and not one byte of the body
         answer = b""
         while b"}}" not in answer and (chunk := sock.recv(4096)):
             answer += chunk
-        answer = answer.decode()
+    return answer.decode()
+
+
+def test_bodies_past_the_limit_are_refused_before_they_are_read(server) -> None:
+    answer = _answer_to_head(server, f"Authorization: Bearer {KEY}\r\n", 200 << 20)
     assert answer.startswith("HTTP/1.1 413") and '"request_too_large"' in answer
+    answer = _answer_to_head(server, "", 100 << 20)  # without the key: refused before the size even matters
+    assert answer.startswith("HTTP/1.1 401") and '"unauthorized"' in answer
 
     def chunks():
         for _ in range(LIMITS.max_body_bytes // (1 << 20) + 2):
