@@ -123,9 +123,11 @@ def generate(
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="covspec-drafter-prefill")
     prefilled: list[float] = []
     try:
+        # the open goes first: on a device with one core the prefill thread would hold it and delay the edge's
+        # prefill, the longer of the two (its answer comes with the first verdict)
+        connection.start_generation(spec, image_bytes)
         drafter_prefill = pool.submit(_start_drafter, engine, image_bytes, prompt)
         drafter_prefill.add_done_callback(lambda _: prefilled.append(time.perf_counter() - started))
-        connection.start_generation(spec, image_bytes)  # its answer comes with the first verdict
         drafter = Drafter(drafter_prefill, vocab_size, params, session_rng(config.seed, DEVICE_RNG_STREAM))
         edge = info.get("limits", {})
         limits = (int(edge.get("max_draft_tokens", config.draft_len)), int(edge.get("max_burst_tokens", 1)))
