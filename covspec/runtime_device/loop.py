@@ -268,11 +268,15 @@ def decode_rounds(
     observing = 0.0  # the loop's own time after the last round's verdict was applied (observing it)
     while len(tokens) < config.max_new_tokens and not (tokens and tokens[-1] in eos):
         top = time.perf_counter()
-        plan = policy.plan(config.max_new_tokens - len(tokens))
+        plan = policy.plan(config.max_new_tokens - len(tokens), first_round=round_no == 0)
         plan = replace(plan, length=min(plan.length, max_burst if plan.burst else max_draft))
         round_no += 1
         if config.seed is not None:  # keyed by the round: a generation continued after an edge restart draws alike
             drafter.rng = round_rng(config.seed, DEVICE_RNG_STREAM, round_no)
+        if not plan.burst and round_no == 1:  # the drafter's prefill is setup: not this round's drafting or overhead
+            waiting_from = time.perf_counter()
+            _ = drafter.sequence
+            top += time.perf_counter() - waiting_from
         started = time.perf_counter()
         if plan.burst:
             draft, rows, margins = [], None, ()
@@ -308,7 +312,7 @@ def decode_rounds(
                 burst=plan.burst, drafted=len(draft), accepted=min(accepted, kept - 1), committed=kept,
                 draft_s=sent - started, verify_s=verdict.verify_s or 0.0, exchange_s=received - sent - waited + own,
                 uplink_bytes=up, downlink_bytes=down, margins=tuple(margins), shadow_matches=tuple(shadow),
-                catchup_s=applied - received if plan.burst else 0.0,
+                catchup_s=applied - received if plan.burst else 0.0, prefill_wait_s=waited if round_no == 1 else None,
         )  # fmt: skip
         policy.observe(observation)
         if trace is not None:

@@ -11,7 +11,11 @@ and verification frequency from a device/edge/link cost model, falling back to t
 - a draft round of length K commits ``E(K) = sum_{j=0..K} s_j`` tokens in expectation (accepted + 1);
 - it takes ``T(K) = K * t_draft + v(K) + link(K)``, ``link(K) = rtt + up(K) / up_bandwidth + down(K) / down_bandwidth``;
   with overlap (the next block drafted while the round is in flight) ``T(K) = max(K * t_draft, v(K) + link(K))``;
-- a burst of B target tokens commits B and takes ``B * t_target + link_burst(B) + catchup(B)``;
+  a generation's first round drafts while the edge is still prefilling, so up to ``hidden`` seconds of its drafting
+  cost nothing: ``T(K) = max(0, K * t_draft - hidden) + v(K) + link(K)``;
+- a burst of B target tokens commits B and takes ``B * t_target + link_burst(B) + catchup(B)``; when the answer is
+  expected to end after ``L < B`` more tokens, it commits L and takes ``L * t_target + link_burst(L)`` (no drafting
+  follows to catch up);
 - the plan maximises expected committed tokens per second, ``E / T``.
 """
 
@@ -29,6 +33,7 @@ __all__ = [
     "RoundPlan",
     "analytical_tokens_per_s",
     "best_plan",
+    "burst_tokens_per_s",
     "expected_committed",
     "expected_committed_by_length",
     "plan_tokens_per_s",
@@ -74,7 +79,8 @@ class CostInputs:
     ``target_step_s``: the target's seconds per token when it decodes alone (a burst). ``rtt_s``: the link's round
     trip, including per-round overheads that do not scale with bytes. ``*_bytes_per_s``: bandwidth (inf: free).
     ``draft_*_bytes``: bytes of a draft round, in K; ``burst_*_bytes``: bytes of a burst, in B.
-    ``catchup_s``: drafter seconds to catch up on a burst's B tokens, in B.
+    ``catchup_s``: drafter seconds to catch up on a burst's B tokens, in B. ``hidden_draft_s``: drafting seconds
+    this round costs nothing for (a first round drafts while the edge prefills).
     """
 
     accept_probs: np.ndarray
@@ -89,6 +95,7 @@ class CostInputs:
     burst_uplink_bytes: Linear = field(default_factory=Linear)
     burst_downlink_bytes: Linear = field(default_factory=Linear)
     catchup_s: Linear = field(default_factory=Linear)
+    hidden_draft_s: float = 0.0
 
     def __post_init__(self) -> None:
         accept_probs = _check_probs(self.accept_probs)
@@ -98,7 +105,7 @@ class CostInputs:
             if table.size == 0 or (table < 0).any() or not np.isfinite(table).all():
                 raise ValueError("verify_s table must be finite, non-negative and cover K = 0 at least")
             object.__setattr__(self, "verify_s", table)
-        for name in ("draft_step_s", "target_step_s", "rtt_s"):
+        for name in ("draft_step_s", "target_step_s", "rtt_s", "hidden_draft_s"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be finite and >= 0, got {value}")
@@ -130,7 +137,7 @@ class CostInputs:
 
     def draft_round_s(self, draft_len: np.ndarray | int, *, overlap: bool = False) -> np.ndarray:
         """T(K) of a draft round; with ``overlap`` the drafting hides behind the round in flight (or vice versa)."""
-        drafting = np.asarray(draft_len, dtype=np.float64) * self.draft_step_s
+        drafting = np.maximum(np.asarray(draft_len, dtype=np.float64) * self.draft_step_s - self.hidden_draft_s, 0.0)
         in_flight = self.verify_time(draft_len) + self.draft_link_s(draft_len)
         return np.maximum(drafting, in_flight) if overlap else drafting + in_flight
 
@@ -174,6 +181,15 @@ def plan_tokens_per_s(inputs: CostInputs, plan: RoundPlan, *, overlap: bool = Fa
             raise ValueError(f"draft length {plan.length} exceeds the {inputs.accept_probs.size} known positions")
         tokens = expected_committed(inputs.accept_probs[: plan.length])
     return tokens / round_time(inputs, plan, overlap=overlap)
+
+
+def burst_tokens_per_s(inputs: CostInputs, length: int, answer_left: float | None = None) -> float:
+    """Expected committed tokens per second of a burst of ``length``, given that the answer is expected to end after
+    ``answer_left`` more tokens (None: unknown, the burst runs its length and the drafter catches up after it)."""
+    if answer_left is None or answer_left >= length:
+        return plan_tokens_per_s(inputs, RoundPlan(burst=True, length=length))
+    tokens = max(float(answer_left), 1.0)
+    return tokens / float(tokens * inputs.target_step_s + inputs.burst_link_s(tokens))
 
 
 def best_plan(

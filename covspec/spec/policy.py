@@ -16,12 +16,13 @@ The estimators they learn from live in :mod:`covspec.spec.estimators`.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from covspec.spec.cost_model import CostInputs, Linear, RoundPlan, best_plan, plan_tokens_per_s
+from covspec.spec.cost_model import CostInputs, Linear, RoundPlan, best_plan, burst_tokens_per_s
 from covspec.spec.estimators import (
     CalibrationConfig,
     DecayedLine,
@@ -71,6 +72,8 @@ class RoundObservation:
     ``margins``: drafter margin (:func:`draft_margin`) of each drafted position, empty when not measured.
     ``shadow_matches``: burst only, whether the drafter's greedy choice equalled each burst token.
     ``catchup_s``: device seconds the drafter spent catching up on a burst's tokens.
+    ``prefill_wait_s``: a generation's first round only, how long it waited at the edge for the target's prefill
+    after it was sent (None for later rounds): its drafting was hidden behind that prefill.
     """
 
     burst: bool
@@ -85,6 +88,7 @@ class RoundObservation:
     margins: tuple[float, ...] = ()
     shadow_matches: tuple[bool, ...] = ()
     catchup_s: float = 0.0
+    prefill_wait_s: float | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.accepted <= self.drafted:
@@ -97,7 +101,7 @@ class RoundObservation:
             raise ValueError(f"margins has {len(self.margins)} entries for {self.drafted} drafted tokens")
         if self.committed < 0 or self.uplink_bytes < 0 or self.downlink_bytes < 0:
             raise ValueError("committed and byte counts must be >= 0")
-        if min(self.draft_s, self.verify_s, self.exchange_s, self.catchup_s) < 0:
+        if min(self.draft_s, self.verify_s, self.exchange_s, self.catchup_s, self.prefill_wait_s or 0.0) < 0:
             raise ValueError("durations must be >= 0")
 
     @property
@@ -113,8 +117,9 @@ class DraftPolicy(Protocol):
 
     uses_margins: bool
 
-    def plan(self, remaining: int) -> RoundPlan:
-        """Next round; ``remaining`` >= 1 tokens still allowed. Draft length <= remaining - 1, burst <= remaining."""
+    def plan(self, remaining: int, first_round: bool = False) -> RoundPlan:
+        """Next round; ``remaining`` >= 1 tokens still allowed. Draft length <= remaining - 1, burst <= remaining.
+        ``first_round``: a generation's first, which goes up while the edge is still prefilling."""
         ...
 
     def keep_drafting(self, position: int, margin: float) -> bool:
@@ -180,7 +185,7 @@ class FixedPolicy:
         self.draft_len = draft_len
         self.stats = PolicyStats()
 
-    def plan(self, remaining: int) -> RoundPlan:
+    def plan(self, remaining: int, first_round: bool = False) -> RoundPlan:
         _check_remaining(remaining)
         return RoundPlan(burst=False, length=min(self.draft_len, remaining - 1))
 
@@ -224,7 +229,7 @@ class MarginPolicy:
         self.stats = PolicyStats()
         self._survival = 1.0  # estimated P(every token kept so far in this block is accepted)
 
-    def plan(self, remaining: int) -> RoundPlan:
+    def plan(self, remaining: int, first_round: bool = False) -> RoundPlan:
         _check_remaining(remaining)
         self._survival = 1.0
         return RoundPlan(burst=False, length=min(self.max_draft_len, remaining - 1))
@@ -280,7 +285,10 @@ class CostPolicy:
     (:func:`covspec.spec.cost_model.best_plan`): it bursts unless a draft length beats the target alone by
     ``draft_margin``, and drafts again when acceptance (kept current by shadow matches) or timings make drafting pay;
     every ``probe_every`` bursts in a row it drafts once to re-measure. The first ``warmup_rounds`` rounds draft
-    max_draft_len to measure.
+    max_draft_len to measure. A generation's first round drafts while the edge prefills: the drafting seconds earlier
+    first rounds hid behind the prefill (their drafting plus their wait for it) are free in its plan. A burst is
+    rated by the tokens the answer is expected to have left (the usual answer length on this connection, while this
+    one is shorter): a short answer ends a burst early, and no catch-up follows it.
 
     ``keep_drafting`` is the marginal rule: with E and T the expected tokens and seconds of the block kept so far,
     one more token (acceptance p from the margin calibration once ready, else a_{j+1}) adds S*p expected tokens (S:
@@ -306,6 +314,9 @@ class CostPolicy:
         self.draft_step = DecayedRatio(config.timing_decay)  # s per drafted token
         self.target_step = DecayedRatio(config.timing_decay)  # s per burst token (edge compute)
         self.catchup = DecayedLine(config.timing_decay)  # drafter s to feed a burst of B tokens, in B
+        self.first_round_free = DecayedRatio(config.timing_decay)  # drafting s a first round hid behind the prefill
+        self.answer_length = DecayedRatio(config.timing_decay)  # tokens per generation on this connection
+        self._generated = 0  # tokens committed in the current generation
         self.verify = DecayedLine(config.timing_decay)  # verify_s in K
         self.draft_uplink = DecayedLine(config.timing_decay)  # bytes in K
         self.draft_downlink = DecayedLine(config.timing_decay)
@@ -354,10 +365,15 @@ class CostPolicy:
             catchup_s=catchup,
         )
 
-    def plan(self, remaining: int) -> RoundPlan:
+    def plan(self, remaining: int, first_round: bool = False) -> RoundPlan:
         _check_remaining(remaining)
+        if first_round and self._generated > 0:  # the previous generation is complete: its length is known
+            self.answer_length.add(self._generated, 1.0)
+            self._generated = 0
         self._kept_tokens, self._survival = 1.0, 1.0
         self._inputs = self.cost_inputs()
+        if first_round and self._inputs is not None:  # drafting while the edge prefills costs only what outlasts it
+            self._inputs = replace(self._inputs, hidden_draft_s=self.first_round_free.value or 0.0)
         if self._inputs is None:
             self.last_rate = None
             return RoundPlan(burst=False, length=min(self.max_draft_len, remaining - 1))
@@ -365,13 +381,22 @@ class CostPolicy:
             plan, self.last_rate = best_plan(self._inputs, remaining, self.max_draft_len, min_draft_len=1)
             self.stats.probe_rounds += 1
             return plan
-        plan, self.last_rate = best_plan(self._inputs, remaining, self.max_draft_len)
+        answer_left = self.answer_left()
+        # drafts past the answer's likely end are work for nothing: K stops short of it
+        likely = remaining if answer_left is None else min(remaining, max(1, math.ceil(answer_left)))
+        plan, self.last_rate = best_plan(self._inputs, likely, self.max_draft_len)
         if self.config.max_burst > 0:
             burst = RoundPlan(burst=True, length=min(self.config.max_burst, remaining))
-            burst_rate = plan_tokens_per_s(self._inputs, burst)
+            burst_rate = burst_tokens_per_s(self._inputs, burst.length, answer_left)
             if burst_rate * (1.0 + self.config.draft_margin) >= self.last_rate:
                 plan, self.last_rate = burst, burst_rate
         return plan
+
+    def answer_left(self) -> float | None:
+        """Tokens the answer is expected to run for beyond this generation's so far (None: not known, or this answer
+        already outran the usual length)."""
+        usual = self.answer_length.value
+        return None if usual is None or usual <= self._generated else usual - self._generated
 
     def keep_drafting(self, position: int, margin: float) -> bool:
         if position == 0:
@@ -395,7 +420,13 @@ class CostPolicy:
 
     def observe(self, observation: RoundObservation) -> None:
         self.stats.record(observation)
+        self._generated += observation.committed
         self.link.add(observation.link_s, observation.uplink_bytes + observation.downlink_bytes)
+        if observation.prefill_wait_s is not None and not observation.burst:
+            # drafting that still left the round waiting for the prefill was free, and so was that wait; a round that
+            # did not wait says only that some of its drafting may have been (counted as none)
+            free = observation.draft_s + observation.prefill_wait_s if observation.prefill_wait_s > 0 else 0.0
+            self.first_round_free.add(free, 1.0)
         if observation.burst:
             self._bursts_in_a_row += 1
             if observation.committed > 0:

@@ -29,7 +29,7 @@ class AlternatingPolicy(FixedPolicy):
         super().__init__(draft_len)
         self.burst, self.rounds = burst, 0
 
-    def plan(self, remaining: int) -> RoundPlan:
+    def plan(self, remaining: int, first_round: bool = False) -> RoundPlan:
         self.rounds += 1
         if self.rounds % 2:
             return RoundPlan(True, min(self.burst, remaining))
@@ -90,7 +90,7 @@ class LinkChangingCostPolicy:
         self.policy = make_policy(PolicyKind.COST, draft_len=5, cost=CostConfig(max_burst=4))  # short: many rounds
         self.relay, self.link, self.rounds, self.plans = relay, link, 0, []
 
-    def plan(self, remaining: int) -> RoundPlan:
+    def plan(self, remaining: int, first_round: bool = False) -> RoundPlan:
         self.plans.append(self.policy.plan(remaining))
         return self.plans[-1]
 

@@ -15,6 +15,7 @@ from covspec.spec.cost_model import (
     RoundPlan,
     analytical_tokens_per_s,
     best_plan,
+    burst_tokens_per_s,
     expected_committed,
     expected_committed_by_length,
     plan_tokens_per_s,
@@ -227,6 +228,33 @@ def test_overlap_hides_the_shorter_of_drafting_and_the_round_in_flight() -> None
         assert overlapped == pytest.approx(committed / max(k * draft_s, verify_s + rtt_s))
         assert overlapped >= plain
     assert analytical_tokens_per_s([], 0.01, 0.02, 0.03) == pytest.approx(1 / 0.05)  # target-only rounds
+
+
+def test_a_first_round_pays_only_the_drafting_that_outlasts_the_prefill() -> None:
+    inputs = CostInputs(accept_probs=np.array([0.9] * 4), draft_step_s=0.01, verify_s=Linear(0.02, 0.004),
+                        target_step_s=0.02, rtt_s=0.005)  # fmt: skip
+    for hidden in (0.0, 0.015, 0.04, 1.0):
+        first = dataclasses.replace(inputs, hidden_draft_s=hidden)
+        for k in range(5):
+            assert round_time(first, RoundPlan(False, k)) == pytest.approx(
+                max(0.0, k * 0.01 - hidden) + 0.02 + 0.004 * k + 0.005
+            )
+        assert round_time(first, RoundPlan(True, 6)) == round_time(inputs, RoundPlan(True, 6))  # a burst waits alike
+    # with its drafting hidden, a draft round beats the burst it loses to in later rounds
+    later, _ = best_plan(inputs, 100, 4)
+    first, _ = best_plan(dataclasses.replace(inputs, hidden_draft_s=0.04), 100, 4)
+    assert plan_tokens_per_s(dataclasses.replace(inputs, hidden_draft_s=0.04), first) > plan_tokens_per_s(inputs, later)
+
+
+def test_a_burst_past_the_answers_end_is_rated_by_the_tokens_it_will_give() -> None:
+    inputs = CostInputs(accept_probs=np.array([0.9]), draft_step_s=0.01, verify_s=Linear(0.02), target_step_s=0.01,
+                        rtt_s=0.02, catchup_s=Linear(0.005, 0.001))  # fmt: skip
+    full = plan_tokens_per_s(inputs, RoundPlan(True, 40))
+    assert burst_tokens_per_s(inputs, 40) == full == burst_tokens_per_s(inputs, 40, answer_left=40.0)
+    assert full == pytest.approx(40 / (40 * 0.01 + 0.02 + 0.005 + 0.04))
+    # the answer ends 5 tokens in: 5 tokens for their decoding and one round trip, no catch-up after the answer
+    assert burst_tokens_per_s(inputs, 40, answer_left=5.0) == pytest.approx(5 / (5 * 0.01 + 0.02))
+    assert burst_tokens_per_s(inputs, 40, answer_left=0.2) == pytest.approx(1 / (0.01 + 0.02))  # at least one token
 
 
 def test_invalid_plans_and_inputs_are_rejected() -> None:

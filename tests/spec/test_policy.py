@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pytest
@@ -285,6 +285,49 @@ def test_cost_policy_drafts_with_a_fast_drafter_and_good_acceptance() -> None:
     assert inputs is not None
     assert inputs.draft_step_s == pytest.approx(0.002)
     assert policy.acceptance.pooled_rate() == pytest.approx(0.9, abs=0.12)
+
+
+def test_cost_policy_drafts_a_first_round_its_drafting_hides_behind_the_prefill() -> None:
+    """A drafter too slow to pay in later rounds still drafts a generation's first round when earlier first rounds
+    showed their drafting cost nothing (they waited for the edge's prefill anyway)."""
+    rng = np.random.default_rng(34)
+    policy = CostPolicy(max_draft_len=4)
+    scenario = Scenario(accept=0.7, draft_step_s=0.03, rtt_s=0.01)
+    plans = _run(policy, scenario, 20, rng)
+    assert plans[-1].burst and policy.plan(100, first_round=True).burst  # nothing seen hidden yet: no difference
+    for _ in range(3):  # first rounds whose 4 drafts (0.12 s) still left them waiting 0.05 s for the prefill
+        first = replace(draft_round(4, 3), draft_s=4 * scenario.draft_step_s, prefill_wait_s=0.05)
+        policy.observe(first)
+    assert policy.first_round_free.value == pytest.approx(0.17)
+    assert not policy.plan(100, first_round=True).burst
+    assert policy.plan(100).burst  # later rounds still burst
+    policy.observe(replace(draft_round(4, 3), prefill_wait_s=0.0))  # a first round that did not wait: no evidence
+    assert policy.first_round_free.value < 0.17
+
+
+def test_cost_policy_plans_short_answers_by_their_usual_length() -> None:
+    """Bursts of up to 40 tokens for answers of ~5: the burst's round trip buys 5 tokens, not 40, and drafts past the
+    answer's likely end are not planned. A policy told where generations start learns the usual length; one that
+    is not plans as if every answer ran to max_new_tokens."""
+    told, blind = CostPolicy(max_draft_len=6), CostPolicy(max_draft_len=6)
+
+    def drafted(k: int, accepted: int, verify_s: float) -> RoundObservation:
+        return replace(draft_round(k, accepted), draft_s=0.0001 * k, verify_s=verify_s, exchange_s=verify_s + 0.002)
+
+    burst = RoundObservation(burst=True, drafted=0, accepted=0, committed=5, draft_s=0.0, verify_s=0.005,
+                             exchange_s=0.007, uplink_bytes=16, downlink_bytes=28)  # fmt: skip
+    warmup = [drafted(6, 6, 0.0028), drafted(2, 2, 0.0016), drafted(4, 4, 0.0022), drafted(6, 5, 0.0028)]
+    for observation in warmup + [burst] * 4:  # one round per generation
+        for policy in (told, blind):
+            policy.plan(40, first_round=policy is told)
+            policy.observe(observation)
+    assert blind.answer_length.value is None and blind.plan(40).burst
+    assert told.answer_length.value == pytest.approx(5.0, rel=0.1)
+    plan = told.plan(40, first_round=True)
+    assert not plan.burst and plan.length < told.max_draft_len  # drafting, and not past the answer's likely end
+    for _ in range(2):
+        told.observe(drafted(4, 4, 0.0022))
+    assert told.answer_left() is None  # 10 tokens in, longer than usual: the end is not guessed
 
 
 def test_cost_policy_follows_the_round_trip_up_and_back_down() -> None:
