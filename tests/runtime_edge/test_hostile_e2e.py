@@ -33,7 +33,12 @@ KEY = "hostile-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 ARCH = "llava"
 LIMITS = EdgeLimits(
-    max_sessions=16, max_image_bytes=200_000, max_prompt_chars=4000, max_prompt_tokens=300, header_timeout_s=1.0
+    max_sessions=16,
+    max_image_bytes=200_000,
+    max_prompt_chars=4000,
+    max_prompt_tokens=300,
+    header_timeout_s=1.0,
+    idle_timeout_s=1.0,
 )
 
 
@@ -254,6 +259,20 @@ def test_capacity_refusals_say_when_to_retry(server) -> None:
     finally:
         for sid in opened:
             httpx.delete(f"{server.url}/v1/sessions/{sid}", headers=AUTH)
+
+
+def test_a_stalled_body_is_refused(server) -> None:
+    """A body that stops arriving holds its request for the idle timeout (1 s here), then gets the error body."""
+    with socket.create_connection(("127.0.0.1", server.settings.port), timeout=10) as sock:
+        head = (
+            f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+        )
+        sock.sendall(head.encode() + b'{"messages": [')  # and then nothing more
+        answer = b""
+        while b"}}" not in answer and (chunk := sock.recv(4096)):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 422") and b"no body bytes arrived" in answer
 
 
 def test_a_client_sending_its_head_slowly_is_cut_off(server) -> None:
