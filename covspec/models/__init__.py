@@ -1,4 +1,5 @@
-"""Adapters over Hugging Face models (one module per family), loading, and the ``tiny`` checkpoint factory.
+"""Adapters over Hugging Face models (one module per family in ``families``: its adapter and its tiny checkpoint),
+loading, and the ``tiny`` checkpoint factory.
 
 Importing this package (or ``covspec.models.base``) loads neither torch nor transformers; the names below are
 resolved on first use.

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import importlib
 import json
 import logging
 import os
@@ -19,15 +18,9 @@ from typing import Any
 from covspec.errors import ModelLoadError
 from covspec.models.base import LoadedModel
 from covspec.models.common import HFLoadedModel, resolve_dtype, tokenizer_hash
+from covspec.models.families import TEXT_LM, VLM_FAMILIES, vlm_family_of
 
 logger = logging.getLogger(__name__)
-
-# model_type -> (module, adapter class)
-VLM_FAMILIES: dict[str, tuple[str, str]] = {
-    "llava": ("covspec.models.llava", "LlavaAdapter"),
-    "qwen2_vl": ("covspec.models.qwen2_vl", "Qwen2VLAdapter"),
-    "idefics3": ("covspec.models.idefics3", "Idefics3Adapter"),
-}
 SUPPORTED_DTYPES = ("auto", "float32", "float64", "bfloat16", "float16")
 
 
@@ -73,15 +66,13 @@ def adapter_for(config: dict[str, Any], source: str = "") -> type[HFLoadedModel]
     model_type = config.get("model_type")
     if not model_type:
         raise ModelLoadError(f"{source}: config.json has no model_type")
-    if model_type in VLM_FAMILIES:
-        module_name, class_name = VLM_FAMILIES[model_type]
-        return getattr(importlib.import_module(module_name), class_name)
+    family = vlm_family_of(model_type)
+    if family is not None:
+        return family.adapter
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
     if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and "vision_config" not in config:
-        from covspec.models.text_lm import TextLMAdapter
-
-        return TextLMAdapter
+        return TEXT_LM.adapter
     supported = ", ".join(VLM_FAMILIES)
     raise ModelLoadError(
         f"{source}: unsupported model family {model_type!r}; supported: {supported}, "

@@ -12,135 +12,33 @@ tokens. It depends on the family only: a target and a drafter of one family shar
 Numerics: tests compare multi-token verification with one-token decoding, which differ in the last bits. The text
 models use a wide initializer range so that the top two logits are rarely within rounding noise of each other
 (DESIGN.md §6).
+
+What is a family's own (its tokenizer specification, vision tower sizes, config and processor builder) lives in its
+module under ``covspec/models/families/``; this module holds what every family shares and dispatches on the
+registry.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from covspec.models._corpus import CORPUS
+from covspec.models.families import VLM_FAMILIES
+from covspec.models.families.base import TextSize, TokenizerSpec, llama_text_config
+from covspec.models.families.llava import LLAVA_TEMPLATE
 
-TINY_ARCHS: tuple[str, ...] = ("llava", "qwen2_vl", "idefics3")
+TINY_ARCHS: tuple[str, ...] = tuple(name for name, family in VLM_FAMILIES.items() if family.build_tiny is not None)
 TINY_SIZES: tuple[str, ...] = ("target", "drafter")
 
 _BPE_VOCAB = 512  # byte alphabet (256) + merges, before the special tokens
-_TEXT_INIT_RANGE = 0.25  # wide on purpose: keeps greedy near-ties vanishingly rare
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Tokenizers
 # --------------------------------------------------------------------------------------------------------------
-
-# LLaVA-1.5's chat format (``USER: <image>\n... ASSISTANT:``); the demo pair's processor uses it too
-LLAVA_TEMPLATE = (
-    "{{ bos_token }}"
-    "{% for message in messages %}"
-    "{{ message['role'] | upper }}: "
-    "{% if message['content'] is string %}{{ message['content'] }}"
-    "{% else %}"
-    "{% for item in message['content'] %}{% if item['type'] == 'image' %}<image>\n{% endif %}{% endfor %}"
-    "{% for item in message['content'] %}{% if item['type'] == 'text' %}{{ item['text'] }}{% endif %}{% endfor %}"
-    "{% endif %}"
-    "{% if message['role'] == 'assistant' %}{{ eos_token }}{% endif %}"
-    "{{ '\\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
-)
-
-_QWEN2_VL_TEMPLATE = (
-    "{% for message in messages %}"
-    "<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}"
-    "{% else %}"
-    "{% for item in message['content'] %}"
-    "{% if item['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif item['type'] == 'video' %}<|vision_start|><|video_pad|><|vision_end|>"
-    "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}"
-    "{% endfor %}"
-    "{% endif %}"
-    "<|im_end|>\n"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-_IDEFICS3_TEMPLATE = (
-    "{{ bos_token }}"
-    "{% for message in messages %}"
-    "{{ message['role'] | capitalize }}"
-    "{% if message['content'] is string %}: {{ message['content'] }}"
-    "{% else %}"
-    "{% if message['content'][0]['type'] == 'image' %}:{% else %}: {% endif %}"
-    "{% for item in message['content'] %}"
-    "{% if item['type'] == 'text' %}{{ item['text'] }}{% elif item['type'] == 'image' %}<image>{% endif %}"
-    "{% endfor %}"
-    "{% endif %}"
-    "<end_of_utterance>\n"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}Assistant:{% endif %}"
-)
-
-
-@dataclass(frozen=True)
-class _TokenizerSpec:
-    special_tokens: tuple[str, ...]  # in id order, ids 0..n-1
-    named: dict[str, str]  # bos_token / eos_token / pad_token / unk_token
-    model_specific: dict[str, str]  # image_token, video_token, ... (become tokenizer attributes)
-    generation_eos: tuple[str, ...]  # EOS tokens of the generation config (first = tokenizer EOS)
-    chat_template: str
-
-
-_IDEFICS3_ROW_COL = tuple(f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7))
-
-_TOKENIZER_SPECS: dict[str, _TokenizerSpec] = {
-    "llava": _TokenizerSpec(
-        special_tokens=("<unk>", "<s>", "</s>", "<pad>", "<image>"),
-        named={"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"},
-        model_specific={"image_token": "<image>"},
-        generation_eos=("</s>",),
-        chat_template=LLAVA_TEMPLATE,
-    ),
-    "qwen2_vl": _TokenizerSpec(
-        special_tokens=(
-            "<|endoftext|>",
-            "<|im_start|>",
-            "<|im_end|>",
-            "<|vision_start|>",
-            "<|vision_end|>",
-            "<|vision_pad|>",
-            "<|image_pad|>",
-            "<|video_pad|>",
-        ),
-        named={"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"},
-        model_specific={
-            "image_token": "<|image_pad|>",
-            "video_token": "<|video_pad|>",
-            "vision_bos_token": "<|vision_start|>",
-            "vision_eos_token": "<|vision_end|>",
-        },
-        generation_eos=("<|im_end|>", "<|endoftext|>"),
-        chat_template=_QWEN2_VL_TEMPLATE,
-    ),
-    "idefics3": _TokenizerSpec(
-        special_tokens=(
-            "<|begin_of_text|>",
-            "<|end_of_text|>",
-            "<end_of_utterance>",
-            "<pad>",
-            "<fake_token_around_image>",
-            "<image>",
-            "<global-img>",
-            *_IDEFICS3_ROW_COL,
-        ),
-        named={"bos_token": "<|begin_of_text|>", "eos_token": "<end_of_utterance>", "pad_token": "<pad>"},
-        model_specific={"image_token": "<image>"},
-        generation_eos=("<end_of_utterance>", "<|end_of_text|>"),
-        chat_template=_IDEFICS3_TEMPLATE,
-    ),
-}
 
 
 @functools.cache
@@ -148,7 +46,7 @@ def _tokenizer_json(arch: str) -> str:
     """The serialized ``tokenizers.Tokenizer`` of one family (trained once per process, deterministic)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    spec = _TOKENIZER_SPECS[arch]
+    spec = _tokenizer_spec(arch)
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -168,8 +66,7 @@ def tiny_tokenizer(arch: str) -> Any:
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
 
-    _check_arch(arch)
-    spec = _TOKENIZER_SPECS[arch]
+    spec = _tokenizer_spec(arch)
     backend = Tokenizer.from_str(_tokenizer_json(arch))
     named = set(spec.named.values())
     extra = [t for t in spec.special_tokens if t not in named]
@@ -190,46 +87,9 @@ def tiny_tokenizer(arch: str) -> Any:
 # --------------------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class TextSize:
-    """The language model's shape; ``build_tiny(..., text_size=...)`` overrides a size's default (benchmarks build
-    random-weight targets of realistic size with it)."""
-
-    hidden: int
-    intermediate: int
-    layers: int
-    heads: int
-    kv_heads: int
-
-
 _TEXT = {
     "target": TextSize(hidden=96, intermediate=192, layers=3, heads=4, kv_heads=2),
     "drafter": TextSize(hidden=48, intermediate=96, layers=2, heads=2, kv_heads=1),
-}
-
-
-def _mrope_section(text: TextSize) -> list[int]:
-    """Qwen2-VL's multimodal RoPE splits head_dim / 2 frequencies into (t, h, w) sections ([4, 4, 4] for the
-    default head_dim of 24)."""
-    half = text.hidden // text.heads // 2
-    return [half - 2 * (half // 3), half // 3, half // 3]
-
-
-# Vision towers, per family and size. Image-token counts: llava 16 / 4, qwen2_vl <= 16 / <= 9, idefics3 16 / 4.
-_VISION: dict[str, dict[str, dict[str, int]]] = {
-    "llava": {
-        "target": {"hidden": 32, "intermediate": 64, "layers": 2, "heads": 2, "image": 32, "patch": 8},
-        "drafter": {"hidden": 16, "intermediate": 32, "layers": 1, "heads": 1, "image": 32, "patch": 16},
-    },
-    "qwen2_vl": {
-        # max_side: images are resized to at most max_side**2 pixels, in multiples of patch * merge = 8
-        "target": {"embed": 32, "layers": 2, "heads": 2, "patch": 4, "min_side": 16, "max_side": 32},
-        "drafter": {"embed": 16, "layers": 1, "heads": 1, "patch": 4, "min_side": 16, "max_side": 24},
-    },
-    "idefics3": {
-        "target": {"hidden": 32, "intermediate": 64, "layers": 2, "heads": 2, "image": 64, "patch": 8},
-        "drafter": {"hidden": 16, "intermediate": 32, "layers": 1, "heads": 1, "image": 32, "patch": 8},
-    },
 }
 
 
@@ -238,9 +98,16 @@ def _check_arch(arch: str) -> None:
         raise ValueError(f"unknown tiny arch {arch!r}; choose one of {', '.join(TINY_ARCHS)}")
 
 
+def _tokenizer_spec(arch: str) -> TokenizerSpec:
+    _check_arch(arch)
+    spec = VLM_FAMILIES[arch].tokenizer
+    assert spec is not None
+    return spec
+
+
 def special_ids(tokenizer: Any, arch: str) -> dict[str, Any]:
     """Vocabulary size and bos / eos / pad ids of a tiny ``arch`` tokenizer (shared with the demo pair's configs)."""
-    spec = _TOKENIZER_SPECS[arch]
+    spec = _tokenizer_spec(arch)
     conv = tokenizer.convert_tokens_to_ids
     return {
         "vocab_size": len(tokenizer),
@@ -250,185 +117,6 @@ def special_ids(tokenizer: Any, arch: str) -> dict[str, Any]:
     }
 
 
-def llama_text_config(t: TextSize, ids: dict[str, Any]) -> Any:
-    """The ``LlamaConfig`` of a tiny language model of size ``t`` over the tokenizer whose ``special_ids`` are
-    ``ids``."""
-    from transformers import LlamaConfig
-
-    return LlamaConfig(
-        vocab_size=ids["vocab_size"],
-        hidden_size=t.hidden,
-        intermediate_size=t.intermediate,
-        num_hidden_layers=t.layers,
-        num_attention_heads=t.heads,
-        num_key_value_heads=t.kv_heads,
-        max_position_embeddings=2048,
-        initializer_range=_TEXT_INIT_RANGE,
-        rms_norm_eps=1e-6,
-        bos_token_id=ids["bos"],
-        eos_token_id=ids["eos"][0],
-        pad_token_id=ids["pad"],
-        tie_word_embeddings=False,
-    )
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Families
-# --------------------------------------------------------------------------------------------------------------
-
-
-def _build_llava(size: str, tokenizer: Any, ids: dict[str, Any], text: TextSize) -> tuple[Any, Any]:
-    from transformers import (
-        CLIPImageProcessor,
-        CLIPVisionConfig,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-        LlavaProcessor,
-    )
-
-    v = _VISION["llava"][size]
-    vision = CLIPVisionConfig(
-        hidden_size=v["hidden"],
-        intermediate_size=v["intermediate"],
-        num_hidden_layers=v["layers"],
-        num_attention_heads=v["heads"],
-        image_size=v["image"],
-        patch_size=v["patch"],
-        projection_dim=v["hidden"],
-    )
-    image_token_id = tokenizer.convert_tokens_to_ids("<image>")
-    n_image = (v["image"] // v["patch"]) ** 2
-    config = LlavaConfig(
-        vision_config=vision,
-        text_config=llama_text_config(text, ids),
-        image_token_index=image_token_id,
-        image_seq_length=n_image,
-        vision_feature_select_strategy="default",
-        vision_feature_layer=-2 if v["layers"] > 1 else -1,
-        projector_hidden_act="gelu",
-    )
-    model = LlavaForConditionalGeneration(config)
-    image_processor = CLIPImageProcessor(
-        size={"shortest_edge": v["image"]},
-        crop_size={"height": v["image"], "width": v["image"]},
-    )
-    processor = LlavaProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        patch_size=v["patch"],
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,  # CLIP's CLS, dropped by the "default" strategy
-        chat_template=LLAVA_TEMPLATE,
-    )
-    return model, processor
-
-
-def _build_qwen2_vl(size: str, tokenizer: Any, ids: dict[str, Any], text: TextSize) -> tuple[Any, Any]:
-    from transformers import (
-        Qwen2VLConfig,
-        Qwen2VLForConditionalGeneration,
-        Qwen2VLImageProcessor,
-        Qwen2VLProcessor,
-        Qwen2VLVideoProcessor,
-    )
-
-    t = text
-    v = _VISION["qwen2_vl"][size]
-    conv = tokenizer.convert_tokens_to_ids
-    text_config = {
-        "vocab_size": ids["vocab_size"],
-        "hidden_size": t.hidden,
-        "intermediate_size": t.intermediate,
-        "num_hidden_layers": t.layers,
-        "num_attention_heads": t.heads,
-        "num_key_value_heads": t.kv_heads,
-        "max_position_embeddings": 2048,
-        "initializer_range": _TEXT_INIT_RANGE,
-        "rms_norm_eps": 1e-6,
-        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": _mrope_section(t)},
-        "bos_token_id": ids["eos"][1],
-        "eos_token_id": ids["eos"][0],
-        "pad_token_id": ids["pad"],
-        "tie_word_embeddings": False,
-    }
-    vision_config = {
-        "depth": v["layers"],
-        "embed_dim": v["embed"],
-        "hidden_size": t.hidden,
-        "num_heads": v["heads"],
-        "mlp_ratio": 2,
-        "patch_size": v["patch"],
-        "spatial_merge_size": 2,
-        "temporal_patch_size": 2,
-        "in_channels": 3,
-    }
-    config = Qwen2VLConfig(
-        text_config=text_config,
-        vision_config=vision_config,
-        image_token_id=conv("<|image_pad|>"),
-        video_token_id=conv("<|video_pad|>"),
-        vision_start_token_id=conv("<|vision_start|>"),
-        vision_end_token_id=conv("<|vision_end|>"),
-    )
-    model = Qwen2VLForConditionalGeneration(config)
-    pixels = {"shortest_edge": v["min_side"] ** 2, "longest_edge": v["max_side"] ** 2}
-    image_processor = Qwen2VLImageProcessor(
-        size=dict(pixels), patch_size=v["patch"], temporal_patch_size=2, merge_size=2
-    )
-    video_processor = Qwen2VLVideoProcessor(
-        size=dict(pixels), patch_size=v["patch"], temporal_patch_size=2, merge_size=2
-    )
-    processor = Qwen2VLProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        video_processor=video_processor,
-        chat_template=_QWEN2_VL_TEMPLATE,
-    )
-    return model, processor
-
-
-def _build_idefics3(size: str, tokenizer: Any, ids: dict[str, Any], text: TextSize) -> tuple[Any, Any]:
-    from transformers import (
-        Idefics3Config,
-        Idefics3ForConditionalGeneration,
-        Idefics3ImageProcessor,
-        Idefics3Processor,
-        Idefics3VisionConfig,
-    )
-
-    v = _VISION["idefics3"][size]
-    scale = 2
-    vision = Idefics3VisionConfig(
-        hidden_size=v["hidden"],
-        intermediate_size=v["intermediate"],
-        num_hidden_layers=v["layers"],
-        num_attention_heads=v["heads"],
-        image_size=v["image"],
-        patch_size=v["patch"],
-    )
-    config = Idefics3Config(
-        vision_config=vision,
-        text_config=llama_text_config(text, ids),
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
-        scale_factor=scale,
-        pad_token_id=ids["pad"],
-    )
-    model = Idefics3ForConditionalGeneration(config)
-    image_processor = Idefics3ImageProcessor(
-        do_image_splitting=False,
-        size={"longest_edge": v["image"]},
-        max_image_size={"longest_edge": v["image"]},
-    )
-    processor = Idefics3Processor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        image_seq_len=(v["image"] // v["patch"]) ** 2 // scale**2,
-        chat_template=_IDEFICS3_TEMPLATE,
-    )
-    return model, processor
-
-
-_BUILDERS = {"llava": _build_llava, "qwen2_vl": _build_qwen2_vl, "idefics3": _build_idefics3}
 _SIZE_SALT = {"target": 0, "drafter": 1}
 
 
@@ -460,7 +148,9 @@ def build_tiny(arch: str, size: str, out: Path | str, seed: int = 0, text_size: 
     tokenizer = tiny_tokenizer(arch)
     ids = special_ids(tokenizer, arch)
     torch.manual_seed(seed * 7919 + _SIZE_SALT[size] * 104729 + TINY_ARCHS.index(arch))
-    model, processor = _BUILDERS[arch](size, tokenizer, ids, text_size or _TEXT[size])
+    build = VLM_FAMILIES[arch].build_tiny
+    assert build is not None
+    model, processor = build(size, tokenizer, ids, text_size or _TEXT[size])
     model.generation_config = generation_config(ids)
     model.eval()
     model.save_pretrained(out)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from covspec.models.common import HFLoadedModel
+from covspec.models.families.base import Family
 from covspec.models.prompts import text_inputs
 
 
@@ -22,4 +23,7 @@ class TextLMAdapter(HFLoadedModel):
         return self.to_model_inputs(text_inputs(self.tokenizer, prompt, "pt"))
 
 
-__all__ = ["TextLMAdapter"]
+# any text-only model_type AutoModelForCausalLM knows (its tiny checkpoint: ``build_tiny_text_drafter``)
+FAMILY = Family("text_lm", "*", TextLMAdapter)
+
+__all__ = ["FAMILY", "TextLMAdapter"]

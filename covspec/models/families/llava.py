@@ -1,0 +1,102 @@
+"""LLaVA (``LlavaForConditionalGeneration``): a CLIP-style vision tower, a projector, a Llama-style decoder.
+
+The processor expands the one ``<image>`` of the chat template into one placeholder per visual token
+(``(image_size / patch_size)**2``, less the CLS token under the "default" feature strategy). Positions are plain
+sequence positions, so the shared sequence machinery is used as is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from covspec.models.common import HFVisionLanguageModel
+from covspec.models.families.base import Family, TextSize, TokenizerSpec, llama_text_config
+
+
+class LlavaAdapter(HFVisionLanguageModel):
+    family = "llava"
+    model_class_name = "LlavaForConditionalGeneration"
+    uses_processor = True
+
+
+# -- tiny checkpoint ------------------------------------------------------------------------------------------------
+
+# LLaVA-1.5's chat format (``USER: <image>\n... ASSISTANT:``); the demo pair's processor uses it too
+LLAVA_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{{ message['role'] | upper }}: "
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}"
+    "{% for item in message['content'] %}{% if item['type'] == 'image' %}<image>\n{% endif %}{% endfor %}"
+    "{% for item in message['content'] %}{% if item['type'] == 'text' %}{{ item['text'] }}{% endif %}{% endfor %}"
+    "{% endif %}"
+    "{% if message['role'] == 'assistant' %}{{ eos_token }}{% endif %}"
+    "{{ '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+
+TOKENIZER = TokenizerSpec(
+    special_tokens=("<unk>", "<s>", "</s>", "<pad>", "<image>"),
+    named={"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"},
+    model_specific={"image_token": "<image>"},
+    generation_eos=("</s>",),
+    chat_template=LLAVA_TEMPLATE,
+)
+# image tokens: 16 (target) / 4 (drafter)
+_VISION = {
+    "target": {"hidden": 32, "intermediate": 64, "layers": 2, "heads": 2, "image": 32, "patch": 8},
+    "drafter": {"hidden": 16, "intermediate": 32, "layers": 1, "heads": 1, "image": 32, "patch": 16},
+}
+
+
+def build_tiny(size: str, tokenizer: Any, ids: dict[str, Any], text: TextSize) -> tuple[Any, Any]:
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    v = _VISION[size]
+    vision = CLIPVisionConfig(
+        hidden_size=v["hidden"],
+        intermediate_size=v["intermediate"],
+        num_hidden_layers=v["layers"],
+        num_attention_heads=v["heads"],
+        image_size=v["image"],
+        patch_size=v["patch"],
+        projection_dim=v["hidden"],
+    )
+    image_token_id = tokenizer.convert_tokens_to_ids("<image>")
+    n_image = (v["image"] // v["patch"]) ** 2
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=llama_text_config(text, ids),
+        image_token_index=image_token_id,
+        image_seq_length=n_image,
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-2 if v["layers"] > 1 else -1,
+        projector_hidden_act="gelu",
+    )
+    model = LlavaForConditionalGeneration(config)
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": v["image"]},
+        crop_size={"height": v["image"], "width": v["image"]},
+    )
+    processor = LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=v["patch"],
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,  # CLIP's CLS, dropped by the "default" strategy
+        chat_template=LLAVA_TEMPLATE,
+    )
+    return model, processor
+
+
+FAMILY = Family("llava", "llava", LlavaAdapter, TOKENIZER, build_tiny)
+
+__all__ = ["FAMILY", "LLAVA_TEMPLATE", "LlavaAdapter"]

@@ -1,0 +1,185 @@
+"""Qwen2-VL (``Qwen2VLForConditionalGeneration``): dynamic-resolution vision tower and multimodal RoPE (M-RoPE).
+
+Positions are three rows (temporal, height, width): image tokens get 2-D grid positions, text tokens the same value
+in all three rows. After the prompt, every new token's position is its sequence position plus a per-prompt *delta*
+(max M-RoPE position + 1 - prompt length, negative when the image's grid is smaller than its token count).
+
+Hugging Face's ``Qwen2VLModel`` keeps that delta on the module (``rope_deltas``) between forwards, which would mix up
+sequences sharing one model. Here the delta is computed once per sequence at prefill (``get_rope_index``), kept in
+the sequence, and every forward gets explicit ``position_ids`` of shape [4, 1, n]: row 0 the plain text positions
+(used for the attention mask, as ``generate()`` does) and rows 1-3 the M-RoPE positions. Nothing reads module state.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from covspec.models.common import HFVisionLanguageModel
+from covspec.models.families.base import TEXT_INIT_RANGE, Family, TextSize, TokenizerSpec
+
+
+class Qwen2VLAdapter(HFVisionLanguageModel):
+    family = "qwen2_vl"
+    model_class_name = "Qwen2VLForConditionalGeneration"
+    uses_processor = True
+
+    def _mm_token_type_ids(self, inputs: Any) -> Any:
+        import torch
+
+        given = inputs.get("mm_token_type_ids")
+        if given is not None:
+            return given
+        config = self.hf_model.config
+        ids = inputs["input_ids"]
+        types = torch.zeros_like(ids, dtype=torch.int32)
+        types[ids == config.image_token_id] = 1
+        types[ids == config.video_token_id] = 2
+        return types
+
+    def prompt_positions(self, inputs: Any) -> tuple[Any, int]:
+        import torch
+
+        input_ids = inputs["input_ids"]
+        length = int(input_ids.shape[1])
+        text = torch.arange(length, device=self.device).view(1, 1, length)
+        image_grid = inputs.get("image_grid_thw")
+        video_grid = inputs.get("video_grid_thw")
+        if image_grid is None and video_grid is None:
+            return torch.cat([text, text.expand(3, 1, length)], dim=0), 0
+        mrope, deltas = self.hf_model.model.get_rope_index(
+            input_ids,
+            mm_token_type_ids=self._mm_token_type_ids(inputs),
+            image_grid_thw=image_grid,
+            video_grid_thw=video_grid,
+        )
+        return torch.cat([text, mrope.to(self.device)], dim=0), int(deltas.reshape(-1)[0])
+
+    def extend_positions(self, start: int, count: int, state: Any) -> Any:
+        import torch
+
+        delta = int(state or 0)
+        text = torch.arange(start, start + count, device=self.device).view(1, 1, count)
+        return torch.cat([text, (text + delta).expand(3, 1, count)], dim=0)
+
+
+# -- tiny checkpoint ------------------------------------------------------------------------------------------------
+
+_QWEN2_VL_TEMPLATE = (
+    "{% for message in messages %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}"
+    "{% for item in message['content'] %}"
+    "{% if item['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif item['type'] == 'video' %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}"
+    "{% endfor %}"
+    "{% endif %}"
+    "<|im_end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+TOKENIZER = TokenizerSpec(
+    special_tokens=(
+        "<|endoftext|>",
+        "<|im_start|>",
+        "<|im_end|>",
+        "<|vision_start|>",
+        "<|vision_end|>",
+        "<|vision_pad|>",
+        "<|image_pad|>",
+        "<|video_pad|>",
+    ),
+    named={"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"},
+    model_specific={
+        "image_token": "<|image_pad|>",
+        "video_token": "<|video_pad|>",
+        "vision_bos_token": "<|vision_start|>",
+        "vision_eos_token": "<|vision_end|>",
+    },
+    generation_eos=("<|im_end|>", "<|endoftext|>"),
+    chat_template=_QWEN2_VL_TEMPLATE,
+)
+# image tokens: <= 16 (target) / <= 9 (drafter); max_side: images are resized to at most max_side**2 pixels, in
+# multiples of patch * merge = 8
+_VISION = {
+    "target": {"embed": 32, "layers": 2, "heads": 2, "patch": 4, "min_side": 16, "max_side": 32},
+    "drafter": {"embed": 16, "layers": 1, "heads": 1, "patch": 4, "min_side": 16, "max_side": 24},
+}
+
+
+def _mrope_section(text: TextSize) -> list[int]:
+    """Qwen2-VL's multimodal RoPE splits head_dim / 2 frequencies into (t, h, w) sections ([4, 4, 4] for the
+    default head_dim of 24)."""
+    half = text.hidden // text.heads // 2
+    return [half - 2 * (half // 3), half // 3, half // 3]
+
+
+def build_tiny(size: str, tokenizer: Any, ids: dict[str, Any], text: TextSize) -> tuple[Any, Any]:
+    from transformers import (
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+        Qwen2VLImageProcessor,
+        Qwen2VLProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
+    t = text
+    v = _VISION[size]
+    conv = tokenizer.convert_tokens_to_ids
+    text_config = {
+        "vocab_size": ids["vocab_size"],
+        "hidden_size": t.hidden,
+        "intermediate_size": t.intermediate,
+        "num_hidden_layers": t.layers,
+        "num_attention_heads": t.heads,
+        "num_key_value_heads": t.kv_heads,
+        "max_position_embeddings": 2048,
+        "initializer_range": TEXT_INIT_RANGE,
+        "rms_norm_eps": 1e-6,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": _mrope_section(t)},
+        "bos_token_id": ids["eos"][1],
+        "eos_token_id": ids["eos"][0],
+        "pad_token_id": ids["pad"],
+        "tie_word_embeddings": False,
+    }
+    vision_config = {
+        "depth": v["layers"],
+        "embed_dim": v["embed"],
+        "hidden_size": t.hidden,
+        "num_heads": v["heads"],
+        "mlp_ratio": 2,
+        "patch_size": v["patch"],
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+        "in_channels": 3,
+    }
+    config = Qwen2VLConfig(
+        text_config=text_config,
+        vision_config=vision_config,
+        image_token_id=conv("<|image_pad|>"),
+        video_token_id=conv("<|video_pad|>"),
+        vision_start_token_id=conv("<|vision_start|>"),
+        vision_end_token_id=conv("<|vision_end|>"),
+    )
+    model = Qwen2VLForConditionalGeneration(config)
+    pixels = {"shortest_edge": v["min_side"] ** 2, "longest_edge": v["max_side"] ** 2}
+    image_processor = Qwen2VLImageProcessor(
+        size=dict(pixels), patch_size=v["patch"], temporal_patch_size=2, merge_size=2
+    )
+    video_processor = Qwen2VLVideoProcessor(
+        size=dict(pixels), patch_size=v["patch"], temporal_patch_size=2, merge_size=2
+    )
+    processor = Qwen2VLProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=video_processor,
+        chat_template=_QWEN2_VL_TEMPLATE,
+    )
+    return model, processor
+
+
+FAMILY = Family("qwen2_vl", "qwen2_vl", Qwen2VLAdapter, TOKENIZER, build_tiny)
+
+__all__ = ["FAMILY", "Qwen2VLAdapter"]
