@@ -150,8 +150,9 @@ class EdgeConnection:
         self.open_sent_at: float | None = None  # perf_counter() when the last open frame went up
         self.policies: dict[Any, Any] = {}  # the device loop's drafting policies, kept across generations
         self.session_id: str | None = None
-        self._opening: tuple[SessionSpec, bytes | None, bytes | None] | None = None  # sent, not yet answered
-        self._generation: tuple[SessionSpec, bytes | None] | None = None  # the running one: reopened if lost
+        # the running generation (request, image, its sha256), reopened if the edge loses it; awaiting its opened
+        self._generation: tuple[SessionSpec, bytes | None, bytes | None] | None = None
+        self._awaiting_opened = False
         self._open_on: ClientConnection | None = None  # the connection the open frame last went up on
         self._setup_mark = 0
         self._held_images: set[bytes] = set()  # sha256 of images this edge holds for this device
@@ -169,9 +170,8 @@ class EdgeConnection:
     def start_generation(self, spec: SessionSpec, image: bytes | None) -> None:
         """Send the open frame (the image, or its sha256 when the edge holds it); do not wait for ``opened``."""
         digest = hashlib.sha256(image).digest() if image is not None else None
-        self._opening, self.opened, self.session_id = (spec, image, digest), None, None
-        self._generation = (spec, image)
-        self._open_on = None
+        self._generation, self._awaiting_opened = (spec, image, digest), True
+        self.opened, self.session_id, self._open_on = None, None, None
         self._with_retries("the generation's open frame", lambda: None)  # the open goes up once connected
 
     def open_generation(self, spec: SessionSpec, image: bytes | None) -> Opened:
@@ -198,11 +198,10 @@ class EdgeConnection:
         ``next_round``. The open rides in front of that round, as a generation's first open does."""
         if self._generation is None:
             raise EdgeError("no generation to continue on this connection", code="no_generation")
-        spec, image = self._generation
+        spec, image, _ = self._generation
         log.warning("the edge lost session %s; continuing after %d committed tokens", self.session_id, len(committed))
         resumed = replace(spec, request_id=uuid.uuid4().hex, resume_tokens=tuple(committed), first_round=next_round)
         self.start_generation(resumed, image)
-        self._generation = (spec, image)
 
     def _with_retries(self, what: str, call: Callable[[], T], window: bool = True) -> T:
         """``call`` on a live connection: a dropped one is reopened, the generation's open frame sent on it (or a
@@ -214,9 +213,9 @@ class EdgeConnection:
             try:
                 if self._ws is None:
                     self._connect()
-                    if self._opening is None and self.session_id is not None:
+                    if not self._awaiting_opened and self.session_id is not None:
                         self._send(encode_resume(Resume(self.session_id)))
-                if self._opening is not None and self._open_on is not self._ws:
+                if self._awaiting_opened and self._open_on is not self._ws:
                     self._send_open()
                 return call()
             except (ConnectionClosed, OSError, InvalidHandshake, TimeoutError) as exc:
@@ -239,12 +238,12 @@ class EdgeConnection:
     def _round_trip(self, frame: bytes) -> Verdict | ErrorFrame | Opened | Hello:
         while True:  # the first round rides behind the open frame; a refused open is sent again first
             self._send(frame, phase="rounds")
-            if self._opening is None or self._read_opened():
+            if not self._awaiting_opened or self._read_opened():
                 return self._recv()
 
     def _send_open(self) -> None:
-        assert self._opening is not None
-        spec, image, digest = self._opening
+        assert self._generation is not None
+        spec, image, digest = self._generation
         held = digest is not None and digest in self._held_images
         self._setup_mark = self.client.counter.received["setup"]
         self.open_sent_at = time.perf_counter()
@@ -254,8 +253,8 @@ class EdgeConnection:
     def _read_opened(self) -> bool:
         """Read the answer to the open frame: True once ``opened`` came; False when the edge let go of the image
         named by hash, and the open went out again with its bytes (the edge drops rounds until that open)."""
-        assert self._opening is not None
-        spec, image, digest = self._opening
+        assert self._generation is not None
+        _, _, digest = self._generation
         raw = self._recv_raw()
         reply = decode_downlink(raw, vocab_size=self.vocab_size)
         if isinstance(reply, ErrorFrame):
@@ -263,14 +262,14 @@ class EdgeConnection:
                 self._held_images.discard(digest)
                 self._send_open()
                 return False
-            self._opening = None
+            self._awaiting_opened = False
             raise EdgeError(f"edge refused the generation: {reply.message}", code=reply.code)
         if not isinstance(reply, Opened):
             raise EdgeError(f"edge answered an open with {type(reply).__name__}", code="malformed_message")
         self._count_as_setup(len(raw) + (2 if len(raw) < 126 else 4))
         if digest is not None:
             self._held_images.add(digest)
-        self._opening, self.opened, self.session_id = None, reply, reply.session_id
+        self._awaiting_opened, self.opened, self.session_id = False, reply, reply.session_id
         return True
 
     def _count_as_setup(self, frame_bytes: int) -> None:
@@ -284,12 +283,12 @@ class EdgeConnection:
 
     def cancel(self) -> None:
         """End the running generation on the edge now (no answer comes back)."""
-        if self._ws is not None and (self.session_id is not None or self._opening is not None):
+        if self._ws is not None and (self.session_id is not None or self._awaiting_opened):
             try:
                 self._send(encode_cancel())
             except (ConnectionClosed, OSError):
                 pass
-        self.session_id, self._opening, self._generation = None, None, None
+        self.session_id, self._awaiting_opened, self._generation = None, False, None
 
     def close(self) -> None:
         if self._ws is not None:

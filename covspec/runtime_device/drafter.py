@@ -54,6 +54,10 @@ class Drafter:
             self._next_logits = self._sequence.prefill_logits
         return self._sequence
 
+    def wait_for_prefill(self) -> None:
+        """Block until the drafter's prefill is in (it may still be running on another thread)."""
+        _ = self.sequence
+
     def draft(
         self, k: int, keep_drafting: Callable[[int, float], bool] | None = None
     ) -> tuple[list[int], np.ndarray, list[float]]:

@@ -275,7 +275,7 @@ def decode_rounds(
             drafter.rng = round_rng(config.seed, DEVICE_RNG_STREAM, round_no)
         if not plan.burst and round_no == 1:  # the drafter's prefill is setup: not this round's drafting or overhead
             waiting_from = time.perf_counter()
-            _ = drafter.sequence
+            drafter.wait_for_prefill()
             top += time.perf_counter() - waiting_from
         started = time.perf_counter()
         if plan.burst:

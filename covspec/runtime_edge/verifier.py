@@ -9,7 +9,6 @@ K+1 target rows a round needs. What a verify mode sends and checks is its ``Mode
 from __future__ import annotations
 
 import functools
-import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -55,7 +54,7 @@ class TargetState:
     pending: int | None = None  # committed, not yet in the KV cache
     last_round: int = 0
     last_reply: Verdict | None = None
-    last_request_key: bytes = b""  # what the last verified round carried: a resend must carry the same
+    last_request: RoundRequest | None = None  # the last verified round: a resend must carry the same
     awaiting: _Awaiting | None = None
     applied_commit: tuple[int, int] | None = None  # the commit the last (failed) attempt at this round applied
     finished: bool = False
@@ -78,9 +77,8 @@ def process_round(state: TargetState, request: RoundRequest) -> tuple[Verdict, R
 def round_steps(state: TargetState, request: RoundRequest) -> Steps[tuple[Verdict, RoundOutcome | None]]:
     """:func:`process_round` as a job of steps for the model worker: a burst yields after each of its tokens, so
     other sessions' rounds run in between."""
-    key = request_key(request)
     if request.round == state.last_round and state.last_reply is not None:
-        if key != state.last_request_key:
+        if state.last_request is None or not same_round(request, state.last_request):
             raise ProtocolError(
                 f"round {request.round} was verified with other contents; a resend must repeat it exactly",
                 code="round_conflict",
@@ -128,20 +126,22 @@ def round_steps(state: TargetState, request: RoundRequest) -> Steps[tuple[Verdic
         outcome = RoundOutcome(int(draft.size), decision.verdict.accepted, committed, elapsed)
     state.last_round = request.round
     state.last_reply = verdict
-    state.last_request_key = key
+    state.last_request = request
     state.applied_commit = None
     return verdict, outcome
 
 
-def request_key(request: RoundRequest) -> bytes:
-    """A digest of everything a round carries, so a resend is told from a different round under the same number."""
-    parts = (request.draft_tokens, request.draft_probs, request.draft_token_probs)
-    sizes = tuple(None if part is None else np.shape(part) for part in parts)
-    digest = hashlib.blake2b(repr((request.round, request.commit, request.burst, sizes)).encode(), digest_size=16)
-    for part in parts:
-        if part is not None:
-            digest.update(np.ascontiguousarray(part).tobytes())
-    return digest.digest()
+def same_round(a: RoundRequest, b: RoundRequest) -> bool:
+    """Whether ``a`` carries everything ``b`` does: a resend, not a different round under the same number. Compared
+    only when a round number comes again, so no round pays for it."""
+    if (a.round, a.commit, a.burst) != (b.round, b.commit, b.burst):
+        return False
+    pairs = (
+        (a.draft_tokens, b.draft_tokens),
+        (a.draft_probs, b.draft_probs),
+        (a.draft_token_probs, b.draft_token_probs),
+    )
+    return all(x is None and y is None or x is not None and y is not None and np.array_equal(x, y) for x, y in pairs)
 
 
 def start_state(spec: SessionSpec, sequence: ModelSequence, eos_token_ids: frozenset[int]) -> TargetState:

@@ -141,10 +141,12 @@ class CostInputs:
         in_flight = self.verify_time(draft_len) + self.draft_link_s(draft_len)
         return np.maximum(drafting, in_flight) if overlap else drafting + in_flight
 
-    def burst_round_s(self, burst_len: np.ndarray | int) -> np.ndarray:
-        """T(B) of a burst: the target decodes B tokens, the link carries them, the drafter catches up."""
+    def burst_round_s(self, burst_len: np.ndarray | float, *, catch_up: bool = True) -> np.ndarray:
+        """T(B) of a burst: the target decodes B tokens, the link carries them, the drafter catches up (unless
+        nothing is drafted after it: the answer ends within the burst)."""
         tokens = np.asarray(burst_len, dtype=np.float64)
-        return tokens * self.target_step_s + self.burst_link_s(burst_len) + self.catchup_s(burst_len)
+        decoded = tokens * self.target_step_s + self.burst_link_s(burst_len)
+        return decoded + self.catchup_s(burst_len) if catch_up else decoded
 
 
 def _check_probs(accept_probs: np.ndarray | Sequence[float]) -> np.ndarray:
@@ -189,7 +191,7 @@ def burst_tokens_per_s(inputs: CostInputs, length: int, answer_left: float | Non
     if answer_left is None or answer_left >= length:
         return plan_tokens_per_s(inputs, RoundPlan(burst=True, length=length))
     tokens = max(float(answer_left), 1.0)
-    return tokens / float(tokens * inputs.target_step_s + inputs.burst_link_s(tokens))
+    return tokens / float(inputs.burst_round_s(tokens, catch_up=False))
 
 
 def best_plan(
