@@ -50,13 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     threads = len(device_cpus) if args.threads is None else args.threads
     set_torch_threads(threads)
 
-    from covspec.bench.inprocess import generate_in_process
+    from covspec.bench.quantization import pair_acceptance, step_latency, top1_agreement
     from covspec.demo.samples import SCENES
     from covspec.demo.store import ensure_bundle, ensure_pair
+    from covspec.export.calibration import calibrate_bundle
     from covspec.models import load_model
     from covspec.models.loading import quiet_transformers
     from covspec.quant.bundle import quantize_bundle
-    from covspec.quant.report import pair_acceptance, step_latency, top1_agreement
     from covspec.runtime_device.engines.onnx_engine import OnnxDrafterEngine
 
     console = Console(stderr=True)
@@ -68,14 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         for name, static in ROWS[1:]:
             precision = "int8" if name == "int8_qdq" else name
             bundles[name] = Path(tmp) / name
+            calibration = calibrate_bundle(bundles["fp32"], samples=SCENES, progress=progress) if static else None
             quantize_bundle(
-                bundles["fp32"],
-                bundles[name],
-                precision,
-                samples=SCENES,
-                static=static,
-                report=False,
-                progress=progress,
+                bundles["fp32"], bundles[name], precision, static=static, calibration=calibration, progress=progress
             )
         engines = {name: OnnxDrafterEngine(path, threads=threads) for name, path in bundles.items()}
         with quiet_transformers():
@@ -85,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         rows: list[dict[str, Any]] = []
         for name, engine in engines.items():
             agreement = top1_agreement(engines["fp32"], engine, samples, max_new_tokens=40)
-            acceptance = pair_acceptance(engine, target, samples, generate=generate_in_process, max_new_tokens=40)
+            acceptance = pair_acceptance(engine, target, samples, max_new_tokens=40)
             rows.append({
                 "precision": name,
                 "graph_bytes": graph_bytes(bundles[name]),

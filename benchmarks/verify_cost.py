@@ -56,7 +56,8 @@ def _pin(cpus: frozenset[int]) -> None:
 
 
 def build_models(root: Path, quick: bool) -> tuple[Path, Path]:
-    from covspec.models.tiny import TextSize, build_tiny
+    from covspec.models.families import TextSize
+    from covspec.models.tiny import build_tiny
 
     if quick:
         target_text = TextSize(hidden=256, intermediate=704, layers=4, heads=4, kv_heads=2)

@@ -7,9 +7,8 @@ quant write them. Stdlib only, so a device without torch or onnx can check a bun
 - ``manifest``: ``Manifest`` and ``read_manifest``; ``files``: hashing and ``verify_files``;
 - ``loading``: ``Bundle`` and ``load_bundle`` (refuses a folder that is not a bundle, comes from a newer covspec,
   lacks a listed file, or holds a file edited after export);
-- ``platform``: TensorRT, GPU and JetPack detection; ``engines``: the plans' layout and compatibility check.
-
-Writing bundles is ``covspec.export``'s (``covspec.export.writing``).
+- ``platform``: TensorRT, GPU and JetPack detection; ``engines``: the plans' layout and compatibility check;
+- ``writing``: ``write_manifest``, ``update_manifest``, ``copy_bundle_files``, what export and quant write with.
 """
 
 from covspec.bundle.files import hash_files, sha256_file, verify_files

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ def export(
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
 ) -> None:
     """Export a drafter VLM to a device bundle (DESIGN.md §5), validated against PyTorch."""
-    from covspec.bench.inprocess import generate_in_process
+    from covspec.bench.quantization import quantize_and_measure
     from covspec.demo.samples import SCENES
     from covspec.demo.ship import shipped_target_for
     from covspec.export.device_build import build_device_bundle
@@ -50,9 +51,14 @@ def export(
             validate=validate,
             tolerance=tolerance,
             calibration_images=calibration_images,
-            target=target if target is not None else shipped_target_for(model),
-            samples=SCENES,  # the demo's scenes: calibration, TensorRT profile shapes, the quantization report
-            generate=generate_in_process,
+            samples=SCENES,  # the demo's scenes: calibration and TensorRT profile shapes
+            quantize=functools.partial(
+                quantize_and_measure,
+                samples=SCENES,  # ... and the quantization report's held-out samples
+                calibration_images=calibration_images,
+                target=target if target is not None else shipped_target_for(model),
+                progress=progress,
+            ),
             overwrite=overwrite,
             progress=progress,
         )
@@ -78,14 +84,13 @@ def quantize(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Quantize a bundle; report sizes, drafter step latency, top-1 agreement with fp32 and the AAL before/after."""
-    from covspec.bench.inprocess import generate_in_process
+    from covspec.bench.quantization import quantize_and_measure
     from covspec.demo.samples import SCENES
-    from covspec.quant.bundle import quantize_bundle
 
     with _progress() as progress:
         section = _guard(
             "quantize",
-            quantize_bundle,
+            quantize_and_measure,
             bundle,
             out,
             precision,
@@ -93,7 +98,6 @@ def quantize(
             calibration_images=calibration_images,
             static=static or calibration_images is not None,
             target=target if target is not None else _demo_target(bundle),
-            generate=generate_in_process,
             progress=progress,
         )
     if as_json:
@@ -104,7 +108,7 @@ def quantize(
 
 def _demo_target(bundle: Path) -> Path | None:
     """``--target``'s default: the demo target when ``bundle`` was exported from the shipped demo drafter. A bundle
-    whose manifest cannot be read gets None here; ``quantize_bundle`` then refuses it with the reason."""
+    whose manifest cannot be read gets None here; quantizing then refuses it with the reason."""
     from covspec.bundle import read_manifest
     from covspec.demo.ship import shipped_target_for
     from covspec.errors import BundleError

@@ -15,14 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from covspec.models.tiny import (
-    LLAVA_TEMPLATE,
-    TextSize,
-    generation_config,
-    llama_text_config,
-    special_ids,
-    tiny_tokenizer,
-)
+from covspec.models.families.base import TextSize, llama_text_config
+from covspec.models.families.llava import LLAVA_TEMPLATE
+from covspec.models.tiny import generation_config, special_ids, tiny_tokenizer
 
 ARCH = "llava"
 # Initializer std for training. Wider than the usual 0.02: with 0.02 the attention of these small models starts

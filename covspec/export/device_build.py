@@ -11,21 +11,31 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from covspec.bundle import read_manifest
 from covspec.bundle.platform import import_tensorrt
+from covspec.bundle.writing import update_manifest
 from covspec.errors import ExportError
+from covspec.export.calibration import calibrate_bundle
+from covspec.export.onnx_export import DEFAULT_OPSET, export_bundle
+from covspec.export.profiles import get_profile
 from covspec.export.tensorrt import build_bundle_engines
-from covspec.export.writing import update_manifest
 from covspec.models.loading import quiet_transformers
 from covspec.quant.bundle import quantize_bundle, resolve_scheme
 from covspec.quant.calibration import SampleSource
-from covspec.quant.report import PairGenerator
 
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16", "int8", "int8_qdq", "int4")
+
+
+class QuantizeStep(Protocol):
+    """``step(fp32_dir, out_dir, precision, static=...)``: the fp32 bundle quantized into ``out_dir``. The default
+    quantizes only; ``covspec export`` passes ``covspec.bench.quantization.quantize_and_measure`` (bound to its
+    samples and target), which also measures and reports."""
+
+    def __call__(self, fp32_dir: Path, out_dir: Path, precision: str, *, static: bool) -> Any: ...
 
 
 def build_device_bundle(
@@ -39,23 +49,17 @@ def build_device_bundle(
     validate: bool = True,
     tolerance: float | None = None,
     calibration_images: str | Path | None = None,
-    target: str | Path | None = None,
     samples: SampleSource | None = None,
-    generate: PairGenerator | None = None,
+    quantize: QuantizeStep | None = None,
     overwrite: bool = False,
     progress: Any = None,
 ) -> dict[str, Any]:
     """Write the bundle of ``model`` into ``out`` at ``precision`` (default: the device profile's, else fp32) and
-    return its manifest as a dict. ``calibration_images`` makes int8 the calibrated QDQ form (what TensorRT reads);
-    ``target`` adds the pair's AAL before and after quantization to the report.
+    return its manifest as a dict. ``calibration_images`` makes int8 the calibrated QDQ form (what TensorRT reads).
 
-    Export knows no dataset: ``samples`` is where quantization's report (and, without ``calibration_images``, its
-    calibration) and the TensorRT profiles draw their prompts and images, and ``generate`` runs the pair for the AAL
-    (see ``covspec.quant.bundle.quantize_bundle``). ``covspec export`` passes the demo's scenes and the in-process
-    loop; a missing one is refused here, before the export."""
-    from covspec.export.onnx_export import DEFAULT_OPSET, export_bundle
-    from covspec.export.profiles import get_profile
-
+    Export knows no dataset: ``samples`` is where static int8 (without ``calibration_images``) calibrates and the
+    TensorRT profiles draw their prompts and images; ``covspec export`` passes the demo's scenes, and a missing one is
+    refused here, before the export. ``quantize`` replaces the plain quantization step (see ``QuantizeStep``)."""
     profile = get_profile(device) if device else None
     precision = precision or (profile.precision if profile else "fp32")
     if precision not in PRECISIONS:
@@ -63,14 +67,10 @@ def build_device_bundle(
     static = precision == "int8_qdq" or (precision == "int8" and calibration_images is not None)
     quant_precision = "int8" if precision == "int8_qdq" else precision
     if precision != "fp32":
-        resolve_scheme(
-            quant_precision,
-            static=static,
-            calibration_images=calibration_images,
-            samples=samples,
-            target=target,
-            generate=generate,
-        )
+        resolve_scheme(quant_precision, static=static)
+        if static and calibration_images is None and samples is None:
+            raise ExportError("static int8 calibrates on sample images: pass calibration_images (a folder) or samples")
+    step = quantize or _plain_quantize(calibration_images, samples, progress)
     if tensorrt:
         if profile is None:
             profile = get_profile("jetson-orin")
@@ -98,23 +98,25 @@ def build_device_bundle(
         with tempfile.TemporaryDirectory(prefix="covspec-export-") as tmp:
             fp32 = Path(tmp) / "fp32"
             export_fp32(fp32)
-            quantize_bundle(
-                fp32,
-                out,
-                quant_precision,
-                samples=samples,
-                calibration_images=calibration_images,
-                static=static,
-                target=target,
-                generate=generate,
-                progress=progress,
-            )
+            step(fp32, out, quant_precision, static=static)
     if profile is not None:
         update_manifest(out, device_profile=profile.to_dict())
     if tensorrt:
         assert samples is not None  # checked above, before the export
         build_bundle_engines(out, profile, samples=samples, progress=progress)
     return read_manifest(out).to_dict()
+
+
+def _plain_quantize(calibration_images: str | Path | None, samples: SampleSource | None, progress: Any) -> QuantizeStep:
+    def step(fp32_dir: Path, out_dir: Path, precision: str, *, static: bool) -> Any:
+        calibration = None
+        if static:
+            calibration = calibrate_bundle(
+                fp32_dir, calibration_images=calibration_images, samples=samples, progress=progress
+            )
+        return quantize_bundle(fp32_dir, out_dir, precision, static=static, calibration=calibration, progress=progress)
+
+    return step
 
 
 def _say(progress: Any) -> Any:
@@ -130,4 +132,4 @@ def _say(progress: Any) -> Any:
     return say
 
 
-__all__ = ["PRECISIONS", "build_device_bundle"]
+__all__ = ["PRECISIONS", "QuantizeStep", "build_device_bundle"]

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from covspec.bundle import Manifest, load_bundle
+from covspec.bundle.writing import update_manifest, write_manifest
 from covspec.errors import ExportError
-from covspec.export.writing import update_manifest, write_manifest
 
 logger = logging.getLogger(__name__)
 

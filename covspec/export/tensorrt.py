@@ -34,9 +34,9 @@ from typing import Any
 from covspec.bundle import load_bundle
 from covspec.bundle.engines import ENGINE_FILES, TIMING_CACHE, TRT_DIR
 from covspec.bundle.platform import detect_platform, import_tensorrt, trt_major
+from covspec.bundle.writing import update_manifest
 from covspec.errors import ExportError
 from covspec.export.profiles import DeviceProfile, TensorRTSettings, get_profile
-from covspec.export.writing import update_manifest
 from covspec.quant.calibration import SampleSource, record_feeds
 
 log = logging.getLogger(__name__)

@@ -1,15 +1,14 @@
-"""``covspec quantize``: an fp32 bundle in, a quantized bundle out, with a report of what it cost and gained.
+"""``quantize_bundle``: an fp32 bundle in, a quantized bundle out, and what changed in it.
 
 The new bundle holds the copied tokenizer / processor / config files, the quantized graphs named with the scheme's
 suffix (roles the scheme leaves alone keep their fp32 file), and a manifest whose ``precision`` and ``graphs`` name
-the new files and whose ``quantization`` section records the scheme, the calibration and the report: graph sizes
-before and after, the median drafter decode step of both bundles measured side by side through ONNX Runtime, top-1
-agreement with the fp32 bundle along its greedy sequences and, given a target checkpoint, the pair's AAL (greedy,
-K=4) before and after.
+the new files and whose ``quantization`` section records the scheme, the calibration and the graph sizes before and
+after.
 
-quant sits below ``demo`` and ``bench`` (DESIGN.md §3), so what it measures on and with is passed in: a
-``SampleSource`` for held-out (and calibration) samples, a ``PairGenerator`` for the AAL. ``covspec quantize`` passes
-the demo's scenes, the in-process loop and, for the shipped demo drafter, the demo target.
+quant reads and writes bundles through ``covspec.bundle`` and depends on nothing else of covspec (DESIGN.md §3):
+static int8's calibration feeds are recorded by the caller (``covspec.export.calibration``, which runs the fp32
+bundle), and what a quantized drafter costs and gains is measured in ``covspec.bench.quantization``, which fills the
+section's ``report``.
 """
 
 from __future__ import annotations
@@ -21,18 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from covspec.bundle import load_bundle
+from covspec.bundle.writing import copy_bundle_files, write_manifest
 from covspec.errors import ExportError
-from covspec.export.writing import copy_bundle_files, write_manifest
 from covspec.quant import onnx_quant
-from covspec.quant.calibration import CalibrationSample, SampleSource, record_feeds, samples_from_folder
-from covspec.quant.report import PairGenerator, pair_acceptance, step_latency, top1_agreement
+from covspec.quant.calibration import Calibration, feed_reader
 from covspec.quant.schemes import Scheme, scheme_for
 
 log = logging.getLogger(__name__)
 
-CALIBRATION_SAMPLES = 16  # images (or "train" samples) the fp32 engine runs over to record calibration feeds
-EVAL_SAMPLES = 8  # "heldout" samples for agreement and AAL
-EVAL_MAX_NEW_TOKENS = 24
 _REPORTED_OPS = (
     "MatMul",
     "Gemm",
@@ -58,8 +53,6 @@ def quantize_graph(scheme: Scheme, role: str, src: Path, dst: Path, feeds: list[
         op_types = ("Gather",) if role == "embed_tokens" else onnx_quant.WEIGHT_OPS
         return onnx_quant.quantize_int8_dynamic(src, dst, op_types=op_types)
     if scheme.name == "int8_qdq":
-        from covspec.quant.calibration import feed_reader
-
         if not feeds:
             raise ExportError(f"no calibration inputs were recorded for the {role} graph")
         return onnx_quant.quantize_int8_qdq(src, dst, feed_reader(feeds))
@@ -74,100 +67,15 @@ def _copy_graph(src: Path, dst: Path) -> None:
             shutil.copy2(extra, dst.with_name(dst.name + suffix))
 
 
-def _calibration(
-    bundle_dir: Path, calibration_images: Path | None, samples: SampleSource | None, n: int, progress: Any
-) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
-    from covspec.runtime_device.engines.onnx_engine import OnnxDrafterEngine
-
-    if calibration_images is not None:
-        drawn = samples_from_folder(calibration_images, limit=n)
-        source = f"folder:{calibration_images}"
-    else:
-        assert samples is not None  # resolve_scheme refused this
-        drawn = samples("train", n)
-        source = f"{samples.name} train"
-    engine = OnnxDrafterEngine(bundle_dir)
-    feeds = record_feeds(engine, drawn, progress=progress)
-    info = {
-        "source": source,
-        "samples": len(drawn),
-        "feeds": {role: len(items) for role, items in feeds.items()},
-        "method": "MinMax",
-        "per_channel": True,
-        "activations": "int8 symmetric",
-    }
-    return feeds, info
-
-
-_NEEDS_GENERATE = (
-    "the pair's AAL runs drafter and target in one process: pass generate "
-    "(covspec.bench.inprocess.generate_in_process) with target"
-)
-
-
-def measure(
-    fp32_dir: Path,
-    quant_dir: Path,
-    samples: list[CalibrationSample],
-    *,
-    target: str | Path | None = None,
-    generate: PairGenerator | None = None,
-    max_new_tokens: int = EVAL_MAX_NEW_TOKENS,
-    threads: int | None = None,
-) -> dict[str, Any]:
-    """Step latency, top-1 agreement and (with ``target``, run through ``generate``) AAL of the bundle at
-    ``quant_dir`` against ``fp32_dir``, over ``samples``."""
-    from covspec.runtime_device.engines.onnx_engine import OnnxDrafterEngine
-
-    if target is not None and generate is None:
-        raise ExportError(_NEEDS_GENERATE)
-    kwargs = {"threads": threads} if threads is not None else {}
-    reference = OnnxDrafterEngine(fp32_dir, **kwargs)
-    candidate = OnnxDrafterEngine(quant_dir, **kwargs)
-    report: dict[str, Any] = {
-        "step_latency_ms": step_latency({"fp32": reference, "quantized": candidate}, samples[0]),
-        "agreement": top1_agreement(reference, candidate, samples, max_new_tokens=max_new_tokens),
-        "pair": None,
-    }
-    if target is not None and generate is not None:
-        from covspec.models import load_model
-
-        target_model = load_model(str(target), dtype="float32")
-        report["pair"] = {
-            "target": str(target),
-            "fp32": pair_acceptance(reference, target_model, samples, generate=generate, max_new_tokens=max_new_tokens),
-            "quantized": pair_acceptance(
-                candidate, target_model, samples, generate=generate, max_new_tokens=max_new_tokens
-            ),
-        }
-    return report
-
-
-def resolve_scheme(
-    precision: str,
-    *,
-    static: bool | None = None,
-    calibration_images: Path | str | None = None,
-    samples: SampleSource | None = None,
-    report: bool = True,
-    target: str | Path | None = None,
-    generate: PairGenerator | None = None,
-) -> Scheme:
-    """The scheme ``quantize_bundle`` applies for these arguments, after checking it was given what that needs
-    (ExportError otherwise). ``build_device_bundle`` calls it too, so a missing input is said before a long export."""
+def resolve_scheme(precision: str, *, static: bool | None = None, calibrated: bool = False) -> Scheme:
+    """The scheme for ``precision`` ("int8", "int4", "fp16"; "int8_qdq" is int8 with ``static``); ``static``
+    defaults to whether calibration inputs are given (``calibrated``). ExportError for an unknown one."""
     if static is None:
-        static = calibration_images is not None or precision == "int8_qdq"
+        static = calibrated or precision == "int8_qdq"
     try:
-        scheme = scheme_for(precision, static=static)
+        return scheme_for(precision, static=static)
     except ValueError as exc:
         raise ExportError(str(exc)) from exc
-    if scheme.calibrated and calibration_images is None and samples is None:
-        raise ExportError("static int8 calibrates on sample images: pass calibration_images (a folder) or samples")
-    if report and samples is None:
-        raise ExportError("the report measures on held-out samples: pass samples, or report=False")
-    if report and target is not None and generate is None:
-        raise ExportError(_NEEDS_GENERATE)
-    return scheme
 
 
 def quantize_bundle(
@@ -175,44 +83,25 @@ def quantize_bundle(
     out_dir: Path | str,
     precision: str,
     *,
-    samples: SampleSource | None = None,
-    calibration_images: Path | str | None = None,
     static: bool | None = None,
-    target: str | Path | None = None,
-    generate: PairGenerator | None = None,
+    calibration: Calibration | None = None,
     progress: Any = None,
-    calibration_samples: int = CALIBRATION_SAMPLES,
-    eval_samples: int = EVAL_SAMPLES,
-    max_new_tokens: int = EVAL_MAX_NEW_TOKENS,
-    threads: int | None = None,
-    report: bool = True,
 ) -> dict[str, Any]:
-    """Write the fp32 bundle at ``bundle_dir`` quantized to ``precision`` ("int8", "int4", "fp16"; "int8_qdq" is
-    "int8" with ``static``) into ``out_dir``.
+    """Write the fp32 bundle at ``bundle_dir`` quantized to ``precision`` into ``out_dir``; returns the manifest's
+    ``quantization`` section (JSON-able; its ``report`` is None until ``covspec.bench.quantization`` measures).
 
-    ``static`` (default: whether ``calibration_images`` is given) makes int8 the calibrated QDQ form for TensorRT;
-    calibration runs over the images of ``calibration_images`` or, without one, over ``samples("train", n)``.
-    ``samples`` (a ``SampleSource``) also gives the ``eval_samples`` held-out samples the report measures on; quant
-    has no dataset of its own, and ``covspec quantize`` passes the demo's scenes (``covspec.demo.samples.SCENES``).
-    ``target`` (a checkpoint ``covspec.models.load_model`` reads) adds the pair's AAL before and after, run through
-    ``generate`` (``covspec.bench.inprocess.generate_in_process``); ``covspec quantize`` defaults it to the demo target
-    for the shipped demo drafter (``covspec.demo.ship.shipped_target_for``). ``report`` False skips the measurements
-    (sizes only; then neither ``samples`` nor ``generate`` is needed unless calibrating). Returns the manifest's
-    ``quantization`` section (JSON-able)."""
+    ``static`` (default: whether ``calibration`` is given) makes int8 the calibrated QDQ form for TensorRT, which
+    needs ``calibration``: the feeds the fp32 bundle's engine gave each graph (``covspec.export.calibration``)."""
     import onnx
     import onnxruntime
 
     bundle_dir, out_dir = Path(bundle_dir), Path(out_dir)
-    calibration_images = Path(calibration_images) if calibration_images is not None else None
-    scheme = resolve_scheme(
-        precision,
-        static=static,
-        calibration_images=calibration_images,
-        samples=samples,
-        report=report,
-        target=target,
-        generate=generate,
-    )
+    scheme = resolve_scheme(precision, static=static, calibrated=calibration is not None)
+    if scheme.calibrated and calibration is None:
+        raise ExportError(
+            "static int8 calibrates on the fp32 bundle's own inputs: record them first "
+            "(covspec.export.calibration.calibrate_bundle) and pass calibration"
+        )
     source = load_bundle(bundle_dir, verify=True)
     if source.manifest.precision != "fp32":
         raise ExportError(f"{bundle_dir} is a {source.manifest.precision} bundle; quantize from the fp32 bundle")
@@ -221,10 +110,7 @@ def quantize_bundle(
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ExportError(f"{out_dir} exists and is not empty; choose a new folder")
 
-    feeds: dict[str, list[dict[str, Any]]] = {}
-    calibration = None
-    if scheme.calibrated:
-        feeds, calibration = _calibration(bundle_dir, calibration_images, samples, calibration_samples, progress)
+    feeds = calibration.feeds if scheme.calibrated and calibration is not None else {}
 
     copy_bundle_files(bundle_dir, out_dir)
     graphs: dict[str, str] = {}
@@ -260,7 +146,7 @@ def quantize_bundle(
         **{k: v for k, v in asdict(scheme).items() if k not in ("roles",)},
         "scheme": scheme.name,
         "roles": list(scheme.roles),
-        "calibration": calibration,
+        "calibration": calibration.info if scheme.calibrated and calibration is not None else None,
         "source_bundle": {"precision": source.manifest.precision, "validation": source.manifest.validation},
         "graphs": graph_report,
         "bytes_before": before,
@@ -276,21 +162,7 @@ def quantize_bundle(
     manifest.tensorrt = None
     manifest.validation = None
     write_manifest(out_dir, manifest)
-
-    if report:
-        assert samples is not None  # resolve_scheme refused this
-        section["report"] = measure(
-            bundle_dir,
-            out_dir,
-            samples("heldout", eval_samples),
-            target=target,
-            generate=generate,
-            max_new_tokens=max_new_tokens,
-            threads=threads,
-        )
-        manifest.quantization = section
-        write_manifest(out_dir, manifest)
     return manifest.quantization
 
 
-__all__ = ["CALIBRATION_SAMPLES", "EVAL_SAMPLES", "measure", "quantize_bundle", "quantize_graph", "resolve_scheme"]
+__all__ = ["quantize_bundle", "quantize_graph", "resolve_scheme"]

@@ -59,6 +59,15 @@ def samples_from_folder(folder: Path | str, limit: int | None = None) -> list[Ca
 
 
 @dataclass(frozen=True)
+class Calibration:
+    """What static int8 calibrates on: the feeds each graph role saw (``record_feeds``), and where they came from
+    (recorded in the quantized bundle's manifest)."""
+
+    feeds: dict[str, list[dict[str, np.ndarray]]]
+    info: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class SampleSource:
     """Samples drawn by split: ``"train"`` ones calibrate static int8 and size TensorRT profiles, ``"heldout"`` ones
     measure a quantized bundle. quant and export sit below ``demo`` and know no dataset, so their callers pass one;
@@ -149,6 +158,7 @@ def feed_reader(feeds: list[dict[str, np.ndarray]]) -> Any:
 
 __all__ = [
     "DEFAULT_PROMPT",
+    "Calibration",
     "CalibrationSample",
     "FeedRecorder",
     "SampleSource",

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from covspec.bundle import BUNDLE_FORMAT, MANIFEST_NAME, Manifest, load_bundle, read_manifest
+from covspec.bundle.writing import copy_bundle_files, update_manifest, write_manifest
 from covspec.errors import BundleError
-from covspec.export.writing import copy_bundle_files, update_manifest, write_manifest
 
 
 def _fake_bundle(root: Path) -> Path:
@@ -128,7 +128,7 @@ def test_bundle_package_and_manifest_writing_need_neither_torch_nor_onnx() -> No
     code = (
         "import sys\n"
         "for name in ('torch', 'onnx', 'onnxruntime', 'transformers', 'tensorrt'): sys.modules[name] = None\n"
-        "import covspec.bundle, covspec.bundle.engines, covspec.bundle.platform, covspec.export.writing\n"
+        "import covspec.bundle, covspec.bundle.engines, covspec.bundle.platform, covspec.bundle.writing\n"
         "print('ok')\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

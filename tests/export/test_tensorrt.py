@@ -113,7 +113,7 @@ def tiny_fp16_bundle(tiny_fp32_bundle, tmp_path_factory):
     from covspec.quant import quantize_bundle
 
     out = tmp_path_factory.mktemp("trt_build") / "fp16"
-    quantize_bundle(tiny_fp32_bundle, out, "fp16", report=False)
+    quantize_bundle(tiny_fp32_bundle, out, "fp16")
     return out
 
 

@@ -29,7 +29,7 @@ def llava_bundles(tiny_bundle, tmp_path_factory):
     root = tmp_path_factory.mktemp("quantized")
     bundles = {"fp32": fp32}
     for precision in PRECISIONS[1:]:
-        quantize_bundle(fp32, root / precision, precision, report=False)
+        quantize_bundle(fp32, root / precision, precision)
         bundles[precision] = root / precision
     return bundles
 

@@ -48,7 +48,7 @@ def fp16_bundle(tmp_path_factory):
     from tests.quant.bundles import shared_fp32_bundle
 
     out = tmp_path_factory.mktemp("trt") / "fp16"
-    quantize_bundle(shared_fp32_bundle(tmp_path_factory), out, "fp16", report=False)
+    quantize_bundle(shared_fp32_bundle(tmp_path_factory), out, "fp16")
     return out
 
 
@@ -59,7 +59,7 @@ def test_tensorrt_drafter_matches_onnxruntime(fp16_bundle):
     from covspec.demo.samples import SCENES
     from covspec.export.tensorrt import build_bundle_engines
     from covspec.quant.calibration import greedy_tokens
-    from covspec.quant.report import step_latency, top1_agreement
+    from covspec.bench.quantization import step_latency, top1_agreement
     from covspec.runtime_device.engines.onnx_engine import OnnxDrafterEngine
     from covspec.runtime_device.engines.tensorrt_engine import TensorRTDrafterEngine
 

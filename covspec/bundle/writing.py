@@ -1,7 +1,7 @@
 """Writing a bundle's ``manifest.json``: every file of the folder hashed into it (recursively, all but the manifest
 itself), fields updated in place, and a new bundle started from an old one's support files.
 
-Reading and checking bundles is ``covspec.bundle``'s; export and quant are the only writers, so this lives here.
+Export and quant are the writers; both read and write bundles through ``covspec.bundle`` alone.
 """
 
 from __future__ import annotations
