@@ -7,11 +7,10 @@ from pathlib import Path
 
 import typer
 
+from covspec.models.tiny import TINY_ARCHS
 
-class Arch(str, enum.Enum):
-    llava = "llava"
-    qwen2_vl = "qwen2_vl"
-    idefics3 = "idefics3"
+# the families with a tiny checkpoint, from the registry
+Arch = enum.Enum("Arch", {name: name for name in TINY_ARCHS}, type=str)  # type: ignore[misc]
 
 
 class Size(str, enum.Enum):
@@ -20,7 +19,7 @@ class Size(str, enum.Enum):
 
 
 def tiny(
-    arch: Arch = typer.Option(..., "--arch", help="Model family."),
+    arch: Arch = typer.Option(..., "--arch", help="Model family."),  # type: ignore[valid-type]
     size: Size = typer.Option(
         ..., "--size", help="target or drafter (a target and a drafter of one seed share the tokenizer)."
     ),

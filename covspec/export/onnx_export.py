@@ -1,7 +1,8 @@
 """``export_bundle``: a drafter checkpoint -> a device bundle of ONNX graphs (DESIGN.md §5), validated against PyTorch.
 
 Graphs are exported with ``torch.onnx.export(..., dynamo=True)`` (torch.export + onnxscript) from the wrappers in
-``covspec.export.wrappers``. Every example input has size >= 2 on its dynamic dims so torch.export keeps them
+``covspec.export.wrappers`` over each family's graphs (``Family.vision``, ``Family.positions``).
+Every example input has size >= 2 on its dynamic dims so torch.export keeps them
 symbolic (a size-1 example dim would be specialised); the prefill's zero-length past then works in ONNX Runtime.
 """
 
@@ -20,6 +21,7 @@ from typing import Any
 from covspec.bundle import Manifest, load_bundle
 from covspec.bundle.writing import update_manifest, write_manifest
 from covspec.errors import ExportError
+from covspec.models.families import Family, family_named
 
 logger = logging.getLogger(__name__)
 
@@ -62,15 +64,16 @@ def export_bundle(
     _prepare_out(out, overwrite)
     say(f"loading {model}")
     loaded = load_model(str(model), dtype="float32")
-    family = loaded.family
-    if family not in ("llava", "qwen2_vl", "idefics3", "text_lm"):
-        raise ExportError(f"{model}: family {family!r} has no ONNX exporter")
+    family = family_named(loaded.family)
+    if loaded.accepts_images and family.vision is None:
+        why = family.no_export or "no ONNX vision graph yet"
+        raise ExportError(f"{model}: family {family.name!r} cannot be exported to ONNX: {why}")
     hf = loaded.hf_model
     graphs: dict[str, str] = {}
     with torch.no_grad():
         if loaded.accepts_images:
             say("exporting vision_encoder")
-            _export_vision(loaded, out / VISION_FILE, opset)
+            _export_vision(loaded, family, out / VISION_FILE, opset)
             graphs["vision_encoder"] = VISION_FILE
         say("exporting embed_tokens")
         _export_embed(hf, out / EMBED_FILE, opset)
@@ -80,13 +83,13 @@ def export_bundle(
         graphs["decoder"] = DECODER_FILE
     _save_support_files(loaded, Path(str(model)), out)
     manifest = Manifest(
-        family=family,
+        family=family.name,
         graphs=graphs,
         source={"model": str(model), "sha256": source_hash(Path(str(model)))},
         opset=graph_opset(out, graphs),
         precision="fp32",
         io=graph_io(out, graphs),
-        model=model_info(loaded),
+        model=model_info(loaded, family),
         fingerprint=loaded.fingerprint.to_dict(),
         libraries=library_versions(),
         extra={"exporter": {"tool": "torch.onnx.export", "dynamo": True}},
@@ -194,16 +197,17 @@ def _export_embed(hf: Any, path: Path, opset: int) -> None:
     )
 
 
-def decoder_io_names(num_layers: int) -> tuple[list[str], list[str]]:
+def decoder_io_names(num_layers: int, token_types: bool = False) -> tuple[list[str], list[str]]:
     past = [f"past_key_values.{i}.{kind}" for i in range(num_layers) for kind in ("key", "value")]
     present = [f"present.{i}.{kind}" for i in range(num_layers) for kind in ("key", "value")]
-    return ["inputs_embeds", "attention_mask", "position_ids", *past], ["logits", *present]
+    extra = ["token_type_ids"] if token_types else []
+    return ["inputs_embeds", "attention_mask", "position_ids", *extra, *past], ["logits", *present]
 
 
-def _export_decoder(hf: Any, family: str, path: Path, opset: int) -> None:
+def _export_decoder(hf: Any, family: Family, path: Path, opset: int) -> None:
     import torch
 
-    from covspec.export.wrappers import DecoderWithPast, kv_layout, text_config
+    from covspec.export.wrappers import DecoderWithPast, DecoderWithTokenTypes, kv_layout, text_config
 
     layers, kv_heads, head_dim = kv_layout(hf)
     hidden = int(text_config(hf).hidden_size)
@@ -213,77 +217,60 @@ def _export_decoder(hf: Any, family: str, path: Path, opset: int) -> None:
     mask = torch.ones(batch, past_len + seq, dtype=torch.long)
     pos = torch.arange(past_len, past_len + seq).view(1, seq).expand(batch, seq).contiguous()
     pos_shape: dict[int, Any] = {0: d["batch"], 1: d["sequence"]}
-    if family == "qwen2_vl":
+    if family.positions == "mrope":
         pos = pos.view(1, batch, seq).expand(4, batch, seq).contiguous()
         pos_shape = {1: d["batch"], 2: d["sequence"]}
     past = tuple(torch.randn(batch, kv_heads, past_len, head_dim) for _ in range(2 * layers))
-    inputs, outputs = decoder_io_names(layers)
+    inputs, outputs = decoder_io_names(layers, family.decoder_token_types)
+    module: Any = DecoderWithPast(hf)
+    args: tuple[Any, ...] = (embeds, mask, pos)
+    shapes: tuple[Any, ...] = ({0: d["batch"], 1: d["sequence"]}, {0: d["batch"], 1: d["total"]}, pos_shape)
+    if family.decoder_token_types:  # an image block among the new tokens, so the bidirectional path is traced
+        module = DecoderWithTokenTypes(hf)
+        types = torch.zeros(batch, past_len + seq, dtype=torch.long)
+        types[:, past_len : past_len + 2] = 1
+        args += (types,)
+        shapes += ({0: d["batch"], 1: d["total"]},)
     _export(
-        DecoderWithPast(hf),
-        (embeds, mask, pos, past),
+        module,
+        (*args, past),
         path,
         input_names=inputs,
         output_names=outputs,
-        dynamic_shapes=(
-            {0: d["batch"], 1: d["sequence"]},
-            {0: d["batch"], 1: d["total"]},
-            pos_shape,
-            tuple({0: d["batch"], 2: d["past"]} for _ in past),
-        ),
+        dynamic_shapes=(*shapes, tuple({0: d["batch"], 2: d["past"]} for _ in past)),
         opset=opset,
     )
 
 
-def vision_example(loaded: Any) -> dict[str, Any]:
-    """A processor batch of two synthetic images (size >= 2 on every dynamic dim), as torch tensors."""
+def vision_example(loaded: Any, family: Family) -> dict[str, Any]:
+    """The vision graph's export inputs from two synthetic sample prompts (size >= 2 on every dynamic axis)."""
     from covspec.export.samples import sample_images
+    from covspec.models.families.base import stack_examples
 
-    images = sample_images(2)
-    render = loaded.render
-    batches = [render(image, "Describe the image.") for image in images]
-    family = loaded.family
-    if family == "qwen2_vl":
-        import torch
-
-        return {
-            "pixel_values": torch.cat([b["pixel_values"] for b in batches], dim=0),
-            "image_grid_thw": torch.cat([b["image_grid_thw"] for b in batches], dim=0),
-        }
-    import torch
-
-    example = {"pixel_values": torch.cat([b["pixel_values"] for b in batches], dim=0)}
-    if family == "idefics3":
-        pv = example["pixel_values"]  # [2, N, 3, H, W]
-        example["pixel_values"] = torch.cat([pv, pv], dim=1)  # N = 2 images per prompt
-        mask = torch.cat([b["pixel_attention_mask"] for b in batches], dim=0).to(torch.long)
-        example["pixel_attention_mask"] = torch.cat([mask, mask], dim=1)
-    return example
+    graph = family.vision
+    assert graph is not None
+    batches = [loaded.render(image, "Describe the image.") for image in sample_images(2)]
+    if graph.example is not None:
+        return graph.example(batches)
+    return stack_examples(graph.inputs, batches)
 
 
-def _export_vision(loaded: Any, path: Path, opset: int) -> None:
-    from covspec.export.wrappers import VISION_WRAPPERS
+def _export_vision(loaded: Any, family: Family, path: Path, opset: int) -> None:
+    from covspec.export.wrappers import VisionEncoder
 
-    family = loaded.family
-    example = vision_example(loaded)
-    module = VISION_WRAPPERS[family](loaded.hf_model)
-    if family == "llava":
-        d = _dims("batch")
-        names, shapes = ["pixel_values"], ({0: d["batch"]},)
-    elif family == "idefics3":
-        d = _dims("batch", "num_images")
-        names = ["pixel_values", "pixel_attention_mask"]
-        shapes = ({0: d["batch"], 1: d["num_images"]}, {0: d["batch"], 1: d["num_images"]})
-    else:
-        d = _dims("num_patches", "num_images")
-        names = ["pixel_values", "image_grid_thw"]
-        shapes = ({0: d["num_patches"]}, {0: d["num_images"]})
+    graph = family.vision
+    assert graph is not None
+    example = vision_example(loaded, family)
+    names = list(graph.inputs)
+    dims = _dims(*sorted({name for axes in graph.dynamic_axes for name in axes.values()}))
+    shapes = tuple({axis: dims[name] for axis, name in axes.items()} for axes in graph.dynamic_axes)
     _export(
-        module,
+        VisionEncoder(loaded.hf_model, graph),
         tuple(example[n] for n in names),
         path,
         input_names=names,
         output_names=["image_features"],
-        dynamic_shapes=shapes,
+        dynamic_shapes=(shapes,),  # forward(*inputs): torch.export sees one tuple argument
         opset=opset,
     )
 
@@ -353,7 +340,7 @@ def graph_opset(root: Path, graphs: dict[str, str]) -> int:
     return found.pop()
 
 
-def model_info(loaded: Any) -> dict[str, Any]:
+def model_info(loaded: Any, family: Family) -> dict[str, Any]:
     from covspec.export.wrappers import kv_layout, text_config
 
     hf = loaded.hf_model
@@ -365,11 +352,11 @@ def model_info(loaded: Any) -> dict[str, Any]:
         "hidden_size": int(text_config(hf).hidden_size),
         "vocab_size": int(loaded.vocab_size),
         "image_token_id": loaded.image_token_id,
-        "positions": "mrope" if loaded.family == "qwen2_vl" else "1d",
+        "positions": family.positions,
         "eos_token_ids": list(loaded.eos_token_ids),
         "pad_token_id": loaded.pad_token_id,
     }
-    if loaded.family == "qwen2_vl":
+    if family.positions == "mrope":
         info["video_token_id"] = int(hf.config.video_token_id)
         info["spatial_merge_size"] = int(hf.config.vision_config.spatial_merge_size)
         info["position_ids_layout"] = "[4, batch, sequence]: row 0 text positions, rows 1-3 M-RoPE (t, h, w)"

@@ -123,13 +123,12 @@ def eos_ids_of(tokenizer: Any, generation_config: Any) -> tuple[int, ...]:
 
 
 def kv_cache_bytes(cache: Any) -> int:
-    """Bytes held by the keys and values of every layer of a ``Cache``."""
+    """Bytes held by every layer of a ``Cache``: keys and values, and the convolution states of hybrid models."""
     total = 0
     for layer in getattr(cache, "layers", []):
-        for name in ("keys", "values"):
-            t = getattr(layer, name, None)
-            if t is not None and hasattr(t, "numel"):
-                total += t.numel() * t.element_size()
+        tensors = [getattr(layer, "keys", None), getattr(layer, "values", None)]
+        tensors += list((getattr(layer, "conv_states", None) or {}).values())
+        total += sum(t.numel() * t.element_size() for t in tensors if t is not None and hasattr(t, "numel"))
     return total
 
 
@@ -309,7 +308,7 @@ class HFLoadedModel(LoadedModel):
         kwargs = {k: v for k, v in inputs.items() if k != "attention_mask"}
         if self._logits_to_keep:
             kwargs["logits_to_keep"] = 1  # as generate() does: the lm head on the last position only
-        cache = new_cache()
+        cache = self.empty_cache()
         with torch.inference_mode():
             out = self.hf_model(**kwargs, position_ids=position_ids, cache=cache, use_cache=True)
         prompt_ids = input_ids[0].tolist()
@@ -383,6 +382,10 @@ class HFLoadedModel(LoadedModel):
     def render(self, image: Any | None, prompt: str) -> Any:
         """The prompt (and image) as the model's inputs, batch of one, on the model's device and dtype."""
         raise NotImplementedError
+
+    def empty_cache(self) -> Any:
+        """The cache a new sequence starts from: one ``crop_cache`` rolls back to any length (``new_cache``)."""
+        return new_cache()
 
     def prompt_positions(self, inputs: Any) -> tuple[torch.Tensor, Any]:
         """Position ids of the prompt and any state ``extend_positions`` needs. Default: 0..L-1, shape [1, L]."""

@@ -18,7 +18,7 @@ from typing import Any
 from covspec.errors import ModelLoadError
 from covspec.models.base import LoadedModel
 from covspec.models.common import HFLoadedModel, resolve_dtype, tokenizer_hash
-from covspec.models.families import TEXT_LM, VLM_FAMILIES, vlm_family_of
+from covspec.models.families import TEXT_LM, VLM_FAMILIES, family_named, vlm_family_of
 
 logger = logging.getLogger(__name__)
 SUPPORTED_DTYPES = ("auto", "float32", "float64", "bfloat16", "float16")
@@ -118,6 +118,25 @@ def _instantiate(adapter_cls: type[HFLoadedModel], source: str, torch_dtype: Any
     return model
 
 
+def load_processor(root: Path, family: str) -> Any:
+    """A bundle's processor (VLM) or tokenizer (text LM), loadable without torch.
+
+    Without torch, transformers picks the PIL image processors; where ``AutoProcessor`` still needs what a device may
+    lack (Qwen2-VL's video processor needs torchvision), the family assembles the processor itself.
+    """
+    import transformers
+
+    if family == TEXT_LM.name:
+        return transformers.AutoTokenizer.from_pretrained(str(root))
+    try:
+        return transformers.AutoProcessor.from_pretrained(str(root))
+    except ImportError:
+        assemble = family_named(family).device_processor
+        if assemble is None:
+            raise
+        return assemble(Path(root))
+
+
 def _looks_like_path(text: str) -> bool:
     """True for strings that can only be a filesystem path (a Hub id is ``name`` or ``owner/name``)."""
     return (
@@ -145,6 +164,7 @@ __all__ = [
     "VLM_FAMILIES",
     "adapter_for",
     "load_model",
+    "load_processor",
     "quiet_transformers",
     "read_config",
     "tokenizer_hash",

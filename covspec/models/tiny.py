@@ -27,8 +27,7 @@ from typing import Any
 
 from covspec.models._corpus import CORPUS
 from covspec.models.families import VLM_FAMILIES
-from covspec.models.families.base import TextSize, TokenizerSpec, llama_text_config
-from covspec.models.families.llava import LLAVA_TEMPLATE
+from covspec.models.families.base import TEXT_INIT_RANGE, TextSize, TokenizerSpec, llama_text_config
 
 TINY_ARCHS: tuple[str, ...] = tuple(name for name, family in VLM_FAMILIES.items() if family.build_tiny is not None)
 TINY_SIZES: tuple[str, ...] = ("target", "drafter")
@@ -61,8 +60,9 @@ def _tokenizer_json(arch: str) -> str:
     return tok.to_str()
 
 
-def tiny_tokenizer(arch: str) -> Any:
-    """The family's tiny tokenizer as a ``PreTrainedTokenizerFast`` (same for every size and seed)."""
+def tiny_tokenizer(arch: str, model_specific: bool = True) -> Any:
+    """The family's tiny tokenizer as a ``PreTrainedTokenizerFast`` (same for every size and seed); without
+    ``model_specific``, a text LM's view of it: the same ids, no image/video token attributes."""
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
 
@@ -74,7 +74,7 @@ def tiny_tokenizer(arch: str) -> Any:
         tokenizer_object=backend,
         **spec.named,
         extra_special_tokens=extra,
-        model_specific_special_tokens=dict(spec.model_specific),
+        model_specific_special_tokens=dict(spec.model_specific) if model_specific else {},
         chat_template=spec.chat_template,
         model_max_length=4096,
         clean_up_tokenization_spaces=False,
@@ -147,7 +147,7 @@ def build_tiny(arch: str, size: str, out: Path | str, seed: int = 0, text_size: 
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = tiny_tokenizer(arch)
     ids = special_ids(tokenizer, arch)
-    torch.manual_seed(seed * 7919 + _SIZE_SALT[size] * 104729 + TINY_ARCHS.index(arch))
+    torch.manual_seed(seed * 7919 + _SIZE_SALT[size] * 104729 + list(VLM_FAMILIES).index(arch))
     build = VLM_FAMILIES[arch].build_tiny
     assert build is not None
     model, processor = build(size, tokenizer, ids, text_size or _TEXT[size])
@@ -159,22 +159,50 @@ def build_tiny(arch: str, size: str, out: Path | str, seed: int = 0, text_size: 
     return out
 
 
-def build_tiny_text_drafter(out: Path | str, seed: int = 0) -> Path:
-    """Write a tiny text-only ``LlamaForCausalLM`` sharing the tiny llava tokenizer (a text-only drafter)."""
+def build_tiny_text_drafter(out: Path | str, seed: int = 0, arch: str = "llava") -> Path:
+    """Write a tiny text-only causal LM whose ids mean what the tiny ``arch`` tokenizer's mean (a text-only drafter).
+
+    ``llava``: a ``LlamaForCausalLM`` with the llava tokenizer's very files. ``qwen2_vl`` (or any other family): a
+    ``Qwen2ForCausalLM`` whose tokenizer has the same vocabulary but, as a real Qwen2 LM's, none of the processor's
+    image attributes, so its files hash differently from the VLMs' and pairing compares the vocabularies id by id.
+    """
     import torch
-    from transformers import LlamaForCausalLM
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = tiny_tokenizer("llava")
-    ids = special_ids(tokenizer, "llava")
-    torch.manual_seed(seed * 7919 + 2 * 104729 + 17)
-    model = LlamaForCausalLM(llama_text_config(_TEXT["drafter"], ids))
+    tokenizer = tiny_tokenizer(arch, model_specific=arch == "llava")
+    ids = special_ids(tokenizer, arch)
+    if arch == "llava":
+        from transformers import LlamaForCausalLM
+
+        torch.manual_seed(seed * 7919 + 2 * 104729 + 17)
+        model = LlamaForCausalLM(llama_text_config(_TEXT["drafter"], ids))
+    else:
+        from transformers import Qwen2Config, Qwen2ForCausalLM
+
+        torch.manual_seed(seed * 7919 + 2 * 104729 + 17 + list(VLM_FAMILIES).index(arch))
+        t = _TEXT["drafter"]
+        config = Qwen2Config(
+            vocab_size=ids["vocab_size"],
+            hidden_size=t.hidden,
+            intermediate_size=t.intermediate,
+            num_hidden_layers=t.layers,
+            num_attention_heads=t.heads,
+            num_key_value_heads=t.kv_heads,
+            max_position_embeddings=2048,
+            initializer_range=TEXT_INIT_RANGE,
+            rms_norm_eps=1e-6,
+            bos_token_id=ids["bos"],
+            eos_token_id=ids["eos"][0],
+            pad_token_id=ids["pad"],
+            tie_word_embeddings=False,
+        )
+        model = Qwen2ForCausalLM(config)
     model.generation_config = generation_config(ids)
     model.eval()
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    _write_marker(out, arch="llama_text", size="drafter", seed=seed)
+    _write_marker(out, arch=f"{arch}_text" if arch != "llava" else "llama_text", size="drafter", seed=seed)
     return out
 
 
@@ -183,14 +211,11 @@ def _write_marker(out: Path, **info: Any) -> None:
 
 
 __all__ = [
-    "LLAVA_TEMPLATE",
     "TINY_ARCHS",
     "TINY_SIZES",
-    "TextSize",
     "build_tiny",
     "build_tiny_text_drafter",
     "generation_config",
-    "llama_text_config",
     "special_ids",
     "tiny_tokenizer",
 ]

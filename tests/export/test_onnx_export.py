@@ -140,8 +140,9 @@ def test_qwen2_vl_vision_wrapper_handles_several_images(tiny_pair) -> None:
     import torch
 
     from covspec.export.samples import sample_images
-    from covspec.export.wrappers import Qwen2VLVision, reference_image_features
+    from covspec.export.wrappers import VisionEncoder, reference_image_features
     from covspec.models import load_model
+    from covspec.models.families import qwen2_vl
 
     loaded = load_model(str(tiny_pair("qwen2_vl").drafter), dtype="float32")
     batches = [loaded.render(image, "Describe.") for image in sample_images(3)]
@@ -151,6 +152,6 @@ def test_qwen2_vl_vision_wrapper_handles_several_images(tiny_pair) -> None:
         "image_grid_thw": torch.cat([b["image_grid_thw"] for b in batches]),
     }
     with torch.no_grad():
-        ours = Qwen2VLVision(loaded.hf_model)(batch["pixel_values"], batch["image_grid_thw"])
+        ours = VisionEncoder(loaded.hf_model, qwen2_vl.VISION)(batch["pixel_values"], batch["image_grid_thw"])
         ref = reference_image_features(loaded.hf_model, "qwen2_vl", batch)
     torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)

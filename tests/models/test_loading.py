@@ -47,7 +47,7 @@ def test_missing_or_unknown_folders_raise_model_load_error(tmp_path):
         load_model(str(unknown))
     other_vlm = tmp_path / "other_vlm"
     other_vlm.mkdir()
-    (other_vlm / "config.json").write_text(json.dumps({"model_type": "llava_next", "vision_config": {}}))
+    (other_vlm / "config.json").write_text(json.dumps({"model_type": "paligemma", "vision_config": {}}))
     with pytest.raises(ModelLoadError, match="unsupported"):
         load_model(str(other_vlm))
     a_file = tmp_path / "weights.bin"

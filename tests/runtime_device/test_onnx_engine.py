@@ -207,8 +207,7 @@ def test_engine_runs_with_torch_unimportable(tiny_bundle, engines, arch: str) ->
 def test_mrope_positions_equal_transformers_get_rope_index(tiny_pair) -> None:
     import torch
 
-    from covspec.models import load_model
-    from covspec.runtime_device.engines import mrope
+    from covspec.models import load_model, mrope
     from tests.models._helpers import IMAGE_SIZES, make_image
 
     model = load_model(str(tiny_pair("qwen2_vl").drafter), dtype="float32")

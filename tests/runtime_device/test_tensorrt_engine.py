@@ -56,10 +56,10 @@ def fp16_bundle(tmp_path_factory):
 @pytest.mark.tensorrt
 @pytest.mark.skipif(bool(MISSING), reason=f"needs {MISSING}")
 def test_tensorrt_drafter_matches_onnxruntime(fp16_bundle):
+    from covspec.bench.quantization import step_latency, top1_agreement
     from covspec.demo.samples import SCENES
     from covspec.export.tensorrt import build_bundle_engines
     from covspec.quant.calibration import greedy_tokens
-    from covspec.bench.quantization import step_latency, top1_agreement
     from covspec.runtime_device.engines.onnx_engine import OnnxDrafterEngine
     from covspec.runtime_device.engines.tensorrt_engine import TensorRTDrafterEngine
 
@@ -91,3 +91,15 @@ def test_tensorrt_drafter_matches_onnxruntime(fp16_bundle):
             "build_s": {k: v["build_s"] for k, v in section["engines"].items()},
         }
         Path(results, "bench_tensorrt_step.json").write_text(json.dumps(report, indent=2))
+
+
+def test_a_decoder_taking_token_types_is_refused_not_run_without_them(tiny_bundle):
+    """Gemma 3's decoder takes token_type_ids, which the native engines are not fed: refused by name."""
+    from covspec.bundle import load_bundle
+    from covspec.runtime_device.engines.tensorrt_engine import check_decoder_inputs
+
+    _, gemma3 = tiny_bundle("gemma3")
+    with pytest.raises(EngineUnavailableError, match="token_type_ids"):
+        check_decoder_inputs(load_bundle(gemma3))
+    _, llava = tiny_bundle("llava")
+    check_decoder_inputs(load_bundle(llava))

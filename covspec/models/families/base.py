@@ -1,15 +1,20 @@
 """What a family module declares, and the pieces of a tiny checkpoint that every family shares.
 
 A family module (``covspec/models/families/<name>.py``) holds that family's knowledge in one place: its adapter
-(loading, rendering, positions) and its tiny checkpoint (tokenizer specification, model and processor builder),
-declared as one :class:`Family`. Importing a family module loads neither torch nor transformers.
+(loading, rendering, positions), its tiny checkpoint (tokenizer specification, model and processor builder), its
+vision graph for ONNX export and the feeds a device bundle's engine gives that graph, declared as one
+:class:`Family`. Importing a family module loads neither torch nor transformers (the ONNX Runtime engine reads the
+feeds on a device without torch): the functions import what they use.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
     from covspec.models.common import HFLoadedModel
@@ -44,15 +49,70 @@ class TokenizerSpec:
 TinyBuilder = Callable[[str, Any, dict[str, Any], TextSize], tuple[Any, Any]]
 
 
+def pixel_values_only(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {"pixel_values": np.asarray(batch["pixel_values"], dtype=np.float32)}
+
+
+def image_features_of(hf_model: Any, **inputs: Any) -> Any:
+    """transformers' own ``get_image_features`` flattened to [n_image_tokens, hidden]: what a vision graph is
+    validated against."""
+    import torch
+
+    out = hf_model.model.get_image_features(**inputs)
+    features = getattr(out, "pooler_output", out)
+    if isinstance(features, torch.Tensor):
+        return features.reshape(-1, features.shape[-1])
+    return torch.cat([f.reshape(-1, f.shape[-1]) for f in features], dim=0)
+
+
+@dataclass(frozen=True)
+class VisionGraph:
+    """How a family's vision tower becomes ``vision_encoder.onnx`` and how a device bundle's engine feeds it.
+
+    ``encode(parts, config, *inputs)`` is the graph: the image embeddings that replace the placeholder tokens, in
+    order, [n_image_tokens, hidden], computed with shape-static tensor arithmetic where transformers branches on
+    tensor values. ``parts`` picks the modules whose weights the graph holds. ``example`` turns the processor outputs
+    of two sample prompts into export inputs with size >= 2 on every dynamic axis; ``feeds`` turns one processor
+    output (numpy) into the graph's inputs on the device; ``reference`` is transformers' own answer, for validation.
+    """
+
+    inputs: tuple[str, ...]
+    dynamic_axes: tuple[dict[int, str], ...]  # per input: axis -> dimension name
+    parts: Callable[[Any], dict[str, Any]]
+    encode: Callable[..., Any]
+    reference: Callable[[Any, dict[str, Any]], Any]
+    feeds: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] = pixel_values_only
+    example: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None  # None: concatenate along axis 0
+
+
 @dataclass(frozen=True)
 class Family:
-    """One supported family: the ``model_type`` of its configs, its adapter and its tiny checkpoint."""
+    """One supported family: the ``model_type`` of its configs, its adapter, its tiny checkpoint and its ONNX graphs.
+
+    ``positions`` names the decoder's position ids (``"1d"`` [batch, sequence]; ``"mrope"`` [4, batch, sequence],
+    Qwen2-VL style); ``device_processor(root)`` assembles the processor of a bundle where ``AutoProcessor`` needs
+    what a device may lack (torchvision); ``decoder_token_types`` gives the decoder graph a ``token_type_ids`` input.
+    """
 
     name: str
     model_type: str
     adapter: type[HFLoadedModel]
     tokenizer: TokenizerSpec | None = None  # None: no tiny checkpoint of its own
     build_tiny: TinyBuilder | None = None
+    vision: VisionGraph | None = None  # None: no ONNX vision encoder (a text LM, or see ``no_export``)
+    no_export: str = ""  # why a VLM family has no vision graph: ``covspec export`` says it
+    positions: str = "1d"
+    device_processor: Callable[[Path], Any] | None = None
+    # the decoder graph takes ``token_type_ids`` [batch, total] (1 on image tokens) after ``position_ids``: Gemma 3's
+    # bidirectional attention among the tokens of one image during prefill (zeros afterwards: causal)
+    decoder_token_types: bool = False
+
+
+def stack_examples(inputs: tuple[str, ...], batches: list[dict[str, Any]]) -> dict[str, Any]:
+    """The default export example: each input of every sample batch, concatenated along axis 0."""
+    import torch
+
+    return {name: torch.cat([b[name] for b in batches], dim=0) for name in inputs}
 
 
 def llama_text_config(t: TextSize, ids: dict[str, Any]) -> Any:

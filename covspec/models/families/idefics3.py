@@ -9,14 +9,105 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from covspec.models.common import HFVisionLanguageModel
-from covspec.models.families.base import Family, TextSize, TokenizerSpec, llama_text_config
+from covspec.models.families.base import (
+    Family,
+    TextSize,
+    TokenizerSpec,
+    VisionGraph,
+    image_features_of,
+    llama_text_config,
+)
 
 
 class Idefics3Adapter(HFVisionLanguageModel):
     family = "idefics3"
     model_class_name = "Idefics3ForConditionalGeneration"
     uses_processor = True
+
+
+# -- vision graph: pixel_values [B, N, 3, H, W] + pixel_attention_mask int64 [B, N, H, W] -> [B * N * seq, hidden] --
+# Every image given is encoded: the feeds drop all-zero padding images first, as transformers does inside
+# get_image_features. SmolVLM shares this tower and this graph.
+
+
+def _position_ids(patch_mask: Any, side: int) -> Any:
+    """transformers' bucketize of fractional patch coordinates, shape-static: bucketize(x, boundaries, right=True) is
+    the number of boundaries <= x, with the same float values."""
+    import torch
+
+    rows, cols = patch_mask.shape[1], patch_mask.shape[2]
+    boundaries = torch.arange(1 / side, 1.0, 1 / side, device=patch_mask.device)
+    nb_h = patch_mask[:, :, 0].sum(dim=1).to(torch.float32)
+    nb_w = patch_mask[:, 0, :].sum(dim=1).to(torch.float32)
+    h_idx = torch.arange(rows, device=patch_mask.device, dtype=torch.float32)
+    w_idx = torch.arange(cols, device=patch_mask.device, dtype=torch.float32)
+    frac_h = torch.clamp(h_idx[None, :] * (1.0 / nb_h)[:, None], max=1.0 - 1e-6)
+    frac_w = torch.clamp(w_idx[None, :] * (1.0 / nb_w)[:, None], max=1.0 - 1e-6)
+    bucket_h = (frac_h[..., None] >= boundaries).sum(-1)
+    bucket_w = (frac_w[..., None] >= boundaries).sum(-1)
+    pos = bucket_h[:, :, None] * side + bucket_w[:, None, :]
+    pos = pos.reshape(pos.shape[0], -1)
+    return torch.where(patch_mask.reshape(pos.shape[0], -1), pos, torch.zeros_like(pos))
+
+
+def _encode(parts: Any, config: Any, pixel_values: Any, pixel_attention_mask: Any) -> Any:
+    import torch
+
+    vision = parts["tower"]
+    patch = int(config.vision_config.patch_size)
+    b, n, c, h, w = pixel_values.shape
+    pixels = pixel_values.reshape(b * n, c, h, w)
+    mask = pixel_attention_mask.reshape(b * n, h // patch, patch, w // patch, patch)
+    patch_mask = mask.sum(dim=(2, 4)) > 0
+    emb = vision.embeddings
+    hidden = emb.patch_embedding(pixels).flatten(2).transpose(1, 2)
+    hidden = hidden + emb.position_embedding(_position_ids(patch_mask, int(emb.num_patches_per_side)))
+    flat = patch_mask.reshape(b * n, -1)
+    bias = torch.zeros(flat.shape, dtype=hidden.dtype, device=hidden.device)
+    bias = bias.masked_fill(~flat, torch.finfo(hidden.dtype).min)[:, None, None, :]
+    hidden = vision.encoder(inputs_embeds=hidden, attention_mask=bias).last_hidden_state
+    hidden = vision.post_layernorm(hidden)
+    features = parts["connector"](hidden)
+    return features.reshape(-1, features.shape[-1])
+
+
+def _feeds(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    pixels = np.asarray(batch["pixel_values"], dtype=np.float32)
+    b, n = pixels.shape[:2]
+    mask = batch.get("pixel_attention_mask")
+    mask = np.ones((b, n, *pixels.shape[3:]), np.int64) if mask is None else np.asarray(mask, np.int64)
+    real = (pixels.reshape(b * n, -1) != 0).any(axis=1)  # all-zero images are padding, as transformers drops
+    pixels = pixels.reshape(b * n, *pixels.shape[2:])[real][None]
+    mask = mask.reshape(b * n, *mask.shape[2:])[real][None]
+    return {"pixel_values": pixels, "pixel_attention_mask": mask}
+
+
+def _example(batches: list[dict[str, Any]]) -> dict[str, Any]:
+    import torch
+
+    pixels = torch.cat([b["pixel_values"] for b in batches], dim=0)  # [2, N, 3, H, W]
+    mask = torch.cat([b["pixel_attention_mask"] for b in batches], dim=0).to(torch.long)
+    return {"pixel_values": torch.cat([pixels, pixels], dim=1), "pixel_attention_mask": torch.cat([mask, mask], dim=1)}
+
+
+def _reference(hf_model: Any, batch: dict[str, Any]) -> Any:
+    return image_features_of(
+        hf_model, pixel_values=batch["pixel_values"], pixel_attention_mask=batch.get("pixel_attention_mask")
+    )
+
+
+VISION = VisionGraph(
+    inputs=("pixel_values", "pixel_attention_mask"),
+    dynamic_axes=({0: "batch", 1: "num_images"}, {0: "batch", 1: "num_images"}),
+    parts=lambda hf: {"tower": hf.model.vision_model, "connector": hf.model.connector},
+    encode=_encode,
+    reference=_reference,
+    feeds=_feeds,
+    example=_example,
+)
 
 
 # -- tiny checkpoint ------------------------------------------------------------------------------------------------
@@ -103,6 +194,6 @@ def build_tiny(size: str, tokenizer: Any, ids: dict[str, Any], text: TextSize) -
     return model, processor
 
 
-FAMILY = Family("idefics3", "idefics3", Idefics3Adapter, TOKENIZER, build_tiny)
+FAMILY = Family("idefics3", "idefics3", Idefics3Adapter, TOKENIZER, build_tiny, vision=VISION)
 
-__all__ = ["FAMILY", "Idefics3Adapter"]
+__all__ = ["FAMILY", "VISION", "Idefics3Adapter"]

@@ -10,13 +10,62 @@ from __future__ import annotations
 from typing import Any
 
 from covspec.models.common import HFVisionLanguageModel
-from covspec.models.families.base import Family, TextSize, TokenizerSpec, llama_text_config
+from covspec.models.families.base import (
+    Family,
+    TextSize,
+    TokenizerSpec,
+    VisionGraph,
+    image_features_of,
+    llama_text_config,
+)
 
 
 class LlavaAdapter(HFVisionLanguageModel):
     family = "llava"
     model_class_name = "LlavaForConditionalGeneration"
     uses_processor = True
+
+
+# -- vision graph ----------------------------------------------------------------------------------------------------
+
+
+def select_features(config: Any, hidden_states: Any) -> Any:
+    """The vision tower's feature layer(s) under the config's strategy ("default" drops CLS), concatenated: what the
+    projector reads. LLaVA-NeXT and LLaVA-OneVision select the same way."""
+    import torch
+
+    layer = config.vision_feature_layer
+    layers = [layer] if isinstance(layer, int) else list(layer)
+    selected = [hidden_states[i] for i in layers]
+    if config.vision_feature_select_strategy == "default":
+        selected = [h[:, 1:] for h in selected]
+    return torch.cat(selected, dim=-1)
+
+
+def _encode(parts: Any, config: Any, pixel_values: Any) -> Any:
+    # get_image_features ends in list(features), which iterates over (and so fixes) the batch: done by hand here
+    out = parts["tower"](pixel_values, output_hidden_states=True, return_dict=True)
+    features = parts["projector"](select_features(config, out.hidden_states))
+    return features.reshape(-1, features.shape[-1])
+
+
+def _reference(hf_model: Any, batch: dict[str, Any]) -> Any:
+    config = hf_model.config
+    return image_features_of(
+        hf_model,
+        pixel_values=batch["pixel_values"],
+        vision_feature_layer=config.vision_feature_layer,
+        vision_feature_select_strategy=config.vision_feature_select_strategy,
+    )
+
+
+VISION = VisionGraph(
+    inputs=("pixel_values",),
+    dynamic_axes=({0: "batch"},),
+    parts=lambda hf: {"tower": hf.model.vision_tower, "projector": hf.model.multi_modal_projector},
+    encode=_encode,
+    reference=_reference,
+)
 
 
 # -- tiny checkpoint ------------------------------------------------------------------------------------------------
@@ -97,6 +146,6 @@ def build_tiny(size: str, tokenizer: Any, ids: dict[str, Any], text: TextSize) -
     return model, processor
 
 
-FAMILY = Family("llava", "llava", LlavaAdapter, TOKENIZER, build_tiny)
+FAMILY = Family("llava", "llava", LlavaAdapter, TOKENIZER, build_tiny, vision=VISION)
 
-__all__ = ["FAMILY", "LLAVA_TEMPLATE", "LlavaAdapter"]
+__all__ = ["FAMILY", "LLAVA_TEMPLATE", "VISION", "LlavaAdapter", "select_features"]

@@ -12,10 +12,23 @@ the sequence, and every forward gets explicit ``position_ids`` of shape [4, 1, n
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from covspec.models.common import HFVisionLanguageModel
-from covspec.models.families.base import TEXT_INIT_RANGE, Family, TextSize, TokenizerSpec
+from covspec.models.families.base import (
+    TEXT_INIT_RANGE,
+    Family,
+    TextSize,
+    TokenizerSpec,
+    VisionGraph,
+    image_features_of,
+)
+
+logger = logging.getLogger(__name__)
 
 
 class Qwen2VLAdapter(HFVisionLanguageModel):
@@ -60,6 +73,104 @@ class Qwen2VLAdapter(HFVisionLanguageModel):
         delta = int(state or 0)
         text = torch.arange(start, start + count, device=self.device).view(1, 1, count)
         return torch.cat([text, (text + delta).expand(3, 1, count)], dim=0)
+
+
+# -- vision graph ----------------------------------------------------------------------------------------------------
+# pixel_values [n_patches, C*T*P*P] + image_grid_thw int64 [n_images, 3] -> [n_patches / merge², hidden].
+# Attention is restricted to each frame of each image by an additive mask built from per-patch segment ids, in place
+# of transformers' per-chunk split over cu_seqlens.tolist().
+
+
+def patch_layout(n: int, grid: Any, merge: int) -> tuple[Any, Any]:
+    """(row, column) of every patch in its frame, in the processor's merge-block order, and the patch's segment id
+    (one per frame of each image)."""
+    import torch
+
+    t, h, w = grid[:, 0], grid[:, 1], grid[:, 2]
+    sizes = t * h * w
+    ends = torch.cumsum(sizes, dim=0)
+    idx = torch.arange(n, device=grid.device)
+    image = (idx[:, None] >= ends[None, :]).sum(-1)
+    local = idx - (ends - sizes)[image]
+    frame_len = (h * w)[image]
+    frame = local // frame_len
+    within_frame = local % frame_len
+    blocks_w = w[image] // merge
+    block, within = within_frame // (merge * merge), within_frame % (merge * merge)
+    hpos = (block // blocks_w) * merge + within // merge
+    wpos = (block % blocks_w) * merge + within % merge
+    segment = image * (torch.max(t) + 1) + frame
+    return torch.stack([hpos, wpos], dim=-1), segment
+
+
+def _encode(parts: Any, config: Any, pixel_values: Any, image_grid_thw: Any) -> Any:
+    import torch
+    from transformers.models.qwen2_vl.modeling_qwen2_vl import apply_rotary_pos_emb_vision
+
+    visual = parts["visual"]
+    n = pixel_values.shape[0]
+    positions, segment = patch_layout(n, image_grid_thw, int(visual.spatial_merge_size))
+    hidden = visual.patch_embed(pixel_values)
+    cos, sin = visual.rotary_pos_emb(hidden, positions)
+    same = segment[:, None] == segment[None, :]
+    bias = torch.zeros(same.shape, dtype=torch.float32, device=hidden.device)
+    bias = bias.masked_fill(~same, torch.finfo(torch.float32).min)
+    for blk in visual.blocks:
+        attn = blk.attn
+        x = blk.norm1(hidden)
+        q, k, v = attn.qkv(x).reshape(n, 3, attn.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
+        q, k = apply_rotary_pos_emb_vision(q, k, cos, sin)
+        q, k, v = q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1)  # [heads, n, head_dim]
+        weights = torch.matmul(q, k.transpose(1, 2)) * attn.scaling + bias
+        weights = torch.softmax(weights, dim=-1, dtype=torch.float32).to(q.dtype)
+        out = torch.matmul(weights, v).transpose(0, 1).reshape(n, -1)
+        hidden = hidden + attn.proj(out)
+        hidden = hidden + blk.mlp(blk.norm2(hidden))
+    return visual.merger(hidden)
+
+
+def grid_feeds(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {
+        "pixel_values": np.asarray(batch["pixel_values"], dtype=np.float32),
+        "image_grid_thw": np.asarray(batch["image_grid_thw"], dtype=np.int64),
+    }
+
+
+def grid_reference(hf_model: Any, batch: dict[str, Any]) -> Any:
+    return image_features_of(hf_model, pixel_values=batch["pixel_values"], image_grid_thw=batch["image_grid_thw"])
+
+
+VISION = VisionGraph(
+    inputs=("pixel_values", "image_grid_thw"),
+    dynamic_axes=({0: "num_patches"}, {0: "num_images"}),
+    parts=lambda hf: {"visual": hf.model.visual},
+    encode=_encode,
+    reference=grid_reference,
+    feeds=grid_feeds,
+)
+
+
+def images_only_processor(root: Path) -> Any:
+    """The bundle's processor without torchvision: transformers finds a processor's parts from the names of its
+    ``__init__`` parameters, so a subclass whose ``__init__`` has no ``video_processor`` loads images only."""
+    import transformers
+    from transformers import Qwen2VLProcessor
+    from transformers.processing_utils import ProcessorMixin
+
+    class Qwen2VLImagesOnlyProcessor(Qwen2VLProcessor):
+        def __init__(self, image_processor: Any = None, tokenizer: Any = None, chat_template: Any = None) -> None:
+            self.image_token = getattr(tokenizer, "image_token", None) or "<|image_pad|>"
+            self.video_token = getattr(tokenizer, "video_token", None) or "<|video_pad|>"
+            self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
+            self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
+            ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
+
+    logger.info("%s: no torchvision, so the video processor is left out (images only)", root)
+    image_processor = transformers.AutoImageProcessor.from_pretrained(str(root))
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(root))
+    chat = root / "chat_template.jinja"
+    template = chat.read_text(encoding="utf-8") if chat.is_file() else getattr(tokenizer, "chat_template", None)
+    return Qwen2VLImagesOnlyProcessor(image_processor=image_processor, tokenizer=tokenizer, chat_template=template)
 
 
 # -- tiny checkpoint ------------------------------------------------------------------------------------------------
@@ -180,6 +291,23 @@ def build_tiny(size: str, tokenizer: Any, ids: dict[str, Any], text: TextSize) -
     return model, processor
 
 
-FAMILY = Family("qwen2_vl", "qwen2_vl", Qwen2VLAdapter, TOKENIZER, build_tiny)
+FAMILY = Family(
+    "qwen2_vl",
+    "qwen2_vl",
+    Qwen2VLAdapter,
+    TOKENIZER,
+    build_tiny,
+    vision=VISION,
+    positions="mrope",
+    device_processor=images_only_processor,
+)
 
-__all__ = ["FAMILY", "Qwen2VLAdapter"]
+__all__ = [
+    "FAMILY",
+    "VISION",
+    "Qwen2VLAdapter",
+    "grid_feeds",
+    "grid_reference",
+    "images_only_processor",
+    "patch_layout",
+]

@@ -3,8 +3,8 @@
 Prompts are rendered exactly as the torch adapters render them (the processor's chat template, then the processor on
 the text and the image, as numpy). The engine encodes the image with ``vision_encoder.onnx``, embeds the ids with
 ``embed_tokens.onnx``, writes the image features over the image placeholder embeddings, and runs
-``decoder_model_merged.onnx`` with an explicit KV cache that ``crop`` slices. Qwen2-VL positions (M-RoPE) come from
-``mrope`` in numpy.
+``decoder_model_merged.onnx`` with an explicit KV cache that ``crop`` slices. The vision graph's feeds are the
+family's (``covspec.models.families``); M-RoPE positions come from ``covspec.models.mrope`` in numpy.
 
 Execution providers: ``cpu``; ``cuda`` (I/O binding keeps the KV cache on the GPU between steps); ``tensorrt``
 (TensorRT, then CUDA, then CPU for what TensorRT cannot take; engine cache under the bundle's ``tensorrt/``);
@@ -23,9 +23,11 @@ import numpy as np
 from covspec.bundle import Bundle, load_bundle
 from covspec.cpus import describe
 from covspec.errors import EngineUnavailableError
+from covspec.models import mrope
 from covspec.models.base import ModelFingerprint, TokenSequence, check_token_ids
+from covspec.models.families import TEXT_LM, family_named
+from covspec.models.loading import load_processor
 from covspec.models.prompts import text_inputs, vlm_inputs
-from covspec.runtime_device.engines import mrope
 
 logger = logging.getLogger(__name__)
 
@@ -78,48 +80,10 @@ def providers_for(ep: str, bundle: Bundle) -> tuple[str, list[Any]]:
     return ep, [("TensorrtExecutionProvider", trt), cuda, "CPUExecutionProvider"]
 
 
-def load_processor(root: Path, family: str) -> Any:
-    """The bundle's processor (VLM) or tokenizer (text LM), loadable without torch.
-
-    Without torch, transformers picks the PIL image processors; Qwen2-VL's video processor needs torchvision, so
-    there the processor is assembled from its image processor and tokenizer alone (images only).
-    """
-    import transformers
-
-    if family == "text_lm":
-        return transformers.AutoTokenizer.from_pretrained(str(root))
-    try:
-        return transformers.AutoProcessor.from_pretrained(str(root))
-    except ImportError:
-        if family != "qwen2_vl":
-            raise
-        logger.info("%s: no torchvision, so Qwen2-VL's video processor is left out (images only)", root)
-        image_processor = transformers.AutoImageProcessor.from_pretrained(str(root))
-        tokenizer = transformers.AutoTokenizer.from_pretrained(str(root))
-        chat = root / "chat_template.jinja"
-        template = chat.read_text(encoding="utf-8") if chat.is_file() else getattr(tokenizer, "chat_template", None)
-        return _qwen2_vl_images_only()(image_processor=image_processor, tokenizer=tokenizer, chat_template=template)
-
-
-def _qwen2_vl_images_only() -> type:
-    """``Qwen2VLProcessor`` without its video processor: transformers finds a processor's parts from the names of its
-    ``__init__`` parameters, so this subclass's ``__init__`` simply has no ``video_processor``."""
-    from transformers import Qwen2VLProcessor
-    from transformers.processing_utils import ProcessorMixin
-
-    class Qwen2VLImagesOnlyProcessor(Qwen2VLProcessor):
-        def __init__(self, image_processor: Any = None, tokenizer: Any = None, chat_template: Any = None) -> None:
-            self.image_token = getattr(tokenizer, "image_token", None) or "<|image_pad|>"
-            self.video_token = getattr(tokenizer, "video_token", None) or "<|video_pad|>"
-            self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
-            self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
-            ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
-
-    return Qwen2VLImagesOnlyProcessor
-
-
 class OnnxDrafterEngine:
     """A drafter over a device bundle, run by ONNX Runtime; implements ``DrafterEngine``."""
+
+    decoder_token_types = False  # the decoder graph takes token_type_ids (Family.decoder_token_types: Gemma 3)
 
     def __init__(
         self, bundle_dir: str | Path, *, ep: str = "cpu", threads: int | None = None, verify: bool = True
@@ -151,6 +115,7 @@ class OnnxDrafterEngine:
         self.feed_recorder: FeedRecorder | None = None
         self._read_manifest()
         self._decoder_inputs = {i.name for i in self.sessions["decoder"].get_inputs()}
+        self.decoder_token_types = "token_type_ids" in self._decoder_inputs
         self._device_kv = self.ep in ("cuda", "tensorrt")
         logger.info("onnxruntime drafter %s on %s", self.bundle.root, self.sessions["decoder"].get_providers())
 
@@ -174,7 +139,7 @@ class OnnxDrafterEngine:
             eos_token_ids=tuple(int(t) for t in fp.get("eos_token_ids", info.get("eos_token_ids", ()))),
         )
         self.processor = load_processor(self.bundle.root, self.family)
-        self.tokenizer = self.processor if self.family == "text_lm" else self.processor.tokenizer
+        self.tokenizer = self.processor if self.family == TEXT_LM.name else self.processor.tokenizer
 
     # -- DrafterEngine -------------------------------------------------------------------------------------------
 
@@ -220,7 +185,12 @@ class OnnxDrafterEngine:
         else:
             positions = np.arange(length, dtype=np.int64)[None, :]
         kv = self.empty_kv()
-        logits, kv = self.run_decoder(embeds, positions, kv, 0)
+        if self.decoder_token_types:  # the prompt's types: the tokens of one image attend to each other
+            types = batch.get("token_type_ids")
+            types = np.zeros_like(input_ids) if image is None or types is None else np.asarray(types, np.int64)
+            logits, kv = self.run_decoder(embeds, positions, kv, 0, token_types=types)
+        else:
+            logits, kv = self.run_decoder(embeds, positions, kv, 0)
         return OnnxSequence(self, input_ids[0].tolist(), logits[-1], kv, image_tokens, delta)
 
     def decode(self, tokens: Sequence[int]) -> str:
@@ -231,7 +201,7 @@ class OnnxDrafterEngine:
 
     def render(self, image: Any | None, prompt: str) -> dict[str, np.ndarray]:
         """The prompt (and image) as numpy model inputs, exactly as ``covspec.models`` renders them."""
-        if self.family == "text_lm":
+        if self.family == TEXT_LM.name:
             return dict(text_inputs(self.processor, prompt, "np"))
         return dict(vlm_inputs(self.processor, image, prompt, "np"))
 
@@ -244,18 +214,10 @@ class OnnxDrafterEngine:
         return np.array(self._run("embed_tokens", {"input_ids": input_ids.astype(np.int64)})[0], dtype=np.float32)
 
     def vision_feeds(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        pixels = np.asarray(batch["pixel_values"], dtype=np.float32)
-        if self.family == "qwen2_vl":
-            return {"pixel_values": pixels, "image_grid_thw": np.asarray(batch["image_grid_thw"], dtype=np.int64)}
-        if self.family == "idefics3":
-            b, n = pixels.shape[:2]
-            mask = batch.get("pixel_attention_mask")
-            mask = np.ones((b, n, *pixels.shape[3:]), np.int64) if mask is None else np.asarray(mask, np.int64)
-            real = (pixels.reshape(b * n, -1) != 0).any(axis=1)  # all-zero images are padding, as transformers drops
-            pixels = pixels.reshape(b * n, *pixels.shape[2:])[real][None]
-            mask = mask.reshape(b * n, *mask.shape[2:])[real][None]
-            return {"pixel_values": pixels, "pixel_attention_mask": mask}
-        return {"pixel_values": pixels}
+        graph = family_named(self.family).vision
+        if graph is None:
+            raise EngineUnavailableError(f"family {self.family!r} has no vision graph in this version of covspec")
+        return graph.feeds(batch)
 
     def image_features(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         """[n_image_tokens, hidden] embeddings for the image placeholders of a rendered batch."""
@@ -266,15 +228,26 @@ class OnnxDrafterEngine:
         return [empty] * (2 * self.num_layers)
 
     def run_decoder(
-        self, embeds: np.ndarray, positions: np.ndarray, kv: list[Any], past: int
+        self,
+        embeds: np.ndarray,
+        positions: np.ndarray,
+        kv: list[Any],
+        past: int,
+        token_types: np.ndarray | None = None,
     ) -> tuple[np.ndarray, list[Any]]:
-        """One decoder run over ``embeds`` [1, n, hidden] after ``past`` cached positions; (logits [n, vocab], kv)."""
+        """One decoder run over ``embeds`` [1, n, hidden] after ``past`` cached positions; (logits [n, vocab], kv).
+
+        ``token_types`` [1, past + n] feeds a decoder that takes ``token_type_ids`` (zeros when not given: the new
+        tokens are text, whose attention is causal whatever the past's types)."""
         n = embeds.shape[1]
         feeds: dict[str, Any] = {
             "inputs_embeds": np.ascontiguousarray(embeds, dtype=np.float32),
             "attention_mask": np.ones((1, past + n), dtype=np.int64),
             "position_ids": np.ascontiguousarray(positions, dtype=np.int64),
         }
+        if self.decoder_token_types:
+            types = np.zeros((1, past + n), dtype=np.int64) if token_types is None else token_types
+            feeds["token_type_ids"] = np.ascontiguousarray(types, dtype=np.int64)
         names = [f"past_key_values.{i}.{k}" for i in range(self.num_layers) for k in ("key", "value")]
         if self._device_kv:
             return self._run_decoder_bound(feeds, names, kv)
@@ -363,4 +336,4 @@ class OnnxSequence(TokenSequence):
         return sum(_kv_nbytes(v) for v in self._kv)
 
 
-__all__ = ["EP_CHOICES", "OnnxDrafterEngine", "OnnxSequence", "load_processor", "providers_for"]
+__all__ = ["EP_CHOICES", "OnnxDrafterEngine", "OnnxSequence", "providers_for"]

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from covspec.bundle import load_bundle
+from covspec.bundle import Bundle, load_bundle
 from covspec.bundle.engines import engine_paths
 from covspec.bundle.platform import detect_platform, import_tensorrt
 from covspec.errors import BundleError, EngineUnavailableError, LimitError
@@ -112,15 +112,28 @@ class TrtRunner:
         return outputs
 
 
+def check_decoder_inputs(bundle: Bundle) -> None:
+    """Refuse a bundle whose decoder takes an input the engines are not fed (rather than draft without it)."""
+    decoder_inputs = {i["name"] for i in (bundle.manifest.io or {}).get("decoder", {}).get("inputs", [])}
+    if "token_type_ids" in decoder_inputs:
+        raise EngineUnavailableError(
+            f"{bundle.root}: this decoder takes token_type_ids (Gemma 3: the tokens of an image attend to each other "
+            "in prefill), which the native TensorRT engine does not feed yet; run the bundle with ONNX Runtime "
+            "(--engine onnxruntime; --ep tensorrt gives TensorRT through it)"
+        )
+
+
 class TensorRTDrafterEngine(OnnxDrafterEngine):
     """A drafter over a bundle's TensorRT engines; implements ``DrafterEngine``."""
 
     def __init__(self, bundle_dir: str | Path, *, device: int = 0, verify: bool = True) -> None:
         trt = import_tensorrt()
+        bundle = load_bundle(bundle_dir, verify=verify)
+        check_decoder_inputs(bundle)
         torch = _torch_cuda()
         torch.cuda.set_device(device)
         self.torch = torch
-        self.bundle = load_bundle(bundle_dir, verify=verify)
+        self.bundle = bundle
         manifest = self.bundle.manifest
         paths = engine_paths(self.bundle, platform=detect_platform(trt, device))
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
