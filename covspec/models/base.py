@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from covspec.models.vocabulary import Vocabulary
+
 
 @dataclass(frozen=True)
 class ModelFingerprint:
@@ -150,6 +152,11 @@ class LoadedModel(abc.ABC):
     @property
     @abc.abstractmethod
     def accepts_images(self) -> bool: ...
+
+    @property
+    @abc.abstractmethod
+    def vocabulary(self) -> Vocabulary:
+        """What each token id means (``covspec.models.vocabulary``): what pairing compares across tokenizers."""
 
     @abc.abstractmethod
     def start(self, image: Any | None, prompt: str, *, max_prompt_tokens: int | None = None) -> ModelSequence:

@@ -25,6 +25,7 @@ import numpy as np
 from covspec.errors import LimitError
 from covspec.models.base import LoadedModel, ModelFingerprint, TokenSequence, check_token_ids
 from covspec.models.prompts import vlm_inputs
+from covspec.models.vocabulary import PROBE_PROMPT, Vocabulary, vocabulary_of
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -287,6 +288,11 @@ class HFLoadedModel(LoadedModel):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.hf_model.parameters())
+
+    @functools.cached_property
+    def vocabulary(self) -> Vocabulary:
+        probe = self.render(None, PROBE_PROMPT)["input_ids"][0].tolist()
+        return vocabulary_of(self._tokenizer, self._vocab_size, probe)
 
     @functools.cached_property
     def reserved_texts(self) -> frozenset[str]:

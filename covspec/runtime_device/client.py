@@ -20,6 +20,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.sync.client import ClientConnection, connect
 
 from covspec.errors import EdgeError, EdgeUnavailableError, IncompatiblePairError, ProtocolError
+from covspec.models.vocabulary import Vocabulary
 from covspec.protocol import (
     ErrorFrame,
     Hello,
@@ -75,6 +76,7 @@ class EdgeClient:
         self.counter = counter or ByteCounter()
         self.device_id = device_id or uuid.uuid4().hex[:16]  # names this device's held images on the edge
         self._connection: EdgeConnection | None = None
+        self._vocabularies: dict[str, Vocabulary] = {}
 
     # ---- HTTP control -------------------------------------------------------------------------------------------
     def _headers(self) -> dict[str, str]:
@@ -111,6 +113,16 @@ class EdgeClient:
 
     def info(self) -> dict[str, Any]:
         return self._request("GET", "/v1/info")
+
+    def target_vocabulary(self, tokenizer_hash: str) -> Vocabulary:
+        """The target's vocabulary (``GET /v1/vocabulary``), fetched once per tokenizer hash."""
+        if tokenizer_hash not in self._vocabularies:
+            data = self._request("GET", "/v1/vocabulary")
+            try:
+                self._vocabularies[tokenizer_hash] = Vocabulary.from_dict(data)
+            except (TypeError, ValueError) as exc:
+                raise EdgeError(f"the edge's vocabulary is malformed: {exc}", code="malformed_message") from None
+        return self._vocabularies[tokenizer_hash]
 
     def chat_completion(self, body: dict[str, Any]) -> dict[str, Any]:
         """POST /v1/chat/completions (target only, non-streaming), on the same counting socket."""

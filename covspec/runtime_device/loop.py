@@ -16,10 +16,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from covspec.errors import EdgeError, EdgeUnavailableError, GenerationInterrupted, IncompatiblePairError
+from covspec.errors import EdgeError, EdgeUnavailableError, GenerationInterrupted
 from covspec.protocol import (
     DEVICE_RNG_STREAM,
-    PROTOCOL_VERSION,
     RoundRequest,
     SessionSpec,
     Verdict,
@@ -31,6 +30,7 @@ from covspec.protocol.modes import mode_rules, resolve_verify_mode
 from covspec.runtime_device.client import EdgeClient, EdgeConnection
 from covspec.runtime_device.drafter import Drafter
 from covspec.runtime_device.engines.base import DrafterEngine
+from covspec.runtime_device.pairing import check_pair
 from covspec.spec import SamplingParams, SpecStats
 from covspec.spec.policy import CostConfig, DraftPolicy, PolicyKind, RoundObservation, make_policy
 
@@ -74,22 +74,6 @@ class GenerationResult:
         return {"text": self.text, "tokens": list(self.tokens), "stats": dict(self.stats)}
 
 
-def check_pair(engine: DrafterEngine, info: dict[str, Any]) -> int:
-    """Refuse a drafter whose tokenizer is not the target's; returns the target's vocabulary size."""
-    if info.get("protocol_version") != PROTOCOL_VERSION:
-        raise IncompatiblePairError(
-            f"edge speaks protocol {info.get('protocol_version')}, this device {PROTOCOL_VERSION}"
-        )
-    target = info.get("model", {})
-    drafter = engine.fingerprint
-    if target.get("tokenizer_hash") != drafter.tokenizer_hash:
-        raise IncompatiblePairError(
-            f"drafter {drafter.name} and target {target.get('name')} do not share a tokenizer "
-            f"({drafter.tokenizer_hash[:12]} vs {str(target.get('tokenizer_hash'))[:12]})"
-        )
-    return int(target["vocab_size"])
-
-
 def generate(
     engine: DrafterEngine,
     client: EdgeClient,
@@ -111,7 +95,7 @@ def generate(
 
     started = time.perf_counter()
     info = connection.hello()  # on a new connection, its hello is this generation's cost
-    vocab_size = check_pair(engine, info)
+    vocab_size = check_pair(engine, info, client)
     mode = resolve_verify_mode(config.verify_mode)
     spec = SessionSpec(
         prompt, config.temperature, config.top_k, config.top_p, config.seed, config.max_new_tokens, mode,

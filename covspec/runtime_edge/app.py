@@ -89,6 +89,11 @@ def _add_routes(app: FastAPI) -> None:
     async def info(service: Service) -> dict[str, Any]:
         return service.info()
 
+    @app.get("/v1/vocabulary")
+    async def vocabulary(service: Service) -> Response:
+        body = await asyncio.to_thread(lambda: service.vocabulary_json)
+        return Response(body, media_type="application/json")
+
     @app.get("/v1/models")
     async def models(service: Service) -> dict[str, Any]:
         return {"object": "list", "data": [{"id": service.model_name, "object": "model", "owned_by": "covspec"}]}

@@ -4,7 +4,9 @@ with the two operations every transport needs: open a session, verify a round. F
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -34,6 +36,7 @@ FEATURES = [
     "rounds.burst",
     "verdict.verify_time",
     "verify_mode.auto",
+    "pairing.vocabulary",  # GET /v1/vocabulary: what each token id means, for drafters with other tokenizer files
     "sampling",
     "http_sessions",
     "openai.chat_completions",
@@ -77,11 +80,22 @@ class EdgeService:
     def info(self) -> dict[str, Any]:
         return {
             "protocol_version": PROTOCOL_VERSION,
-            "model": {**self.model.fingerprint.to_dict(), "name": self.model_name},
+            "model": {
+                **self.model.fingerprint.to_dict(),
+                "name": self.model_name,
+                "chat_probe": list(self.model.vocabulary.probe_ids),
+            },
             "features": FEATURES,
             "verify_modes": [m.value for m in VerifyMode],  # "auto" is answered with the mode it resolves to
             "limits": self.limits.to_dict(),
         }
+
+    @functools.cached_property
+    def vocabulary_json(self) -> bytes:
+        """``GET /v1/vocabulary``, serialised once: megabytes at a real vocabulary, asked for only by drafters whose
+        tokenizer files differ from the target's."""
+        body = {**self.model.vocabulary.to_dict(), "tokenizer_hash": self.model.fingerprint.tokenizer_hash}
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
     def check_spec(self, spec: SessionSpec) -> SessionSpec:
         """The server's own limits on a valid request; ``auto`` resolved to the mode it stands for."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from covspec.models.base import ModelFingerprint, ModelSequence
+from covspec.models.vocabulary import Vocabulary
 
 
 class DrafterEngine(Protocol):
@@ -17,6 +18,9 @@ class DrafterEngine(Protocol):
 
     @property
     def accepts_images(self) -> bool: ...
+
+    @property
+    def vocabulary(self) -> Vocabulary: ...
 
     def start(self, image: Any | None, prompt: str) -> ModelSequence: ...
 

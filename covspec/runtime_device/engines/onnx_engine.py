@@ -13,6 +13,7 @@ Execution providers: ``cpu``; ``cuda`` (I/O binding keeps the KV cache on the GP
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,6 +29,7 @@ from covspec.models.base import ModelFingerprint, TokenSequence, check_token_ids
 from covspec.models.families import TEXT_LM, family_named
 from covspec.models.loading import load_processor
 from covspec.models.prompts import text_inputs, vlm_inputs
+from covspec.models.vocabulary import PROBE_PROMPT, Vocabulary, vocabulary_of
 
 logger = logging.getLogger(__name__)
 
@@ -192,6 +194,11 @@ class OnnxDrafterEngine:
         else:
             logits, kv = self.run_decoder(embeds, positions, kv, 0)
         return OnnxSequence(self, input_ids[0].tolist(), logits[-1], kv, image_tokens, delta)
+
+    @functools.cached_property
+    def vocabulary(self) -> Vocabulary:
+        probe = np.asarray(self.render(None, PROBE_PROMPT)["input_ids"]).reshape(-1).tolist()
+        return vocabulary_of(self.tokenizer, self.vocab_size, probe)
 
     def decode(self, tokens: Sequence[int]) -> str:
         eos = set(self.eos_token_ids)

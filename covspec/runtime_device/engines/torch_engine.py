@@ -8,6 +8,7 @@ from typing import Any
 from covspec.cpus import describe, set_torch_threads
 from covspec.models import load_model
 from covspec.models.base import ModelFingerprint, ModelSequence
+from covspec.models.vocabulary import Vocabulary
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,10 @@ class TorchDrafterEngine:
     @property
     def accepts_images(self) -> bool:
         return self._model.accepts_images
+
+    @property
+    def vocabulary(self) -> Vocabulary:
+        return self._model.vocabulary
 
     def start(self, image: Any | None, prompt: str) -> ModelSequence:
         return self._model.start(image if self._model.accepts_images else None, prompt)
