@@ -9,6 +9,7 @@ feeds on a device without torch): the functions import what they use.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,11 +109,55 @@ class Family:
     decoder_token_types: bool = False
 
 
+@dataclass(frozen=True)
+class SavedProcessor:
+    """The parts of a processor saved in a bundle, each loaded on its own: what a family's ``device_processor``
+    assembles where ``AutoProcessor`` needs what a device lacks (a video processor needs torchvision)."""
+
+    image_processor: Any
+    tokenizer: Any
+    settings: dict[str, Any]  # processor_config.json (empty when absent)
+    chat_template: str | None
+
+
+def saved_processor(root: Path) -> SavedProcessor:
+    import transformers
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(root))
+    config = root / "processor_config.json"
+    chat = root / "chat_template.jinja"
+    return SavedProcessor(
+        image_processor=transformers.AutoImageProcessor.from_pretrained(str(root)),
+        tokenizer=tokenizer,
+        settings=json.loads(config.read_text(encoding="utf-8")) if config.is_file() else {},
+        chat_template=chat.read_text(encoding="utf-8") if chat.is_file() else getattr(tokenizer, "chat_template", None),
+    )
+
+
 def stack_examples(inputs: tuple[str, ...], batches: list[dict[str, Any]]) -> dict[str, Any]:
     """The default export example: each input of every sample batch, concatenated along axis 0."""
     import torch
 
     return {name: torch.cat([b[name] for b in batches], dim=0) for name in inputs}
+
+
+def tiny_text_fields(t: TextSize, ids: dict[str, Any], *, bos: int | None) -> dict[str, Any]:
+    """The config fields every tiny language model shares, whatever its config class: size ``t``, the tokenizer's
+    special ids ``ids`` (``vocab_size``, ``eos`` list, ``pad``), the wide initializer, untied embeddings."""
+    return {
+        "vocab_size": ids["vocab_size"],
+        "hidden_size": t.hidden,
+        "intermediate_size": t.intermediate,
+        "num_hidden_layers": t.layers,
+        "num_attention_heads": t.heads,
+        "num_key_value_heads": t.kv_heads,
+        "max_position_embeddings": 2048,
+        "initializer_range": TEXT_INIT_RANGE,
+        "bos_token_id": bos,
+        "eos_token_id": ids["eos"][0],
+        "pad_token_id": ids["pad"],
+        "tie_word_embeddings": False,
+    }
 
 
 def llama_text_config(t: TextSize, ids: dict[str, Any]) -> Any:
@@ -121,17 +166,6 @@ def llama_text_config(t: TextSize, ids: dict[str, Any]) -> Any:
     from transformers import LlamaConfig
 
     return LlamaConfig(
-        vocab_size=ids["vocab_size"],
-        hidden_size=t.hidden,
-        intermediate_size=t.intermediate,
-        num_hidden_layers=t.layers,
-        num_attention_heads=t.heads,
-        num_key_value_heads=t.kv_heads,
-        max_position_embeddings=2048,
-        initializer_range=TEXT_INIT_RANGE,
+        **tiny_text_fields(t, ids, bos=ids["bos"]),
         rms_norm_eps=1e-6,
-        bos_token_id=ids["bos"],
-        eos_token_id=ids["eos"][0],
-        pad_token_id=ids["pad"],
-        tie_word_embeddings=False,
     )

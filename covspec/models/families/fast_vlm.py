@@ -21,12 +21,12 @@ from typing import Any
 
 from covspec.models.common import HFVisionLanguageModel
 from covspec.models.families.base import (
-    TEXT_INIT_RANGE,
     Family,
     TextSize,
     TokenizerSpec,
     VisionGraph,
     image_features_of,
+    tiny_text_fields,
 )
 
 
@@ -99,19 +99,8 @@ def qwen2_text_config(t: TextSize, ids: dict[str, Any]) -> Any:
     from transformers import Qwen2Config
 
     return Qwen2Config(
-        vocab_size=ids["vocab_size"],
-        hidden_size=t.hidden,
-        intermediate_size=t.intermediate,
-        num_hidden_layers=t.layers,
-        num_attention_heads=t.heads,
-        num_key_value_heads=t.kv_heads,
-        max_position_embeddings=2048,
-        initializer_range=TEXT_INIT_RANGE,
+        **tiny_text_fields(t, ids, bos=None),
         rms_norm_eps=1e-6,
-        bos_token_id=None,
-        eos_token_id=ids["eos"][0],
-        pad_token_id=ids["pad"],
-        tie_word_embeddings=False,
     )
 
 

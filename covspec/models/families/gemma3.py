@@ -34,6 +34,7 @@ from covspec.models.families.base import (
     TokenizerSpec,
     VisionGraph,
     image_features_of,
+    tiny_text_fields,
 )
 
 
@@ -139,23 +140,12 @@ def build_tiny(size: str, tokenizer: Any, ids: dict[str, Any], text: TextSize) -
     conv = tokenizer.convert_tokens_to_ids
     head_dim = text.hidden // text.heads
     text_config = Gemma3TextConfig(
-        vocab_size=ids["vocab_size"],
-        hidden_size=text.hidden,
-        intermediate_size=text.intermediate,
-        num_hidden_layers=text.layers,
-        num_attention_heads=text.heads,
-        num_key_value_heads=text.kv_heads,
+        **tiny_text_fields(text, ids, bos=ids["bos"]),
         head_dim=head_dim,
         query_pre_attn_scalar=head_dim,
-        max_position_embeddings=2048,
-        initializer_range=TEXT_INIT_RANGE,
         rms_norm_eps=1e-6,
         sliding_window=SLIDING_WINDOW,
         layer_types=_layer_types(text.layers),
-        bos_token_id=ids["bos"],
-        eos_token_id=ids["eos"][0],
-        pad_token_id=ids["pad"],
-        tie_word_embeddings=False,
     )
     vision_config = SiglipVisionConfig(
         hidden_size=v["hidden"],

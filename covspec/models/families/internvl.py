@@ -26,7 +26,6 @@ processor is :func:`images_only_processor`.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from pathlib import Path
@@ -34,13 +33,14 @@ from typing import Any
 
 from covspec.models.common import HFVisionLanguageModel
 from covspec.models.families.base import (
-    TEXT_INIT_RANGE,
     Family,
     TextSize,
     TokenizerSpec,
     VisionGraph,
-    image_features_of,
+    saved_processor,
+    tiny_text_fields,
 )
+from covspec.models.families.llava import feature_reference
 
 logger = logging.getLogger(__name__)
 
@@ -80,22 +80,12 @@ def _encode(parts: Any, config: Any, pixel_values: Any) -> Any:
     return features.reshape(-1, features.shape[-1])
 
 
-def _reference(hf_model: Any, batch: dict[str, Any]) -> Any:
-    config = hf_model.config
-    return image_features_of(
-        hf_model,
-        pixel_values=batch["pixel_values"],
-        vision_feature_layer=config.vision_feature_layer,
-        vision_feature_select_strategy=config.vision_feature_select_strategy,
-    )
-
-
 VISION = VisionGraph(
     inputs=("pixel_values",),
     dynamic_axes=({0: "tiles"},),
     parts=lambda hf: {"tower": hf.model.vision_tower, "projector": hf.model.multi_modal_projector},
     encode=_encode,
-    reference=_reference,
+    reference=feature_reference,
 )
 
 
@@ -103,7 +93,6 @@ def images_only_processor(root: Path) -> Any:
     """The bundle's processor without torchvision (the video processor needs it): transformers finds a processor's
     parts from the names of its ``__init__`` parameters, so a subclass whose ``__init__`` has no ``video_processor``
     loads images only."""
-    import transformers
     from transformers import InternVLProcessor
     from transformers.processing_utils import ProcessorMixin
 
@@ -129,17 +118,12 @@ def images_only_processor(root: Path) -> Any:
             )
 
     logger.info("%s: no torchvision, so the video processor is left out (images only)", root)
-    image_processor = transformers.AutoImageProcessor.from_pretrained(str(root))
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(root))
-    config = root / "processor_config.json"
-    settings = json.loads(config.read_text(encoding="utf-8")) if config.is_file() else {}
-    chat = root / "chat_template.jinja"
-    template = chat.read_text(encoding="utf-8") if chat.is_file() else getattr(tokenizer, "chat_template", None)
+    parts = saved_processor(root)
     return InternVLImagesOnlyProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        image_seq_length=int(settings.get("image_seq_length", 256)),
-        chat_template=template,
+        image_processor=parts.image_processor,
+        tokenizer=parts.tokenizer,
+        image_seq_length=int(parts.settings.get("image_seq_length", 256)),
+        chat_template=parts.chat_template,
     )
 
 
@@ -208,19 +192,8 @@ def build_tiny(size: str, tokenizer: Any, ids: dict[str, Any], text: TextSize) -
 
     v = _VISION[size]
     text_config = Qwen2Config(
-        vocab_size=ids["vocab_size"],
-        hidden_size=text.hidden,
-        intermediate_size=text.intermediate,
-        num_hidden_layers=text.layers,
-        num_attention_heads=text.heads,
-        num_key_value_heads=text.kv_heads,
-        max_position_embeddings=2048,
-        initializer_range=TEXT_INIT_RANGE,
+        **tiny_text_fields(text, ids, bos=ids["eos"][1]),
         rms_norm_eps=1e-6,
-        bos_token_id=ids["eos"][1],
-        eos_token_id=ids["eos"][0],
-        pad_token_id=ids["pad"],
-        tie_word_embeddings=False,
     )
     vision = InternVLVisionConfig(
         hidden_size=v["hidden"],

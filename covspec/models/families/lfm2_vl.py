@@ -28,7 +28,7 @@ import functools
 from typing import Any
 
 from covspec.models.common import HFVisionLanguageModel
-from covspec.models.families.base import TEXT_INIT_RANGE, Family, TextSize, TokenizerSpec
+from covspec.models.families.base import Family, TextSize, TokenizerSpec, tiny_text_fields
 
 # -- cache with exact rollback ---------------------------------------------------------------------------------------
 
@@ -182,20 +182,9 @@ def build_tiny(size: str, tokenizer: Any, ids: dict[str, Any], text: TextSize) -
         vision_use_head=False,
     )
     text_config = Lfm2Config(
-        vocab_size=ids["vocab_size"],
-        hidden_size=text.hidden,
-        intermediate_size=text.intermediate,
-        num_hidden_layers=text.layers,
-        num_attention_heads=text.heads,
-        num_key_value_heads=text.kv_heads,
+        **tiny_text_fields(text, ids, bos=ids["bos"]),
         layer_types=lfm2_layer_types(text.layers),
         block_auto_adjust_ff_dim=False,  # keep intermediate_size as given
-        max_position_embeddings=2048,
-        initializer_range=TEXT_INIT_RANGE,
-        bos_token_id=ids["bos"],
-        eos_token_id=ids["eos"][0],
-        pad_token_id=ids["pad"],
-        tie_word_embeddings=False,
     )
     config = Lfm2VlConfig(
         vision_config=vision,

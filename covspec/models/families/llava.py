@@ -49,13 +49,15 @@ def _encode(parts: Any, config: Any, pixel_values: Any) -> Any:
     return features.reshape(-1, features.shape[-1])
 
 
-def _reference(hf_model: Any, batch: dict[str, Any]) -> Any:
+def feature_reference(hf_model: Any, batch: dict[str, Any], **inputs: Any) -> Any:
+    """``get_image_features`` with the config's feature layer and strategy (LLaVA and the families built like it)."""
     config = hf_model.config
     return image_features_of(
         hf_model,
         pixel_values=batch["pixel_values"],
         vision_feature_layer=config.vision_feature_layer,
         vision_feature_select_strategy=config.vision_feature_select_strategy,
+        **inputs,
     )
 
 
@@ -64,7 +66,7 @@ VISION = VisionGraph(
     dynamic_axes=({0: "batch"},),
     parts=lambda hf: {"tower": hf.model.vision_tower, "projector": hf.model.multi_modal_projector},
     encode=_encode,
-    reference=_reference,
+    reference=feature_reference,
 )
 
 
@@ -148,4 +150,4 @@ def build_tiny(size: str, tokenizer: Any, ids: dict[str, Any], text: TextSize) -
 
 FAMILY = Family("llava", "llava", LlavaAdapter, TOKENIZER, build_tiny, vision=VISION)
 
-__all__ = ["FAMILY", "LLAVA_TEMPLATE", "VISION", "LlavaAdapter", "select_features"]
+__all__ = ["FAMILY", "LLAVA_TEMPLATE", "VISION", "LlavaAdapter", "feature_reference", "select_features"]

@@ -27,14 +27,13 @@ import numpy as np
 
 from covspec.models.common import HFVisionLanguageModel
 from covspec.models.families.base import (
-    TEXT_INIT_RANGE,
     Family,
     TextSize,
     TokenizerSpec,
     VisionGraph,
-    image_features_of,
+    tiny_text_fields,
 )
-from covspec.models.families.llava import select_features
+from covspec.models.families.llava import feature_reference, select_features
 
 
 class LlavaNextAdapter(HFVisionLanguageModel):
@@ -185,14 +184,7 @@ def anyres_parts(hf: Any) -> dict[str, Any]:
 
 
 def _reference(hf_model: Any, batch: dict[str, Any]) -> Any:
-    config = hf_model.config
-    return image_features_of(
-        hf_model,
-        pixel_values=batch["pixel_values"],
-        image_sizes=batch["image_sizes"],
-        vision_feature_layer=config.vision_feature_layer,
-        vision_feature_select_strategy=config.vision_feature_select_strategy,
-    )
+    return feature_reference(hf_model, batch, image_sizes=batch["image_sizes"])
 
 
 VISION = VisionGraph(
@@ -247,21 +239,10 @@ def mistral_text_config(t: TextSize, ids: dict[str, Any]) -> Any:
     from transformers import MistralConfig
 
     return MistralConfig(
-        vocab_size=ids["vocab_size"],
-        hidden_size=t.hidden,
-        intermediate_size=t.intermediate,
-        num_hidden_layers=t.layers,
-        num_attention_heads=t.heads,
-        num_key_value_heads=t.kv_heads,
+        **tiny_text_fields(t, ids, bos=ids["bos"]),
         head_dim=t.hidden // t.heads,
-        max_position_embeddings=2048,
         sliding_window=None,  # Mistral-7B-Instruct-v0.2, llava-1.6's decoder, has none
-        initializer_range=TEXT_INIT_RANGE,
         rms_norm_eps=1e-6,
-        bos_token_id=ids["bos"],
-        eos_token_id=ids["eos"][0],
-        pad_token_id=ids["pad"],
-        tie_word_embeddings=False,
     )
 
 

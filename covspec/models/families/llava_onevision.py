@@ -18,20 +18,20 @@ anyres_max_2 (the real ones: 384 px, up to 6x6, anyres_max_9), so that both the 
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 from covspec.models.common import HFVisionLanguageModel
 from covspec.models.families.base import (
-    TEXT_INIT_RANGE,
     Family,
     TextSize,
     TokenizerSpec,
     VisionGraph,
-    image_features_of,
+    saved_processor,
+    tiny_text_fields,
 )
+from covspec.models.families.llava import feature_reference
 from covspec.models.families.llava_next import anyres_example, anyres_features, anyres_feeds, anyres_parts
 
 logger = logging.getLogger(__name__)
@@ -59,14 +59,11 @@ def _encode(parts: Any, config: Any, pixel_values: Any, image_sizes: Any) -> Any
 
 
 def _reference(hf_model: Any, batch: dict[str, Any]) -> Any:
-    config = hf_model.config
-    return image_features_of(
+    return feature_reference(
         hf_model,
-        pixel_values=batch["pixel_values"],
+        batch,
         image_sizes=batch["image_sizes"],
-        vision_feature_layer=config.vision_feature_layer,
-        vision_feature_select_strategy=config.vision_feature_select_strategy,
-        vision_aspect_ratio=config.vision_aspect_ratio,
+        vision_aspect_ratio=hf_model.config.vision_aspect_ratio,
         batch_num_images=batch.get("batch_num_images"),
     )
 
@@ -89,7 +86,6 @@ def images_only_processor(root: Path) -> Any:
     """The bundle's processor without torchvision (the video processor needs it): transformers finds a processor's
     parts from the names of its ``__init__`` parameters, so a subclass whose ``__init__`` has no ``video_processor``
     loads images only; the image placeholder count is the parent's own."""
-    import transformers
     from transformers import LlavaOnevisionProcessor
     from transformers.processing_utils import ProcessorMixin
 
@@ -114,17 +110,12 @@ def images_only_processor(root: Path) -> Any:
             ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
 
     logger.info("%s: no torchvision, so the video processor is left out (images only)", root)
-    image_processor = transformers.AutoImageProcessor.from_pretrained(str(root))
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(root))
-    config = root / "processor_config.json"
-    settings = json.loads(config.read_text(encoding="utf-8")) if config.is_file() else {}
-    chat = root / "chat_template.jinja"
-    template = chat.read_text(encoding="utf-8") if chat.is_file() else getattr(tokenizer, "chat_template", None)
+    parts = saved_processor(root)
     return LlavaOnevisionImagesOnlyProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        chat_template=template,
-        **{key: settings[key] for key in _PROCESSOR_SETTINGS if key in settings},
+        image_processor=parts.image_processor,
+        tokenizer=parts.tokenizer,
+        chat_template=parts.chat_template,
+        **{key: parts.settings[key] for key in _PROCESSOR_SETTINGS if key in parts.settings},
     )
 
 
@@ -168,20 +159,9 @@ def qwen2_text_config(t: TextSize, ids: dict[str, Any]) -> Any:
     from transformers import Qwen2Config
 
     return Qwen2Config(
-        vocab_size=ids["vocab_size"],
-        hidden_size=t.hidden,
-        intermediate_size=t.intermediate,
-        num_hidden_layers=t.layers,
-        num_attention_heads=t.heads,
-        num_key_value_heads=t.kv_heads,
-        max_position_embeddings=2048,
-        initializer_range=TEXT_INIT_RANGE,
+        **tiny_text_fields(t, ids, bos=ids["eos"][1]),
         rms_norm_eps=1e-6,
         use_sliding_window=False,
-        bos_token_id=ids["eos"][1],
-        eos_token_id=ids["eos"][0],
-        pad_token_id=ids["pad"],
-        tie_word_embeddings=False,
     )
 
 

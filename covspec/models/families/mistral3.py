@@ -25,12 +25,12 @@ import numpy as np
 
 from covspec.models.common import HFVisionLanguageModel
 from covspec.models.families.base import (
-    TEXT_INIT_RANGE,
     Family,
     TextSize,
     TokenizerSpec,
     VisionGraph,
     image_features_of,
+    tiny_text_fields,
 )
 
 
@@ -165,21 +165,10 @@ def build_tiny(size: str, tokenizer: Any, ids: dict[str, Any], text: TextSize) -
 
     v = _VISION[size]
     text_config = MistralConfig(
-        vocab_size=ids["vocab_size"],
-        hidden_size=text.hidden,
-        intermediate_size=text.intermediate,
-        num_hidden_layers=text.layers,
-        num_attention_heads=text.heads,
-        num_key_value_heads=text.kv_heads,
+        **tiny_text_fields(text, ids, bos=ids["bos"]),
         head_dim=text.hidden // text.heads,
-        max_position_embeddings=2048,
-        initializer_range=TEXT_INIT_RANGE,
         rms_norm_eps=1e-5,
         sliding_window=None,
-        bos_token_id=ids["bos"],
-        eos_token_id=ids["eos"][0],
-        pad_token_id=ids["pad"],
-        tie_word_embeddings=False,
     )
     vision_config = PixtralVisionConfig(
         hidden_size=v["hidden"],

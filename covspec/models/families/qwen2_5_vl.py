@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from covspec.models.families.base import TEXT_INIT_RANGE, Family, TextSize, VisionGraph
+from covspec.models.families.base import Family, TextSize, VisionGraph, tiny_text_fields
 from covspec.models.families.qwen2_vl import (
     TOKENIZER,
     Qwen2VLAdapter,
@@ -124,20 +124,9 @@ def build_tiny(size: str, tokenizer: Any, ids: dict[str, Any], text: TextSize) -
     t, v = text, _VISION[size]
     conv = tokenizer.convert_tokens_to_ids
     text_config = {
-        "vocab_size": ids["vocab_size"],
-        "hidden_size": t.hidden,
-        "intermediate_size": t.intermediate,
-        "num_hidden_layers": t.layers,
-        "num_attention_heads": t.heads,
-        "num_key_value_heads": t.kv_heads,
-        "max_position_embeddings": 2048,
-        "initializer_range": TEXT_INIT_RANGE,
+        **tiny_text_fields(t, ids, bos=ids["eos"][1]),
         "rms_norm_eps": 1e-6,
         "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": _mrope_section(t)},
-        "bos_token_id": ids["eos"][1],
-        "eos_token_id": ids["eos"][0],
-        "pad_token_id": ids["pad"],
-        "tie_word_embeddings": False,
     }
     vision_config = {
         "depth": v["layers"],

@@ -20,12 +20,13 @@ import numpy as np
 
 from covspec.models.common import HFVisionLanguageModel
 from covspec.models.families.base import (
-    TEXT_INIT_RANGE,
     Family,
     TextSize,
     TokenizerSpec,
     VisionGraph,
     image_features_of,
+    saved_processor,
+    tiny_text_fields,
 )
 
 logger = logging.getLogger(__name__)
@@ -153,7 +154,6 @@ VISION = VisionGraph(
 def images_only_processor(root: Path) -> Any:
     """The bundle's processor without torchvision: transformers finds a processor's parts from the names of its
     ``__init__`` parameters, so a subclass whose ``__init__`` has no ``video_processor`` loads images only."""
-    import transformers
     from transformers import Qwen2VLProcessor
     from transformers.processing_utils import ProcessorMixin
 
@@ -166,11 +166,10 @@ def images_only_processor(root: Path) -> Any:
             ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
 
     logger.info("%s: no torchvision, so the video processor is left out (images only)", root)
-    image_processor = transformers.AutoImageProcessor.from_pretrained(str(root))
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(root))
-    chat = root / "chat_template.jinja"
-    template = chat.read_text(encoding="utf-8") if chat.is_file() else getattr(tokenizer, "chat_template", None)
-    return Qwen2VLImagesOnlyProcessor(image_processor=image_processor, tokenizer=tokenizer, chat_template=template)
+    parts = saved_processor(root)
+    return Qwen2VLImagesOnlyProcessor(
+        image_processor=parts.image_processor, tokenizer=parts.tokenizer, chat_template=parts.chat_template
+    )
 
 
 # -- tiny checkpoint ------------------------------------------------------------------------------------------------
@@ -240,20 +239,9 @@ def build_tiny(size: str, tokenizer: Any, ids: dict[str, Any], text: TextSize) -
     v = _VISION[size]
     conv = tokenizer.convert_tokens_to_ids
     text_config = {
-        "vocab_size": ids["vocab_size"],
-        "hidden_size": t.hidden,
-        "intermediate_size": t.intermediate,
-        "num_hidden_layers": t.layers,
-        "num_attention_heads": t.heads,
-        "num_key_value_heads": t.kv_heads,
-        "max_position_embeddings": 2048,
-        "initializer_range": TEXT_INIT_RANGE,
+        **tiny_text_fields(t, ids, bos=ids["eos"][1]),
         "rms_norm_eps": 1e-6,
         "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": _mrope_section(t)},
-        "bos_token_id": ids["eos"][1],
-        "eos_token_id": ids["eos"][0],
-        "pad_token_id": ids["pad"],
-        "tie_word_embeddings": False,
     }
     vision_config = {
         "depth": v["layers"],

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from covspec.models.families.base import TEXT_INIT_RANGE, Family, TextSize
+from covspec.models.families.base import Family, TextSize, tiny_text_fields
 from covspec.models.families.qwen2_vl import TOKENIZER, Qwen2VLAdapter
 
 NO_EXPORT = (
@@ -77,21 +77,10 @@ def build_tiny(size: str, tokenizer: Any, ids: dict[str, Any], text: TextSize) -
         "mrope_interleaved": True,
     }
     text_config = {
-        "vocab_size": ids["vocab_size"],
-        "hidden_size": t.hidden,
-        "intermediate_size": t.intermediate,
-        "num_hidden_layers": t.layers,
-        "num_attention_heads": t.heads,
-        "num_key_value_heads": t.kv_heads,
+        **tiny_text_fields(t, ids, bos=ids["eos"][1]),
         "head_dim": t.hidden // t.heads,
-        "max_position_embeddings": 2048,
-        "initializer_range": TEXT_INIT_RANGE,
         "rms_norm_eps": 1e-6,
         "rope_parameters": rope,
-        "bos_token_id": ids["eos"][1],
-        "eos_token_id": ids["eos"][0],
-        "pad_token_id": ids["pad"],
-        "tie_word_embeddings": False,
     }
     vision_config = {
         "depth": v["layers"],

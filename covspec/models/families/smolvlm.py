@@ -24,13 +24,12 @@ and ``AutoProcessor`` needs torchvision for ``SmolVLMVideoProcessor``. ``save_pr
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 from covspec.models.common import HFVisionLanguageModel
-from covspec.models.families.base import Family, TextSize, TokenizerSpec, llama_text_config
+from covspec.models.families.base import Family, TextSize, TokenizerSpec, llama_text_config, saved_processor
 from covspec.models.families.idefics3 import VISION
 
 logger = logging.getLogger(__name__)
@@ -46,7 +45,6 @@ def images_only_processor(root: Path) -> Any:
     """The bundle's processor without torchvision (the video processor needs it) and without ``num2words`` (only
     video prompts use it): transformers finds a processor's parts from the names of its ``__init__`` parameters, so a
     subclass whose ``__init__`` has no ``video_processor`` loads images only."""
-    import transformers
     from transformers import SmolVLMProcessor
     from transformers.processing_utils import ProcessorMixin
 
@@ -72,17 +70,12 @@ def images_only_processor(root: Path) -> Any:
             return ProcessorMixin.apply_chat_template(self, conversation, chat_template, **kwargs)
 
     logger.info("%s: no torchvision or num2words, so the video processor is left out (images only)", root)
-    image_processor = transformers.AutoImageProcessor.from_pretrained(str(root))
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(root))
-    config = root / "processor_config.json"
-    settings = json.loads(config.read_text(encoding="utf-8")) if config.is_file() else {}
-    chat = root / "chat_template.jinja"
-    template = chat.read_text(encoding="utf-8") if chat.is_file() else getattr(tokenizer, "chat_template", None)
+    parts = saved_processor(root)
     return SmolVLMImagesOnlyProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        image_seq_len=int(settings.get("image_seq_len", 169)),
-        chat_template=template,
+        image_processor=parts.image_processor,
+        tokenizer=parts.tokenizer,
+        image_seq_len=int(parts.settings.get("image_seq_len", 169)),
+        chat_template=parts.chat_template,
     )
 
 
