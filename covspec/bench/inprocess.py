@@ -53,7 +53,7 @@ def generate_in_process(
     eos = frozenset(target.eos_token_ids)
     state = start_state(spec, target.start(image, prompt), eos)
     drafter = Drafter(
-        engine.start(image if engine.accepts_images else None, prompt),
+        engine.start(image if engine.accepts_images else None, prompt, config.reduction),
         target.vocab_size,
         config.params,
         session_rng(config.seed, DEVICE_RNG_STREAM),

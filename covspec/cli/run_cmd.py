@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 import typer
 
 from covspec.protocol import VerifyMode
+from covspec.reduce import Budget, TokenReduction
 from covspec.runtime_device.client import RetryPolicy
 from covspec.runtime_device.loop import GenerationConfig
 from covspec.spec.policy import PolicyKind
@@ -43,6 +44,14 @@ def run(
     ),
     max_burst: int = typer.Option(
         _D.max_burst, "--max-burst", min=0, help="Longest burst of target tokens (cost policy; 0: never)."
+    ),
+    keep: str = typer.Option(
+        "1.0",
+        "--keep",
+        help="Visual tokens the drafter reads: a share (0.25) or a count (64); the target reads all (lossless).",
+    ),
+    reducer: str = typer.Option(
+        "covspec", "--reducer", help="How the drafter picks them: covspec, pool, random, merge, elastic."
     ),
     link: str | None = typer.Option(
         None, "--link", help="Run through an emulated link to the edge (a preset of `covspec link`)."
@@ -80,8 +89,18 @@ def run(
             engine = load_engine(engine_kind, bundle, ep=ep, threads=resolve_threads(threads))
         else:
             engine = load_engine("torch", drafter, dtype=dtype, threads=resolve_threads(threads))
+        reduction = TokenReduction(reducer, Budget.parse(keep))
         config = GenerationConfig(
-            max_new_tokens, temperature, top_k, top_p, seed, draft_len, verify_mode, policy, max_burst
+            max_new_tokens,
+            temperature,
+            top_k,
+            top_p,
+            seed,
+            draft_len,
+            verify_mode,
+            policy,
+            max_burst,
+            reduction=None if reduction.budget.keeps_everything else reduction,
         )
         with ExitStack() as stack:
             url = edge
@@ -120,6 +139,7 @@ def _print_stats(stats: dict) -> None:
         ("uplink bytes (rounds)", f"{stats['uplink_bytes']}  ({stats['uplink_bytes_per_token']:.1f}/token)"),
         ("downlink bytes (rounds)", f"{stats['downlink_bytes']}  ({stats['downlink_bytes_per_token']:.1f}/token)"),
         ("setup bytes up / down", f"{stats['setup_uplink_bytes']} / {stats['setup_downlink_bytes']}"),
+        ("drafter's visual tokens", f"{stats['drafter_image_tokens']} ({stats['reducer'] or 'all kept'})"),
     ]
     for key, value in rows:
         table.add_row(key, value)

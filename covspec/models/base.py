@@ -8,9 +8,9 @@ render prompts and count positions the same way.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -126,6 +126,16 @@ class TokenSequence(ModelSequence):
         return length
 
 
+class PromptSelection(Protocol):
+    keep: np.ndarray  # bool [L]: the prompt positions to prefill
+    embeds: np.ndarray  # [L, d]: the embeddings to prefill them with
+
+
+# (prompt embeddings [L, d], image placeholder positions bool [L], vision features [n, d]) -> what to prefill: how a
+# caller above the models (covspec.reduce) has the drafter read fewer visual tokens
+SelectPrompt = Callable[[np.ndarray, np.ndarray, np.ndarray], PromptSelection]
+
+
 class LoadedModel(abc.ABC):
     """Weights + tokenizer + processor of one checkpoint."""
 
@@ -159,10 +169,18 @@ class LoadedModel(abc.ABC):
         """What each token id means (``covspec.models.vocabulary``): what pairing compares across tokenizers."""
 
     @abc.abstractmethod
-    def start(self, image: Any | None, prompt: str, *, max_prompt_tokens: int | None = None) -> ModelSequence:
+    def start(
+        self,
+        image: Any | None,
+        prompt: str,
+        *,
+        max_prompt_tokens: int | None = None,
+        select: SelectPrompt | None = None,
+    ) -> ModelSequence:
         """Render ``prompt`` (with ``image``, a PIL image, if given) exactly as DESIGN.md §7 says, prefill it, and
         return the new sequence. A rendered prompt longer than ``max_prompt_tokens`` raises ``LimitError``
-        (``prompt_too_long``) before the prefill is paid for."""
+        (``prompt_too_long``) before the prefill is paid for. ``select`` (a drafter's visual-token reduction) picks
+        the positions to prefill; the sequence's ids and positions stay the full prompt's."""
 
     @property
     def reserved_texts(self) -> frozenset[str]:

@@ -23,12 +23,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from covspec.errors import LimitError
-from covspec.models.base import LoadedModel, ModelFingerprint, TokenSequence, check_token_ids
+from covspec.models.base import LoadedModel, ModelFingerprint, SelectPrompt, TokenSequence, check_token_ids
 from covspec.models.prompts import vlm_inputs
 from covspec.models.vocabulary import PROBE_PROMPT, Vocabulary, vocabulary_of
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
+
+    from covspec.models.families.base import VisionGraph
 
 logger = logging.getLogger(__name__)
 
@@ -169,11 +171,15 @@ class HFSequence(TokenSequence):
         prefill_logits: np.ndarray,
         image_tokens: int,
         position_state: Any = None,
+        skipped: int = 0,
     ) -> None:
         super().__init__(prompt_ids, prefill_logits, image_tokens)
         self._owner = owner
         self._cache = cache
         self._position_state = position_state  # family-specific (Qwen2-VL: its M-RoPE delta)
+        # prompt positions the prefill left out (visual tokens a reducer dropped): the cache holds that many fewer
+        # entries than the ids, whose positions keep the full prompt's numbering
+        self._skipped = skipped
 
     def extend(self, tokens: Sequence[int]) -> np.ndarray:
         ids = self._owner.check_token_ids(tokens)
@@ -183,14 +189,15 @@ class HFSequence(TokenSequence):
         try:
             logits = self._owner.forward_tokens(ids, self._cache, start, self._position_state)
         except BaseException:
-            crop_cache(self._cache, start)  # a failed forward may have grown some layers: keep the cache consistent
+            # a failed forward may have grown some layers: keep the cache consistent
+            crop_cache(self._cache, start - self._skipped)
             raise
         self._ids.extend(ids)
         return logits
 
     def crop(self, length: int) -> None:
         length = self._checked_crop(length)
-        crop_cache(self._cache, length)
+        crop_cache(self._cache, length - self._skipped)
         del self._ids[length:]
 
     def kv_bytes(self) -> int:
@@ -221,11 +228,13 @@ class HFLoadedModel(LoadedModel):
         tokenizer: Any,
         processor: Any = None,
         source_generation_config: Any = None,
+        vision: VisionGraph | None = None,
     ) -> None:
         import torch
         from transformers import GenerationConfig
 
         self.name = name
+        self.vision = vision  # the family's vision graph: what reducing the visual tokens starts from
         self.hf_model = hf_model
         self.processor = processor
         self._tokenizer = tokenizer
@@ -298,7 +307,14 @@ class HFLoadedModel(LoadedModel):
     def reserved_texts(self) -> frozenset[str]:
         return reserved_texts_of(self._tokenizer, self.processor)
 
-    def start(self, image: Any | None, prompt: str, *, max_prompt_tokens: int | None = None) -> HFSequence:
+    def start(
+        self,
+        image: Any | None,
+        prompt: str,
+        *,
+        max_prompt_tokens: int | None = None,
+        select: SelectPrompt | None = None,
+    ) -> HFSequence:
         import torch
 
         inputs = self.render(image, prompt)
@@ -310,6 +326,8 @@ class HFLoadedModel(LoadedModel):
                 f"the rendered prompt has {input_ids.shape[1]} tokens; at most {max_prompt_tokens}",
                 code="prompt_too_long",
             )
+        if select is not None and image is not None:
+            return self._start_selected(inputs, select)
         position_ids, state = self.prompt_positions(inputs)
         kwargs = {k: v for k, v in inputs.items() if k != "attention_mask"}
         if self._logits_to_keep:
@@ -328,6 +346,42 @@ class HFLoadedModel(LoadedModel):
             prefill_logits=logits_to_numpy(out.logits[0, -1]),
             image_tokens=image_tokens,
             position_state=state,
+        )
+
+    def _start_selected(self, inputs: Any, select: SelectPrompt) -> HFSequence:
+        """Prefill only the positions ``select`` keeps, from embeddings: the vision graph's features (the family's
+        ``get_image_features``) over the placeholders, then the selection's keep mask and embeddings; kept positions
+        keep their ids from the full prompt."""
+        import torch
+
+        if self.vision is None:
+            raise ValueError(f"family {self.family!r} has no vision graph here, so its visual tokens cannot be reduced")
+        input_ids = inputs["input_ids"]
+        with torch.inference_mode():
+            features = self.vision.reference(self.hf_model, inputs)
+            embeds = self.hf_model.get_input_embeddings()(input_ids)[0]
+        where = (input_ids[0] == self.image_token_id).cpu().numpy()
+        selection = select(embeds.to(torch.float64).cpu().numpy(), where, features.to(torch.float64).cpu().numpy())
+        keep = torch.from_numpy(np.asarray(selection.keep, dtype=bool)).to(self.device)
+        kept_embeds = torch.from_numpy(np.asarray(selection.embeds)).to(self.device, self.dtype)[keep][None]
+        position_ids, state = self.prompt_positions(inputs)
+        kwargs: dict[str, Any] = {"inputs_embeds": kept_embeds, "position_ids": position_ids[..., keep]}
+        if inputs.get("token_type_ids") is not None:  # Gemma 3: the kept tokens of an image attend to each other
+            kwargs["token_type_ids"] = inputs["token_type_ids"][:, keep]
+        if self._logits_to_keep:
+            kwargs["logits_to_keep"] = 1
+        cache = self.empty_cache()
+        with torch.inference_mode():
+            out = self.hf_model(**kwargs, cache=cache, use_cache=True)
+        skipped = int((~keep).sum())
+        return HFSequence(
+            self,
+            cache,
+            input_ids[0].tolist(),
+            prefill_logits=logits_to_numpy(out.logits[0, -1]),
+            image_tokens=int(where.sum()) - skipped,
+            position_state=state,
+            skipped=skipped,
         )
 
     def generate(

@@ -105,6 +105,7 @@ def _instantiate(adapter_cls: type[HFLoadedModel], source: str, torch_dtype: Any
         tokenizer=tokenizer,
         processor=processor,
         source_generation_config=source_generation_config,
+        vision=family_named(adapter_cls.family).vision,
     )
     logger.info(
         "loaded %s (%s, %s, %s): vocab %d, %d parameters",

@@ -27,6 +27,7 @@ from covspec.protocol import (
     session_rng,
 )
 from covspec.protocol.modes import mode_rules, resolve_verify_mode
+from covspec.reduce import TokenReduction
 from covspec.runtime_device.client import EdgeClient, EdgeConnection
 from covspec.runtime_device.drafter import Drafter
 from covspec.runtime_device.engines.base import DrafterEngine
@@ -54,6 +55,7 @@ class GenerationConfig:
     verify_mode: VerifyMode = VerifyMode.COMPACT
     policy: PolicyKind = PolicyKind.COST
     max_burst: int = CostConfig().max_burst
+    reduction: TokenReduction | None = None  # the visual tokens the drafter reads (the target reads all)
 
     @property
     def params(self) -> SamplingParams:
@@ -110,7 +112,7 @@ def generate(
         # the open goes first: on a device with one core the prefill thread would hold it and delay the edge's
         # prefill, the longer of the two (its answer comes with the first verdict)
         connection.start_generation(spec, image_bytes)
-        drafter_prefill = pool.submit(_start_drafter, engine, image_bytes, prompt)
+        drafter_prefill = pool.submit(_start_drafter, engine, image_bytes, prompt, config.reduction)
         drafter_prefill.add_done_callback(lambda _: prefilled.append(time.perf_counter() - started))
         drafter = Drafter(drafter_prefill, vocab_size, params, session_rng(config.seed, DEVICE_RNG_STREAM))
         edge = info.get("limits", {})
@@ -155,6 +157,8 @@ def generate(
         "setup_s": setup_s,
         "edge_prefill_s": connection.opened.prefill_s if connection.opened is not None else None,
         "reconnects": connection.reconnects - reconnects_before,
+        "drafter_image_tokens": drafter_prefill.result().image_tokens,
+        "reducer": config.reduction.reducer if config.reduction is not None else None,
     }
     return GenerationResult(engine.decode(tokens), tokens, result_stats, trace)
 
@@ -341,9 +345,9 @@ def _burst_tokens(verdict: Verdict, asked: int) -> list[int]:
     return [int(t) for t in verdict.burst_tokens]
 
 
-def _start_drafter(engine: DrafterEngine, image_bytes: bytes, prompt: str) -> Any:
+def _start_drafter(engine: DrafterEngine, image_bytes: bytes, prompt: str, reduction: TokenReduction | None) -> Any:
     """The drafter's prefill, image decoding included, off the path of the open frame."""
-    return engine.start(_decode_image(image_bytes) if engine.accepts_images else None, prompt)
+    return engine.start(_decode_image(image_bytes) if engine.accepts_images else None, prompt, reduction)
 
 
 def _decode_image(data: bytes) -> Any:

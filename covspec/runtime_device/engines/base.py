@@ -6,6 +6,7 @@ from typing import Any, Protocol
 
 from covspec.models.base import ModelFingerprint, ModelSequence
 from covspec.models.vocabulary import Vocabulary
+from covspec.reduce import TokenReduction
 
 
 class DrafterEngine(Protocol):
@@ -22,6 +23,9 @@ class DrafterEngine(Protocol):
     @property
     def vocabulary(self) -> Vocabulary: ...
 
-    def start(self, image: Any | None, prompt: str) -> ModelSequence: ...
+    def start(self, image: Any | None, prompt: str, reduction: TokenReduction | None = None) -> ModelSequence:
+        """Prefill ``prompt`` (and ``image``, if the drafter sees images), reading only the visual tokens
+        ``reduction`` keeps (all of them without one)."""
+        ...
 
     def decode(self, tokens: list[int]) -> str: ...

@@ -30,6 +30,7 @@ from covspec.models.families import TEXT_LM, family_named
 from covspec.models.loading import load_processor
 from covspec.models.prompts import text_inputs, vlm_inputs
 from covspec.models.vocabulary import PROBE_PROMPT, Vocabulary, vocabulary_of
+from covspec.reduce import TokenReduction, reduce_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ class OnnxDrafterEngine:
     def accepts_images(self) -> bool:
         return "vision_encoder" in self.sessions
 
-    def start(self, image: Any | None, prompt: str) -> OnnxSequence:
+    def start(self, image: Any | None, prompt: str, reduction: TokenReduction | None = None) -> OnnxSequence:
         if not self.accepts_images:
             image = None
         batch = self.render(image, prompt)
@@ -165,35 +166,44 @@ class OnnxDrafterEngine:
         if input_ids.shape[0] != 1:
             raise ValueError("one prompt per sequence")
         embeds = self.embed(input_ids)
+        keep = np.ones(input_ids.shape[1], dtype=bool)
         image_tokens = 0
         if image is not None:
             features = self.image_features(batch)
             where = input_ids[0] == self.image_token_id
-            image_tokens = int(where.sum())
-            if features.shape[0] != image_tokens:
-                raise ValueError(f"{features.shape[0]} image features for {image_tokens} image placeholder tokens")
-            embeds[0, where] = features.astype(embeds.dtype, copy=False)
-        length = input_ids.shape[1]
-        delta = 0
-        if self.mrope:
-            info = self.bundle.manifest.model
-            positions, delta = mrope.prompt_position_ids(
-                input_ids[0],
-                image_token_id=int(self.image_token_id),
-                video_token_id=info.get("video_token_id"),
-                spatial_merge_size=int(info.get("spatial_merge_size", 2)),
-                image_grid_thw=batch.get("image_grid_thw") if image is not None else None,
-            )
-        else:
-            positions = np.arange(length, dtype=np.int64)[None, :]
+            if reduction is not None and not reduction.budget.keeps_everything:
+                reduced = reduce_prompt(embeds[0], where, features, reduction)
+                embeds, keep = reduced.embeds[None].astype(embeds.dtype, copy=False), reduced.keep
+                image_tokens = reduced.kept_image_tokens
+            else:
+                image_tokens = int(where.sum())
+                if features.shape[0] != image_tokens:
+                    raise ValueError(f"{features.shape[0]} image features for {image_tokens} image placeholder tokens")
+                embeds[0, where] = features.astype(embeds.dtype, copy=False)
+        positions, delta = self._prompt_positions(input_ids, batch if image is not None else None)
         kv = self.empty_kv()
+        embeds, positions = embeds[:, keep], positions[..., keep]
         if self.decoder_token_types:  # the prompt's types: the tokens of one image attend to each other
             types = batch.get("token_type_ids")
             types = np.zeros_like(input_ids) if image is None or types is None else np.asarray(types, np.int64)
-            logits, kv = self.run_decoder(embeds, positions, kv, 0, token_types=types)
+            logits, kv = self.run_decoder(embeds, positions, kv, 0, token_types=types[:, keep])
         else:
             logits, kv = self.run_decoder(embeds, positions, kv, 0)
-        return OnnxSequence(self, input_ids[0].tolist(), logits[-1], kv, image_tokens, delta)
+        skipped = int((~keep).sum())
+        return OnnxSequence(self, input_ids[0].tolist(), logits[-1], kv, image_tokens, delta, skipped)
+
+    def _prompt_positions(self, input_ids: np.ndarray, image_batch: dict[str, np.ndarray] | None) -> tuple[Any, int]:
+        """The full prompt's position ids ([1, L], or [4, 1, L] for M-RoPE) and the M-RoPE delta."""
+        if not self.mrope:
+            return np.arange(input_ids.shape[1], dtype=np.int64)[None, :], 0
+        info = self.bundle.manifest.model
+        return mrope.prompt_position_ids(
+            input_ids[0],
+            image_token_id=int(self.image_token_id),
+            video_token_id=info.get("video_token_id"),
+            spatial_merge_size=int(info.get("spatial_merge_size", 2)),
+            image_grid_thw=image_batch.get("image_grid_thw") if image_batch is not None else None,
+        )
 
     @functools.cached_property
     def vocabulary(self) -> Vocabulary:
@@ -312,11 +322,13 @@ class OnnxSequence(TokenSequence):
         kv: list[Any],
         image_tokens: int,
         delta: int,
+        skipped: int = 0,
     ) -> None:
         super().__init__(prompt_ids, np.asarray(prefill_logits, dtype=np.float32), image_tokens)
         self._engine = engine
         self._kv = kv
         self._delta = delta
+        self._skipped = skipped  # prompt positions the prefill left out: the cache is that much shorter than the ids
 
     def extend(self, tokens: Sequence[int]) -> np.ndarray:
         engine = self._engine
@@ -329,14 +341,14 @@ class OnnxSequence(TokenSequence):
             positions = mrope.extend_position_ids(start, len(ids), self._delta)
         else:
             positions = np.arange(start, start + len(ids), dtype=np.int64)[None, :]
-        logits, self._kv = engine.run_decoder(embeds, positions, self._kv, start)
+        logits, self._kv = engine.run_decoder(embeds, positions, self._kv, start - self._skipped)
         self._ids.extend(ids)
         return np.asarray(logits, dtype=np.float32)
 
     def crop(self, length: int) -> None:
         length = self._checked_crop(length)
         if length < len(self._ids):
-            self._kv = self._engine.crop_kv(self._kv, length)
+            self._kv = self._engine.crop_kv(self._kv, length - self._skipped)
             del self._ids[length:]
 
     def kv_bytes(self) -> int:

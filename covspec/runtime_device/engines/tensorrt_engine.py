@@ -23,6 +23,7 @@ from covspec.bundle import Bundle, load_bundle
 from covspec.bundle.engines import engine_paths
 from covspec.bundle.platform import detect_platform, import_tensorrt
 from covspec.errors import BundleError, EngineUnavailableError, LimitError
+from covspec.reduce import TokenReduction
 from covspec.runtime_device.engines.onnx_engine import OnnxDrafterEngine, OnnxSequence
 
 logger = logging.getLogger(__name__)
@@ -164,8 +165,8 @@ class TensorRTDrafterEngine(OnnxDrafterEngine):
     def accepts_images(self) -> bool:
         return self.bundle.has_graph("vision_encoder")
 
-    def start(self, image: Any | None, prompt: str) -> TensorRTSequence:
-        sequence = super().start(image, prompt)
+    def start(self, image: Any | None, prompt: str, reduction: TokenReduction | None = None) -> TensorRTSequence:
+        sequence = super().start(image, prompt, reduction)
         return TensorRTSequence.from_onnx(self, sequence)
 
     # -- graph runs swapped for TensorRT -------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -9,6 +10,7 @@ from covspec.cpus import describe, set_torch_threads
 from covspec.models import load_model
 from covspec.models.base import ModelFingerprint, ModelSequence
 from covspec.models.vocabulary import Vocabulary
+from covspec.reduce import TokenReduction, reduce_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +40,11 @@ class TorchDrafterEngine:
     def vocabulary(self) -> Vocabulary:
         return self._model.vocabulary
 
-    def start(self, image: Any | None, prompt: str) -> ModelSequence:
-        return self._model.start(image if self._model.accepts_images else None, prompt)
+    def start(self, image: Any | None, prompt: str, reduction: TokenReduction | None = None) -> ModelSequence:
+        select = None
+        if reduction is not None and not reduction.budget.keeps_everything:
+            select = functools.partial(reduce_prompt, reduction=reduction)
+        return self._model.start(image if self._model.accepts_images else None, prompt, select=select)
 
     def decode(self, tokens: list[int]) -> str:
         return self._model.decode(tokens)

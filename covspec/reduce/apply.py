@@ -1,0 +1,60 @@
+"""Reduction applied to a prompt: which positions of the rendered sequence the drafter prefills, and with what.
+
+Engines (torch, ONNX Runtime, TensorRT) call ``reduce_prompt`` between the vision features and the decoder: every text
+position stays, an image placeholder stays only when the reducer kept its token, and kept placeholders take the
+reducer's features (their own, or merged ones). The caller prefills the kept positions with their original position
+ids, so text after the image keeps its place and the sequence continues numbering from the full prompt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from covspec.reduce.base import Budget
+from covspec.reduce.reducers import reducer_named
+
+
+@dataclass(frozen=True)
+class TokenReduction:
+    """What a drafter applies to each image: a reducer by name and a budget (``covspec run --reducer --keep``)."""
+
+    reducer: str = "covspec"
+    budget: Budget = Budget(ratio=1.0)
+
+    def __post_init__(self) -> None:
+        reducer_named(self.reducer)  # refuses an unknown name now, not at the first image
+
+
+@dataclass(frozen=True)
+class ReducedPrompt:
+    keep: np.ndarray  # bool [L]: the positions the drafter prefills
+    embeds: np.ndarray  # [L, d]: the prompt's embeddings with the image positions' features (reduced where kept)
+    image_tokens: int  # image positions before reduction
+    kept_image_tokens: int
+    method: str
+
+    @property
+    def dropped(self) -> int:
+        return self.image_tokens - self.kept_image_tokens
+
+
+def reduce_prompt(
+    embeds: np.ndarray, image_positions: np.ndarray, features: np.ndarray, reduction: TokenReduction
+) -> ReducedPrompt:
+    """``embeds`` [L, d] the prompt's token embeddings, ``image_positions`` bool [L] the placeholders, ``features``
+    [n, d] the vision features in placeholder order. The query is the prompt's text embeddings."""
+    if int(image_positions.sum()) != features.shape[0]:
+        raise ValueError(f"{features.shape[0]} image features for {int(image_positions.sum())} image placeholders")
+    out = np.array(embeds, copy=True)
+    places = np.flatnonzero(image_positions)
+    result = reducer_named(reduction.reducer).reduce(features, embeds[~image_positions], reduction.budget)
+    keep = ~image_positions
+    keep[places[result.kept]] = True
+    out[places] = features.astype(out.dtype, copy=False)
+    out[places[result.kept]] = result.features.astype(out.dtype, copy=False)
+    return ReducedPrompt(keep, out, int(places.size), int(result.kept.size), result.method)
+
+
+__all__ = ["ReducedPrompt", "TokenReduction", "reduce_prompt"]
