@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from covspec.cli.options import DemoEngine, check_links
-from covspec.cli.tables import print_rows
+from covspec.cli.tables import print_reduce_rows, print_rows
 
 bench_app = typer.Typer(help="Side-by-side benchmarks.", no_args_is_help=True)
 
@@ -54,3 +54,55 @@ def ablation(
                 f"drafter {result['engine']}",
             )
     typer.echo(f"wrote {out / 'ablation.json'} and {out / 'ablation.png'}")
+
+
+@bench_app.command("reduce")
+def reduce(
+    keep: str = typer.Option("0.1,0.25,0.5,1.0", "--keep", help="Shares of visual tokens the drafter reads."),
+    reducer: str = typer.Option(
+        "covspec,pool,random,merge,elastic", "--reducer", help="Reducers to compare (comma-separated)."
+    ),
+    scenes: int = typer.Option(20, "--scenes", min=1, help="Held-out scenes."),
+    out: Path = typer.Option(Path("covspec-reduce"), "--out", help="Folder for reduce.json and reduce.png."),
+    engine: DemoEngine = typer.Option(DemoEngine.ONNXRUNTIME, "--engine", help="Drafter engine."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of the table."),
+) -> None:
+    """Each reducer at each budget on the demo pair: the drafter's prefill time, the visual tokens it reads, and the
+    pair's AAL, beside the drafter reading every token; the output is the target's in every row."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from covspec.bench.reduction import plot_reduce_bench, run_reduce_bench
+    from covspec.cpus import split_cpus
+    from covspec.demo.runner import MAX_NEW_TOKENS, demo_items, load_drafter
+    from covspec.demo.store import ensure_bundle, ensure_pair
+    from covspec.models import load_model
+    from covspec.reduce import reducer_named
+
+    try:
+        budgets = sorted({float(k) for k in keep.split(",") if k.strip()})
+        names = [r.strip() for r in reducer.split(",") if r.strip()]
+        for name in names:
+            reducer_named(name)
+        if not budgets or not all(0 < b <= 1 for b in budgets):
+            raise ValueError("--keep takes shares in (0, 1], comma-separated")
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    with Progress(console=Console(stderr=True), transient=True) as progress:
+        pair = ensure_pair(progress=progress)
+        bundle = ensure_bundle(pair, progress=progress) if engine is DemoEngine.ONNXRUNTIME else None
+        drafter = load_drafter(pair, bundle, len(split_cpus().device))
+        target = load_model(str(pair.target), dtype="float32")
+        items = demo_items(pair, scenes, "all", MAX_NEW_TOKENS)
+        result = run_reduce_bench(
+            drafter, target, items, budgets=budgets, reducers=names, max_new_tokens=MAX_NEW_TOKENS, progress=progress
+        )
+    result["engine"] = "onnxruntime-fp32" if bundle is not None else "torch-fp32"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "reduce.json").write_text(json.dumps(result, indent=2) + "\n")
+    plot_reduce_bench(result, out / "reduce.png")
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    print_reduce_rows(result["rows"], f"bench reduce: {result['scenes']} scenes, drafter {result['engine']}")
+    typer.echo(f"wrote {out / 'reduce.json'} and {out / 'reduce.png'}")

@@ -33,3 +33,24 @@ def print_rows(rows: list[dict], title: str) -> None:
 
 def _opt(value, fmt: str) -> str:
     return "-" if value is None else fmt.format(value)
+
+
+def print_reduce_rows(rows: list[dict], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in ("reducer", "keep", "visual tokens", "prefill ms", "prefill / all", "AAL", "AAL / all", "acc"):
+        table.add_column(column, justify="left" if column == "reducer" else "right", no_wrap=True)
+    for row in rows:
+        table.add_row(
+            row["reducer"],
+            f"{row['keep']:.2f}",
+            f"{row['visual_tokens']:.1f}",
+            f"{row['prefill_ms']:.2f}",
+            f"{row['prefill_share']:.2f}",
+            f"{row['aal']:.2f}",
+            _opt(row["aal_share"], "{:.2f}"),
+            f"{row['acceptance_rate']:.3f}",
+        )
+    Console().print(table)

@@ -45,3 +45,28 @@ def test_ablation_refuses_unknown_tasks_and_links(tmp_path) -> None:
         done = subprocess.run([COVSPEC, "bench", "ablation", flag, value, "--out", str(tmp_path)],
                               capture_output=True, text=True, timeout=120)  # fmt: skip
         assert done.returncode != 0 and message in done.stderr
+
+
+def test_bench_reduce_compares_each_reducer_with_the_full_view(tmp_path) -> None:
+    env = {**os.environ, "COVSPEC_CACHE_DIR": str(tmp_path / "cache")}
+    out = tmp_path / "out"
+    args = [COVSPEC, "bench", "reduce", "--scenes", "2", "--keep", "0.25,0.5,1.0", "--reducer", "covspec,pool",
+            "--engine", "torch", "--out", str(out)]  # fmt: skip
+    done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "bench reduce: 2 scenes" in done.stdout
+    result = json.loads((out / "reduce.json").read_text())
+    assert (out / "reduce.png").stat().st_size > 10_000
+    rows = [(r["reducer"], r["keep"]) for r in result["rows"]]
+    assert rows == [("all", 1.0), ("covspec", 0.25), ("covspec", 0.5), ("pool", 0.25), ("pool", 0.5)]
+    full = result["rows"][0]
+    assert full["prefill_share"] == 1.0 and full["aal_share"] == 1.0 and full["visual_tokens"] > 0
+    for row in result["rows"][1:]:
+        assert row["identical_to_target"] and row["aal"] >= 1.0
+        assert row["visual_tokens"] == max(1, round(row["keep"] * full["visual_tokens"]))
+
+
+def test_bench_reduce_refuses_an_unknown_reducer(tmp_path) -> None:
+    done = subprocess.run([COVSPEC, "bench", "reduce", "--reducer", "magic", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode != 0 and "unknown reducer" in done.stderr

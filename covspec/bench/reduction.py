@@ -1,0 +1,139 @@
+"""`covspec bench reduce`: what each reducer costs and keeps, per budget, side by side on the same scenes.
+
+Per (reducer, budget): the drafter's prefill time (median over the scenes; every configuration prefills each scene
+in turn, so machine noise hits them alike), the visual tokens it read, and the pair's AAL and acceptance (greedy,
+fixed K, drafter and target in one process, every output checked against the target's own ``generate()``).
+Reduction is on the drafter only, so the output never changes; what moves is the drafter's prefill and how often
+it is accepted.
+"""
+
+from __future__ import annotations
+
+import io
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from covspec.bench.inprocess import generate_in_process
+from covspec.bench.sidebyside import BenchItem
+from covspec.models.base import LoadedModel
+from covspec.protocol import VerifyMode
+from covspec.reduce import Budget, TokenReduction
+from covspec.runtime_device.engines.base import DrafterEngine
+from covspec.runtime_device.loop import GenerationConfig
+from covspec.spec import SpecStats
+from covspec.spec.policy import PolicyKind
+
+DRAFT_LEN = 4
+
+
+def _image(data: bytes) -> Any:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        return image.convert("RGB")
+
+
+def run_reduce_bench(
+    engine: DrafterEngine,
+    target: LoadedModel,
+    items: Sequence[BenchItem],
+    *,
+    budgets: Sequence[float],
+    reducers: Sequence[str],
+    max_new_tokens: int,
+    draft_len: int = DRAFT_LEN,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """One row per (reducer, budget), plus the full view (budget 1.0) once, as ``{"rows": [...], ...}``."""
+    configs: list[tuple[str, float, TokenReduction | None]] = [("all", 1.0, None)]
+    configs += [
+        (name, budget, TokenReduction(name, Budget(ratio=budget)))
+        for name in reducers
+        for budget in budgets
+        if budget < 1
+    ]
+    images = [_image(item.image) for item in items]
+    prefill: dict[int, list[float]] = {i: [] for i in range(len(configs))}
+    kept: dict[int, list[int]] = {i: [] for i in range(len(configs))}
+    pooled = {i: SpecStats() for i in range(len(configs))}
+    task = progress.add_task("bench reduce", total=len(items) * len(configs)) if progress is not None else None
+    for n, (item, image) in enumerate(zip(items, images, strict=True)):
+        order = list(range(len(configs)))
+        order = order[n % len(order) :] + order[: n % len(order)]  # rotate who goes first
+        for i in order:
+            _, _, reduction = configs[i]
+            started = time.perf_counter()
+            sequence = engine.start(image, item.prompt, reduction)
+            prefill[i].append(time.perf_counter() - started)
+            kept[i].append(sequence.image_tokens)
+            config = GenerationConfig(
+                max_new_tokens=max_new_tokens,
+                draft_len=draft_len,
+                verify_mode=VerifyMode.COMPACT,
+                policy=PolicyKind.FIXED,
+                reduction=reduction,
+            )
+            tokens, stats, _ = generate_in_process(engine, target, image, item.prompt, config)
+            if tokens != item.reference:
+                raise AssertionError(f"{configs[i][0]} at {configs[i][1]} changed the output on {item.prompt!r}")
+            for field in ("rounds", "drafted", "accepted", "committed"):
+                setattr(pooled[i], field, getattr(pooled[i], field) + getattr(stats, field))
+            if task is not None:
+                progress.update(task, advance=1)
+    full_prefill = statistics.median(prefill[0])
+    full_aal = pooled[0].aal
+    rows = []
+    for i, (name, budget, _) in enumerate(configs):
+        median = statistics.median(prefill[i])
+        rows.append(
+            {
+                "reducer": name,
+                "keep": budget,
+                "visual_tokens": statistics.mean(kept[i]),
+                "prefill_ms": median * 1e3,
+                "prefill_share": median / full_prefill,
+                "aal": pooled[i].aal,
+                "aal_share": pooled[i].aal / full_aal if full_aal else None,
+                "acceptance_rate": pooled[i].acceptance_rate,
+                "identical_to_target": True,
+            }
+        )
+    return {
+        "rows": rows,
+        "scenes": len(items),
+        "draft_len": draft_len,
+        "max_new_tokens": max_new_tokens,
+        "verify": "greedy, fixed K, in process (no link)",
+    }
+
+
+def plot_reduce_bench(result: dict[str, Any], path: Path) -> None:
+    """AAL and drafter prefill time against the budget, one line per reducer; the full view as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["rows"]
+    full = rows[0]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for name in dict.fromkeys(r["reducer"] for r in rows[1:]):
+        mine = sorted((r for r in rows if r["reducer"] == name), key=lambda r: r["keep"])
+        keeps = [r["keep"] for r in mine] + [1.0]
+        left.plot(keeps, [r["aal"] for r in mine] + [full["aal"]], marker="o", label=name)
+        right.plot(keeps, [r["prefill_ms"] for r in mine] + [full["prefill_ms"]], marker="o", label=name)
+    left.axhline(full["aal"], color="grey", ls="--", lw=0.8)
+    right.axhline(full["prefill_ms"], color="grey", ls="--", lw=0.8)
+    left.set(xlabel="share of visual tokens the drafter reads", ylabel=f"AAL (K = {result['draft_len']})")
+    right.set(xlabel="share of visual tokens the drafter reads", ylabel="drafter prefill (ms, median)")
+    left.legend(fontsize=8)
+    fig.suptitle(f"covspec bench reduce ({result['scenes']} scenes; output identical to the target's in every row)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+__all__ = ["plot_reduce_bench", "run_reduce_bench"]
