@@ -36,6 +36,23 @@ from covspec.reduce.base import (
 )
 
 
+class Selecting:
+    """A reducer that picks ``k`` of ``n`` tokens (``select``); the budget and the keep-everything case are here."""
+
+    name: str
+
+    def select(self, features: np.ndarray, query: np.ndarray | None, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(kept indices ascending, their features) for ``0 < k < n``."""
+        raise NotImplementedError
+
+    def reduce(self, features: np.ndarray, query: np.ndarray | None, budget: Budget) -> Reduction:
+        k = budget.tokens(features.shape[0])
+        if k >= features.shape[0]:
+            return keep_all(features, self.name)
+        kept, selected = self.select(features, query, k)
+        return Reduction(kept, selected, self.name)
+
+
 def importance(features: np.ndarray, query: np.ndarray | None) -> np.ndarray:
     """Query relevance and token activity, each as a share of its largest value, averaged (without a query: activity
     alone). Shares, not ranks: tokens of nearly equal activity stay nearly equal."""
@@ -79,56 +96,43 @@ IMPORTANCE_POWER = 4
 
 
 @dataclass(frozen=True)
-class CovspecReducer:
+class CovspecReducer(Selecting):
     name: str = "covspec"
 
-    def reduce(self, features: np.ndarray, query: np.ndarray | None, budget: Budget) -> Reduction:
-        n = features.shape[0]
-        k = budget.tokens(n)
-        if k >= n:
-            return keep_all(features, self.name)
+    def select(self, features: np.ndarray, query: np.ndarray | None, k: int) -> tuple[np.ndarray, np.ndarray]:
         kept = pivoted_selection(features, (0.05 + importance(features, query)) ** IMPORTANCE_POWER, k)
-        return Reduction(kept, features[kept], self.name)
+        return kept, features[kept]
 
 
 @dataclass(frozen=True)
-class PoolReducer:
+class PoolReducer(Selecting):
     name: str = "pool"
 
-    def reduce(self, features: np.ndarray, query: np.ndarray | None, budget: Budget) -> Reduction:
+    def select(self, features: np.ndarray, query: np.ndarray | None, k: int) -> tuple[np.ndarray, np.ndarray]:
         n = features.shape[0]
-        k = budget.tokens(n)
-        if k >= n:
-            return keep_all(features, self.name)
         groups = np.array_split(np.arange(n), k)
         kept = np.asarray([g[(len(g) - 1) // 2] for g in groups], dtype=np.int64)
         pooled = np.stack([features[g].mean(axis=0) for g in groups]).astype(features.dtype)
-        return Reduction(kept, pooled, self.name)
+        return kept, pooled
 
 
 @dataclass(frozen=True)
-class RandomReducer:
+class RandomReducer(Selecting):
     seed: int = 0
     name: str = "random"
 
-    def reduce(self, features: np.ndarray, query: np.ndarray | None, budget: Budget) -> Reduction:
+    def select(self, features: np.ndarray, query: np.ndarray | None, k: int) -> tuple[np.ndarray, np.ndarray]:
         n = features.shape[0]
-        k = budget.tokens(n)
-        if k >= n:
-            return keep_all(features, self.name)
         kept = np.sort(np.random.default_rng(self.seed).choice(n, size=k, replace=False)).astype(np.int64)
-        return Reduction(kept, features[kept], self.name)
+        return kept, features[kept]
 
 
 @dataclass(frozen=True)
-class MergeReducer:
+class MergeReducer(Selecting):
     name: str = "merge"
 
-    def reduce(self, features: np.ndarray, query: np.ndarray | None, budget: Budget) -> Reduction:
+    def select(self, features: np.ndarray, query: np.ndarray | None, k: int) -> tuple[np.ndarray, np.ndarray]:
         n = features.shape[0]
-        k = budget.tokens(n)
-        if k >= n:
-            return keep_all(features, self.name)
         kept = top_k(importance(features, query), k)
         dropped = np.setdiff1d(np.arange(n), kept)
         unit = unit_rows(features.astype(np.float64))
@@ -137,7 +141,7 @@ class MergeReducer:
         counts = np.ones(k)
         np.add.at(sums, target, features[dropped].astype(np.float64))
         np.add.at(counts, target, 1.0)
-        return Reduction(kept, (sums / counts[:, None]).astype(features.dtype), self.name)
+        return kept, (sums / counts[:, None]).astype(features.dtype)
 
 
 # elastic: the prompt's attention is "concentrated" when the k tokens it attends to most hold this many times the
