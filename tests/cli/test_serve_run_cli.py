@@ -96,6 +96,17 @@ def test_run_json_equals_target_output(served, loaded_target, tmp_path) -> None:
     no_key = _run([c for c in common if c != str(key_file) and c != "--api-key-file"] + ["--edge", url])
     assert no_key.returncode != 0 and "unauthorized" in no_key.stderr and no_key.stdout == ""
 
+    # the drafter reading half the visual tokens: the same tokens, and the count it read is reported
+    reduced = _run([*common, "--edge", url, "--json", "--keep", "0.5", "--reducer", "merge"])
+    assert reduced.returncode == 0, reduced.stderr
+    full_view = data["stats"]["drafter_image_tokens"]
+    assert full_view > 1 and data["stats"]["reducer"] is None
+    assert json.loads(reduced.stdout)["tokens"] == want
+    assert json.loads(reduced.stdout)["stats"]["drafter_image_tokens"] == round(0.5 * full_view)
+    assert json.loads(reduced.stdout)["stats"]["reducer"] == "merge"
+    bad = _run([*common, "--edge", url, "--keep", "0.5", "--reducer", "magic"])
+    assert bad.returncode != 0 and "unknown reducer 'magic'" in bad.stderr
+
 
 def test_run_exits_nonzero_when_the_edge_is_gone(served, tmp_path, loaded_target) -> None:
     pair, url, key_file, port = served
