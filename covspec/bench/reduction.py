@@ -4,11 +4,14 @@ Per (reducer, budget): the drafter's prefill time (median over the scenes; every
 in turn, so machine noise hits them alike), the visual tokens it read, and the pair's AAL and acceptance (greedy,
 fixed K, drafter and target in one process, every output checked against the target's own ``generate()``).
 Reduction is on the drafter only, so the output never changes; what moves is the drafter's prefill and how often
-it is accepted.
+it is accepted. With ``reduce_target`` each (reducer, budget) also gets a LOSSY row, ``<reducer>+target``, where the
+target reads only the kept tokens too: its output is checked against that reduced target's own greedy answer, and
+its accuracy (exact match with the scene's answer) beside the full-view target's is the cost.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import statistics
 import time
@@ -16,11 +19,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from covspec.bench.inprocess import generate_in_process
 from covspec.bench.sidebyside import BenchItem
 from covspec.models.base import LoadedModel
 from covspec.protocol import VerifyMode
-from covspec.reduce import Budget, TokenReduction
+from covspec.reduce import Budget, TokenReduction, reduce_prompt
 from covspec.runtime_device.engines.base import DrafterEngine
 from covspec.runtime_device.loop import GenerationConfig
 from covspec.spec import SpecStats
@@ -36,6 +41,22 @@ def _image(data: bytes) -> Any:
         return image.convert("RGB")
 
 
+def reduced_target_answer(
+    target: LoadedModel, image: Any, prompt: str, reduction: TokenReduction, max_new_tokens: int
+) -> list[int]:
+    """Greedy decoding of a target that reads only the visual tokens ``reduction`` keeps: what a lossy
+    ``--reduce-target`` run must commit."""
+    sequence = target.start(image, prompt, select=functools.partial(reduce_prompt, reduction=reduction))
+    logits, tokens = sequence.prefill_logits, []
+    eos = set(target.eos_token_ids)
+    while len(tokens) < max_new_tokens:
+        tokens.append(int(np.argmax(logits)))
+        if tokens[-1] in eos:
+            break
+        logits = sequence.extend(tokens[-1:])[0]
+    return tokens
+
+
 def run_reduce_bench(
     engine: DrafterEngine,
     target: LoadedModel,
@@ -45,26 +66,29 @@ def run_reduce_bench(
     reducers: Sequence[str],
     max_new_tokens: int,
     draft_len: int = DRAFT_LEN,
+    reduce_target: bool = False,
     progress: Any = None,
 ) -> dict[str, Any]:
-    """One row per (reducer, budget), plus the full view (budget 1.0) once, as ``{"rows": [...], ...}``."""
-    configs: list[tuple[str, float, TokenReduction | None]] = [("all", 1.0, None)]
-    configs += [
-        (name, budget, TokenReduction(name, Budget(ratio=budget)))
-        for name in reducers
-        for budget in budgets
-        if budget < 1
-    ]
+    """One row per (reducer, budget) (and per lossy target reduction with ``reduce_target``), plus the full view
+    (budget 1.0) once, as ``{"rows": [...], ...}``."""
+    configs: list[tuple[str, float, TokenReduction | None, bool]] = [("all", 1.0, None, False)]
+    for name in reducers:
+        configs += [(name, b, TokenReduction(name, Budget(ratio=b)), False) for b in budgets if b < 1]
+        if reduce_target:
+            configs += [(f"{name}+target", b, TokenReduction(name, Budget(ratio=b)), True) for b in budgets if b < 1]
     images = [_image(item.image) for item in items]
     prefill: dict[int, list[float]] = {i: [] for i in range(len(configs))}
     kept: dict[int, list[int]] = {i: [] for i in range(len(configs))}
     pooled = {i: SpecStats() for i in range(len(configs))}
+    correct = dict.fromkeys(range(len(configs)), 0)
+    scored = 0
     task = progress.add_task("bench reduce", total=len(items) * len(configs)) if progress is not None else None
     for n, (item, image) in enumerate(zip(items, images, strict=True)):
+        scored += item.answer is not None
         order = list(range(len(configs)))
         order = order[n % len(order) :] + order[: n % len(order)]  # rotate who goes first
         for i in order:
-            _, _, reduction = configs[i]
+            _, _, reduction, lossy = configs[i]
             started = time.perf_counter()
             sequence = engine.start(image, item.prompt, reduction)
             prefill[i].append(time.perf_counter() - started)
@@ -75,10 +99,16 @@ def run_reduce_bench(
                 verify_mode=VerifyMode.COMPACT,
                 policy=PolicyKind.FIXED,
                 reduction=reduction,
+                reduce_target=lossy,
             )
             tokens, stats, _ = generate_in_process(engine, target, image, item.prompt, config)
-            if tokens != item.reference:
+            want = item.reference
+            if lossy and reduction is not None:
+                want = reduced_target_answer(target, image, item.prompt, reduction, max_new_tokens)
+            if tokens != want:
                 raise AssertionError(f"{configs[i][0]} at {configs[i][1]} changed the output on {item.prompt!r}")
+            if item.answer is not None:
+                correct[i] += engine.decode(tokens).strip() == item.answer.strip()
             for field in ("rounds", "drafted", "accepted", "committed"):
                 setattr(pooled[i], field, getattr(pooled[i], field) + getattr(stats, field))
             if task is not None:
@@ -86,7 +116,7 @@ def run_reduce_bench(
     full_prefill = statistics.median(prefill[0])
     full_aal = pooled[0].aal
     rows = []
-    for i, (name, budget, _) in enumerate(configs):
+    for i, (name, budget, _, lossy) in enumerate(configs):
         median = statistics.median(prefill[i])
         rows.append(
             {
@@ -98,7 +128,9 @@ def run_reduce_bench(
                 "aal": pooled[i].aal,
                 "aal_share": pooled[i].aal / full_aal if full_aal else None,
                 "acceptance_rate": pooled[i].acceptance_rate,
-                "identical_to_target": True,
+                "target_reduced": lossy,
+                "identical_to_target": not lossy,  # else identical to the reduced target's own answer
+                "accuracy": correct[i] / scored if scored else None,
             }
         )
     return {
@@ -120,7 +152,7 @@ def plot_reduce_bench(result: dict[str, Any], path: Path) -> None:
     rows = result["rows"]
     full = rows[0]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for name in dict.fromkeys(r["reducer"] for r in rows[1:]):
+    for name in dict.fromkeys(r["reducer"] for r in rows[1:] if not r["target_reduced"]):
         mine = sorted((r for r in rows if r["reducer"] == name), key=lambda r: r["keep"])
         keeps = [r["keep"] for r in mine] + [1.0]
         left.plot(keeps, [r["aal"] for r in mine] + [full["aal"]], marker="o", label=name)
@@ -136,4 +168,4 @@ def plot_reduce_bench(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-__all__ = ["plot_reduce_bench", "run_reduce_bench"]
+__all__ = ["plot_reduce_bench", "reduced_target_answer", "run_reduce_bench"]

@@ -63,6 +63,9 @@ def reduce(
         "covspec,pool,random,merge,elastic", "--reducer", help="Reducers to compare (comma-separated)."
     ),
     scenes: int = typer.Option(20, "--scenes", min=1, help="Held-out scenes."),
+    reduce_target: bool = typer.Option(
+        False, "--reduce-target", help="Also LOSSY rows where the target reads only the kept tokens (accuracy cost)."
+    ),
     out: Path = typer.Option(Path("covspec-reduce"), "--out", help="Folder for reduce.json and reduce.png."),
     engine: DemoEngine = typer.Option(DemoEngine.ONNXRUNTIME, "--engine", help="Drafter engine."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of the table."),
@@ -95,7 +98,14 @@ def reduce(
         target = load_model(str(pair.target), dtype="float32")
         items = demo_items(pair, scenes, "all", MAX_NEW_TOKENS)
         result = run_reduce_bench(
-            drafter, target, items, budgets=budgets, reducers=names, max_new_tokens=MAX_NEW_TOKENS, progress=progress
+            drafter,
+            target,
+            items,
+            budgets=budgets,
+            reducers=names,
+            max_new_tokens=MAX_NEW_TOKENS,
+            reduce_target=reduce_target,
+            progress=progress,
         )
     result["engine"] = "onnxruntime-fp32" if bundle is not None else "torch-fp32"
     out.mkdir(parents=True, exist_ok=True)

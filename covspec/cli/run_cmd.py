@@ -53,6 +53,12 @@ def run(
     reducer: str = typer.Option(
         "covspec", "--reducer", help="How the drafter picks them: covspec, pool, random, merge, elastic."
     ),
+    reduce_target: bool = typer.Option(
+        False,
+        "--reduce-target",
+        help="LOSSY: the target reads only the kept visual tokens too; the output is then no longer the full-view "
+        "target's.",
+    ),
     link: str | None = typer.Option(
         None, "--link", help="Run through an emulated link to the edge (a preset of `covspec link`)."
     ),
@@ -101,6 +107,7 @@ def run(
             policy,
             max_burst,
             reduction=None if reduction.budget.keeps_everything else reduction,
+            reduce_target=reduce_target,
         )
         with ExitStack() as stack:
             url = edge
@@ -140,6 +147,7 @@ def _print_stats(stats: dict) -> None:
         ("downlink bytes (rounds)", f"{stats['downlink_bytes']}  ({stats['downlink_bytes_per_token']:.1f}/token)"),
         ("setup bytes up / down", f"{stats['setup_uplink_bytes']} / {stats['setup_downlink_bytes']}"),
         ("drafter's visual tokens", f"{stats['drafter_image_tokens']} ({stats['reducer'] or 'all kept'})"),
+        ("target", "LOSSY: reads the kept visual tokens only" if stats["target_reduced"] else "reads every token"),
     ]
     for key, value in rows:
         table.add_row(key, value)

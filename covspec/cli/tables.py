@@ -40,7 +40,9 @@ def print_reduce_rows(rows: list[dict], title: str) -> None:
     from rich.table import Table
 
     table = Table(title=title)
-    for column in ("reducer", "keep", "visual tokens", "prefill ms", "prefill / all", "AAL", "AAL / all", "acc"):
+    columns = ("reducer", "keep", "visual tokens", "prefill ms", "prefill / all", "AAL", "AAL / all", "accept",
+               "accuracy")  # fmt: skip
+    for column in columns:
         table.add_column(column, justify="left" if column == "reducer" else "right", no_wrap=True)
     for row in rows:
         table.add_row(
@@ -52,5 +54,8 @@ def print_reduce_rows(rows: list[dict], title: str) -> None:
             f"{row['aal']:.2f}",
             _opt(row["aal_share"], "{:.2f}"),
             f"{row['acceptance_rate']:.3f}",
+            _opt(row["accuracy"], "{:.2f}"),
         )
     Console().print(table)
+    if any(row["target_reduced"] for row in rows):
+        Console().print("rows <reducer>+target are LOSSY: the target reads only the kept tokens too")

@@ -41,6 +41,9 @@ class SessionSpec:
     request_id: str | None = None  # the device's name for this request: a retried open finds the session it made
     resume_tokens: tuple[int, ...] = ()  # committed before an edge lost the session: prefilled, then continued after
     first_round: int = 1  # the number of the session's first round (rounds keep counting across a resume)
+    # lossy, asked for explicitly: the target too reads only the visual tokens this reducer keeps at this budget (a
+    # share <= 1 or a count > 1); the output is then that reduced target's, not the full-view target's
+    target_reduction: tuple[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = {
@@ -59,6 +62,8 @@ class SessionSpec:
             data["request_id"] = self.request_id
         if self.resume_tokens or self.first_round != 1:
             data["resume"] = {"tokens": list(self.resume_tokens), "first_round": self.first_round}
+        if self.target_reduction is not None:
+            data["target_reduction"] = {"reducer": self.target_reduction[0], "keep": self.target_reduction[1]}
         return data
 
     @classmethod
@@ -98,7 +103,22 @@ class SessionSpec:
         if request_id is not None and (not isinstance(request_id, str) or not 0 < len(request_id) <= 64):
             raise _invalid("'request_id' must be a string of 1 to 64 characters")
         tokens, first_round = _resume_of(data.get("resume"), max_new)
-        return cls(prompt, temperature, top_k, top_p, seed, max_new, mode, keep, request_id, tokens, first_round)
+        reduction = _target_reduction_of(data.get("target_reduction"))
+        return cls(
+            prompt, temperature, top_k, top_p, seed, max_new, mode, keep, request_id, tokens, first_round, reduction
+        )
+
+
+def _target_reduction_of(value: Any) -> tuple[str, float] | None:
+    """(reducer, keep) of a lossy target reduction; which reducers exist is the edge's to say."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("reducer"), str) or not 0 < len(value["reducer"]) <= 32:
+        raise _invalid("'target_reduction' must be an object with 'reducer' (a name) and 'keep' (a number)")
+    keep = _number(value.get("keep"), "target_reduction.keep", lo=0.0, hi=1 << 20)
+    if keep <= 0 or (keep > 1 and keep != int(keep)):
+        raise _invalid("'target_reduction.keep' must be a share in (0, 1] or a whole count above 1")
+    return value["reducer"], keep
 
 
 def _resume_of(resume: Any, max_new_tokens: int) -> tuple[tuple[int, ...], int]:

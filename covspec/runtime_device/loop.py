@@ -56,6 +56,15 @@ class GenerationConfig:
     policy: PolicyKind = PolicyKind.COST
     max_burst: int = CostConfig().max_burst
     reduction: TokenReduction | None = None  # the visual tokens the drafter reads (the target reads all)
+    reduce_target: bool = False  # lossy: the target reads only the tokens ``reduction`` keeps, too
+
+    @property
+    def target_reduction(self) -> tuple[str, float] | None:
+        """What the session asks the edge for when the target reduces as well (``SessionSpec.target_reduction``)."""
+        if not self.reduce_target or self.reduction is None:
+            return None
+        budget = self.reduction.budget
+        return self.reduction.reducer, float(budget.count if budget.count is not None else budget.ratio or 1.0)
 
     @property
     def params(self) -> SamplingParams:
@@ -102,6 +111,7 @@ def generate(
     spec = SessionSpec(
         prompt, config.temperature, config.top_k, config.top_p, config.seed, config.max_new_tokens, mode,
         request_id=uuid.uuid4().hex,  # an open sent again after a lost answer finds the session it made
+        target_reduction=config.target_reduction,
     )  # fmt: skip
     policy = policy if policy is not None else _policy_for(connection, config, engine.fingerprint.name)
     # The drafter's prefill runs while the edge prefills the target: setup costs the slower of the two, not both. The
@@ -159,6 +169,7 @@ def generate(
         "reconnects": connection.reconnects - reconnects_before,
         "drafter_image_tokens": drafter_prefill.result().image_tokens,
         "reducer": config.reduction.reducer if config.reduction is not None else None,
+        "target_reduced": config.target_reduction is not None,
     }
     return GenerationResult(engine.decode(tokens), tokens, result_stats, trace)
 

@@ -17,6 +17,7 @@ from covspec.models.base import LoadedModel, ModelSequence
 from covspec.protocol import PROTOCOL_VERSION, RoundRequest, SessionSpec, Verdict, VerifyMode
 from covspec.protocol.errors import shown
 from covspec.protocol.modes import resolve_verify_mode
+from covspec.reduce import Budget, TokenReduction, reduce_prompt
 from covspec.runtime_edge.image_cache import DeviceImageCache
 from covspec.runtime_edge.images import decode_image
 from covspec.runtime_edge.metrics import EdgeMetrics
@@ -26,6 +27,19 @@ from covspec.runtime_edge.verifier import round_steps, start_state
 from covspec.runtime_edge.worker import ModelWorker, Steps
 
 T = TypeVar("T")
+
+
+def target_reduction(spec: SessionSpec) -> TokenReduction | None:
+    """The lossy target reduction a session asked for, or None; an unknown reducer is the request's error."""
+    if spec.target_reduction is None:
+        return None
+    name, keep = spec.target_reduction
+    try:
+        return TokenReduction(name, Budget.parse(keep))
+    except ValueError as exc:
+        raise ProtocolError(f"'target_reduction': {exc}", code="invalid_request") from None
+
+
 FEATURES = [
     "connection",  # one WebSocket per device across generations (/v1/connect): hello, open/opened, rounds
     "connection.image_by_sha256",
@@ -37,6 +51,7 @@ FEATURES = [
     "verdict.verify_time",
     "verify_mode.auto",
     "pairing.vocabulary",  # GET /v1/vocabulary: what each token id means, for drafters with other tokenizer files
+    "reduce_target",  # a session's lossy target_reduction: the target reads only the visual tokens a reducer keeps
     "sampling",
     "http_sessions",
     "openai.chat_completions",
@@ -112,6 +127,13 @@ class EdgeService:
             raise ProtocolError(
                 "'resume.tokens' hold an end-of-sequence token: that generation ended", code="invalid_request"
             )
+        if spec.target_reduction is not None:
+            target_reduction(spec)
+            if getattr(self.model, "vision", None) is None:
+                raise ProtocolError(
+                    f"this target ({self.model.family}) has no vision graph, so it cannot reduce its visual tokens",
+                    code="invalid_request",
+                )
         return replace(spec, verify_mode=resolve_verify_mode(spec.verify_mode))
 
     def check_prompt(self, prompt: str) -> None:
@@ -156,7 +178,7 @@ class EdgeService:
         self.store.begin_admission()
         try:
             started = time.perf_counter()
-            sequence = await self.start_sequence(image, spec.prompt, spec.resume_tokens)
+            sequence = await self.start_sequence(image, spec.prompt, spec.resume_tokens, target_reduction(spec))
             prefill_s = time.perf_counter() - started
             self.metrics.prefill_latency.observe(prefill_s)
             if spec.keep_set is not None and spec.keep_set and spec.keep_set[-1] >= sequence.image_tokens:
@@ -174,13 +196,20 @@ class EdgeService:
         self.update_gauges()
         return session
 
-    async def start_sequence(self, image: Any | None, prompt: str, continued: Sequence[int] = ()) -> ModelSequence:
+    async def start_sequence(
+        self,
+        image: Any | None,
+        prompt: str,
+        continued: Sequence[int] = (),
+        reduction: TokenReduction | None = None,
+    ) -> ModelSequence:
         """Render and prefill on the model thread; a prompt past ``max_prompt_tokens`` is refused before its
         prefill. ``continued``: tokens a lost session had committed, all but the newest fed after the prompt (the
-        newest is the state's pending token)."""
+        newest is the state's pending token). ``reduction``: the lossy target reduction a session asked for."""
+        select = functools.partial(reduce_prompt, reduction=reduction) if reduction is not None else None
 
         def start() -> ModelSequence:
-            sequence = self.model.start(image, prompt, max_prompt_tokens=self.limits.max_prompt_tokens)
+            sequence = self.model.start(image, prompt, max_prompt_tokens=self.limits.max_prompt_tokens, select=select)
             if len(continued) > 1:
                 sequence.extend(continued[:-1])
             return sequence

@@ -51,19 +51,25 @@ def test_bench_reduce_compares_each_reducer_with_the_full_view(tmp_path) -> None
     env = {**os.environ, "COVSPEC_CACHE_DIR": str(tmp_path / "cache")}
     out = tmp_path / "out"
     args = [COVSPEC, "bench", "reduce", "--scenes", "2", "--keep", "0.25,0.5,1.0", "--reducer", "covspec,pool",
-            "--engine", "torch", "--out", str(out)]  # fmt: skip
+            "--reduce-target", "--engine", "torch", "--out", str(out)]  # fmt: skip
     done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "bench reduce: 2 scenes" in done.stdout
     result = json.loads((out / "reduce.json").read_text())
     assert (out / "reduce.png").stat().st_size > 10_000
     rows = [(r["reducer"], r["keep"]) for r in result["rows"]]
-    assert rows == [("all", 1.0), ("covspec", 0.25), ("covspec", 0.5), ("pool", 0.25), ("pool", 0.5)]
+    assert rows == [("all", 1.0)] + [
+        (name, keep) for base in ("covspec", "pool") for name in (base, f"{base}+target") for keep in (0.25, 0.5)
+    ]
     full = result["rows"][0]
     assert full["prefill_share"] == 1.0 and full["aal_share"] == 1.0 and full["visual_tokens"] > 0
+    assert 0.0 <= full["accuracy"] <= 1.0 and not full["target_reduced"]
     for row in result["rows"][1:]:
-        assert row["identical_to_target"] and row["aal"] >= 1.0
+        lossy = row["reducer"].endswith("+target")
+        assert row["target_reduced"] == lossy and row["identical_to_target"] == (not lossy)  # checked in the run
+        assert row["aal"] >= 1.0 and 0.0 <= row["accuracy"] <= 1.0
         assert row["visual_tokens"] == max(1, round(row["keep"] * full["visual_tokens"]))
+    assert "LOSSY" in done.stdout
 
 
 def test_bench_reduce_refuses_an_unknown_reducer(tmp_path) -> None:

@@ -46,3 +46,22 @@ def test_device_and_edge_streams_differ_for_one_seed() -> None:
     b = session_rng(5, 2).random(4)
     assert not (a == b).any()
     assert (session_rng(5, 1).random(4) == a).all()
+
+
+def test_a_lossy_target_reduction_round_trips_and_bad_ones_are_named() -> None:
+    spec = SessionSpec("hi", target_reduction=("covspec", 0.25))
+    assert SessionSpec.from_dict(spec.to_dict()) == spec
+    assert "target_reduction" not in SessionSpec("hi").to_dict()  # absent unless asked for
+    assert SessionSpec.from_dict(
+        {**spec.to_dict(), "target_reduction": {"reducer": "pool", "keep": 64}}
+    ).target_reduction == ("pool", 64.0)
+    for bad in (
+        {"reducer": "pool"},
+        {"reducer": "", "keep": 0.5},
+        {"reducer": "pool", "keep": 0},
+        {"reducer": "pool", "keep": 2.5},
+        "pool",
+    ):
+        with pytest.raises(ProtocolError, match="target_reduction") as caught:
+            SessionSpec.from_dict({**spec.to_dict(), "target_reduction": bad})
+        assert caught.value.code == "invalid_request"

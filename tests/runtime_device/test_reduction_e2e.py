@@ -106,3 +106,62 @@ def test_every_reducer_on_the_drafter_leaves_the_targets_output(
             assert result.stats["reducer"] == name
             rates.append(result.stats["acceptance_rate"])
     assert min(rates) < 1.0  # a full-view self-drafter is accepted every time (test_loop_e2e)
+
+
+def _reduced_target_greedy(target, image, prompt: str, reduction: TokenReduction, max_new: int) -> list[int]:
+    """What a target that reads only the kept visual tokens answers: greedy decoding of its reduced sequence."""
+    import functools
+
+    from covspec.reduce import reduce_prompt
+
+    sequence = target.start(image, prompt, select=functools.partial(reduce_prompt, reduction=reduction))
+    logits, tokens = sequence.prefill_logits, []
+    eos = set(target.eos_token_ids)
+    while len(tokens) < max_new:
+        tokens.append(int(np.argmax(logits)))
+        if tokens[-1] in eos:
+            break
+        logits = sequence.extend(tokens[-1:])[0]
+    return tokens
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("arch", ["llava", "qwen2_vl"])
+def test_reduce_target_gives_the_reduced_targets_output_and_a_like_drafter_is_always_accepted(
+    arch, edge_server, loaded_target, self_drafter_engine
+) -> None:
+    """Lossy, asked for: the edge's target reads only the kept tokens. The output is that reduced target's greedy
+    answer, and the target drafting for itself with the same reduction has every draft accepted (both read alike)."""
+    server, target, engine = edge_server(arch), loaded_target(arch), self_drafter_engine(arch)
+    client = EdgeClient(server.url)
+    reduction = TokenReduction("covspec", Budget(ratio=0.25))
+    differs = 0
+    for i in range(3):
+        img, prompt = image_bytes(930 + i), PROMPTS[i]
+        want = _reduced_target_greedy(target, pil(img), prompt, reduction, MAX_NEW)
+        full = target.generate(pil(img), prompt, max_new_tokens=MAX_NEW)
+        differs += want != full
+        config = GenerationConfig(
+            max_new_tokens=MAX_NEW,
+            draft_len=3,
+            verify_mode=VerifyMode.COMPACT,
+            policy=PolicyKind.FIXED,
+            reduction=reduction,
+            reduce_target=True,
+        )
+        result = generate(engine, client, img, prompt, config)
+        assert result.tokens == want, (arch, prompt)
+        assert result.stats["target_reduced"] and result.stats["acceptance_rate"] == 1.0
+    assert differs  # the reduced target really answers differently somewhere: it is lossy, and labelled so
+
+
+@pytest.mark.e2e
+def test_a_target_reduction_with_an_unknown_reducer_is_refused(edge_server) -> None:
+    from covspec.errors import EdgeError
+    from covspec.protocol import SessionSpec
+
+    connection = EdgeClient(edge_server("llava").url).connection()
+    connection.hello()
+    with pytest.raises(EdgeError, match="unknown reducer 'magic'") as caught:
+        connection.open_generation(SessionSpec("Describe.", target_reduction=("magic", 0.5)), image_bytes(1))
+    assert caught.value.code == "invalid_request"
