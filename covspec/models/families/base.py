@@ -66,6 +66,16 @@ def image_features_of(hf_model: Any, **inputs: Any) -> Any:
     return torch.cat([f.reshape(-1, f.shape[-1]) for f in features], dim=0)
 
 
+def tower_and_projector(hf_model: Any) -> dict[str, Any]:
+    """The vision weights of the LLaVA-style layout most families share: ``model.vision_tower`` and
+    ``model.multi_modal_projector``."""
+    return {"tower": hf_model.model.vision_tower, "projector": hf_model.model.multi_modal_projector}
+
+
+def pixel_values_reference(hf_model: Any, batch: dict[str, Any]) -> Any:
+    return image_features_of(hf_model, pixel_values=batch["pixel_values"])
+
+
 @dataclass(frozen=True)
 class VisionGraph:
     """How a family's vision tower becomes ``vision_encoder.onnx`` and how a device bundle's engine feeds it.
@@ -79,9 +89,9 @@ class VisionGraph:
 
     inputs: tuple[str, ...]
     dynamic_axes: tuple[dict[int, str], ...]  # per input: axis -> dimension name
-    parts: Callable[[Any], dict[str, Any]]
     encode: Callable[..., Any]
-    reference: Callable[[Any, dict[str, Any]], Any]
+    parts: Callable[[Any], dict[str, Any]] = tower_and_projector
+    reference: Callable[[Any, dict[str, Any]], Any] = pixel_values_reference
     feeds: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] = pixel_values_only
     example: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None  # None: concatenate along axis 0
 

@@ -25,7 +25,6 @@ from covspec.models.families.base import (
     TextSize,
     TokenizerSpec,
     VisionGraph,
-    image_features_of,
     tiny_text_fields,
 )
 
@@ -45,16 +44,10 @@ def _encode(parts: Any, config: Any, pixel_values: Any) -> Any:
     return features.reshape(-1, features.shape[-1])
 
 
-def _reference(hf_model: Any, batch: dict[str, Any]) -> Any:
-    return image_features_of(hf_model, pixel_values=batch["pixel_values"])
-
-
 VISION = VisionGraph(
     inputs=("pixel_values",),
     dynamic_axes=({0: "batch"},),
-    parts=lambda hf: {"tower": hf.model.vision_tower, "projector": hf.model.multi_modal_projector},
     encode=_encode,
-    reference=_reference,
 )
 
 

@@ -129,7 +129,8 @@ _IDEFICS3_TEMPLATE = (
 )
 
 
-_ROW_COL = tuple(f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7))
+# the tile markers of image splitting (Idefics3 and SmolVLM: up to 6 x 6 tiles)
+ROW_COL_TOKENS = tuple(f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7))
 TOKENIZER = TokenizerSpec(
     special_tokens=(
         "<|begin_of_text|>",
@@ -139,7 +140,7 @@ TOKENIZER = TokenizerSpec(
         "<fake_token_around_image>",
         "<image>",
         "<global-img>",
-        *_ROW_COL,
+        *ROW_COL_TOKENS,
     ),
     named={"bos_token": "<|begin_of_text|>", "eos_token": "<end_of_utterance>", "pad_token": "<pad>"},
     model_specific={"image_token": "<image>"},
@@ -196,4 +197,4 @@ def build_tiny(size: str, tokenizer: Any, ids: dict[str, Any], text: TextSize) -
 
 FAMILY = Family("idefics3", "idefics3", Idefics3Adapter, TOKENIZER, build_tiny, vision=VISION)
 
-__all__ = ["FAMILY", "VISION", "Idefics3Adapter"]
+__all__ = ["FAMILY", "ROW_COL_TOKENS", "VISION", "Idefics3Adapter"]

@@ -83,7 +83,6 @@ def _encode(parts: Any, config: Any, pixel_values: Any) -> Any:
 VISION = VisionGraph(
     inputs=("pixel_values",),
     dynamic_axes=({0: "tiles"},),
-    parts=lambda hf: {"tower": hf.model.vision_tower, "projector": hf.model.multi_modal_projector},
     encode=_encode,
     reference=feature_reference,
 )

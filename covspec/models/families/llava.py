@@ -64,7 +64,6 @@ def feature_reference(hf_model: Any, batch: dict[str, Any], **inputs: Any) -> An
 VISION = VisionGraph(
     inputs=("pixel_values",),
     dynamic_axes=({0: "batch"},),
-    parts=lambda hf: {"tower": hf.model.vision_tower, "projector": hf.model.multi_modal_projector},
     encode=_encode,
     reference=feature_reference,
 )
@@ -102,17 +101,11 @@ _VISION = {
 }
 
 
-def build_tiny(size: str, tokenizer: Any, ids: dict[str, Any], text: TextSize) -> tuple[Any, Any]:
-    from transformers import (
-        CLIPImageProcessor,
-        CLIPVisionConfig,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-        LlavaProcessor,
-    )
+def clip_vision_config(v: dict[str, int]) -> Any:
+    """A tiny CLIP vision tower of the sizes ``v`` (hidden, intermediate, layers, heads, image, patch)."""
+    from transformers import CLIPVisionConfig
 
-    v = _VISION[size]
-    vision = CLIPVisionConfig(
+    return CLIPVisionConfig(
         hidden_size=v["hidden"],
         intermediate_size=v["intermediate"],
         num_hidden_layers=v["layers"],
@@ -121,6 +114,18 @@ def build_tiny(size: str, tokenizer: Any, ids: dict[str, Any], text: TextSize) -
         patch_size=v["patch"],
         projection_dim=v["hidden"],
     )
+
+
+def build_tiny(size: str, tokenizer: Any, ids: dict[str, Any], text: TextSize) -> tuple[Any, Any]:
+    from transformers import (
+        CLIPImageProcessor,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    v = _VISION[size]
+    vision = clip_vision_config(v)
     image_token_id = tokenizer.convert_tokens_to_ids("<image>")
     n_image = (v["image"] // v["patch"]) ** 2
     config = LlavaConfig(
@@ -150,4 +155,12 @@ def build_tiny(size: str, tokenizer: Any, ids: dict[str, Any], text: TextSize) -
 
 FAMILY = Family("llava", "llava", LlavaAdapter, TOKENIZER, build_tiny, vision=VISION)
 
-__all__ = ["FAMILY", "LLAVA_TEMPLATE", "VISION", "LlavaAdapter", "feature_reference", "select_features"]
+__all__ = [
+    "FAMILY",
+    "LLAVA_TEMPLATE",
+    "VISION",
+    "LlavaAdapter",
+    "clip_vision_config",
+    "feature_reference",
+    "select_features",
+]

@@ -33,7 +33,7 @@ from covspec.models.families.base import (
     VisionGraph,
     tiny_text_fields,
 )
-from covspec.models.families.llava import feature_reference, select_features
+from covspec.models.families.llava import clip_vision_config, feature_reference, select_features
 
 
 class LlavaNextAdapter(HFVisionLanguageModel):
@@ -248,7 +248,6 @@ def mistral_text_config(t: TextSize, ids: dict[str, Any]) -> Any:
 
 def build_tiny(size: str, tokenizer: Any, ids: dict[str, Any], text: TextSize) -> tuple[Any, Any]:
     from transformers import (
-        CLIPVisionConfig,
         LlavaNextConfig,
         LlavaNextForConditionalGeneration,
         LlavaNextImageProcessor,
@@ -256,15 +255,7 @@ def build_tiny(size: str, tokenizer: Any, ids: dict[str, Any], text: TextSize) -
     )
 
     v = _VISION[size]
-    vision = CLIPVisionConfig(
-        hidden_size=v["hidden"],
-        intermediate_size=v["intermediate"],
-        num_hidden_layers=v["layers"],
-        num_attention_heads=v["heads"],
-        image_size=v["image"],
-        patch_size=v["patch"],
-        projection_dim=v["hidden"],
-    )
+    vision = clip_vision_config(v)
     config = LlavaNextConfig(
         vision_config=vision,
         text_config=mistral_text_config(text, ids),

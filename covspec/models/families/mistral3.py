@@ -97,7 +97,6 @@ def _reference(hf_model: Any, batch: dict[str, Any]) -> Any:
 VISION = VisionGraph(
     inputs=("pixel_values",),
     dynamic_axes=({2: "height", 3: "width"},),
-    parts=lambda hf: {"tower": hf.model.vision_tower, "projector": hf.model.multi_modal_projector},
     encode=_encode,
     reference=_reference,
     feeds=_feeds,

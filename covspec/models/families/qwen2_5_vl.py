@@ -22,15 +22,19 @@ Supported: images (torch target and drafter, ONNX drafter bundle). Videos go thr
 
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import Any
 
 from covspec.models.families.base import Family, TextSize, VisionGraph, tiny_text_fields
 from covspec.models.families.qwen2_vl import (
     TOKENIZER,
     Qwen2VLAdapter,
+    attention_bias,
     grid_feeds,
     grid_reference,
     images_only_processor,
+    masked_vision_block,
+    mrope_section,
     patch_layout,
 )
 
@@ -45,17 +49,7 @@ class Qwen25VlAdapter(Qwen2VLAdapter):
 # processor's patch order throughout (no window reordering).
 
 
-def _mask(same: Any) -> Any:
-    import torch
-
-    bias = torch.zeros(same.shape, dtype=torch.float32, device=same.device)
-    return bias.masked_fill(~same, torch.finfo(torch.float32).min)
-
-
 def _encode(parts: Any, config: Any, pixel_values: Any, image_grid_thw: Any) -> Any:
-    import torch
-    from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import apply_rotary_pos_emb_vision
-
     visual = parts["visual"]
     merge = int(visual.spatial_merge_size)
     side = int(visual.window_size) // merge // int(visual.patch_size)  # merged blocks per window side
@@ -64,23 +58,13 @@ def _encode(parts: Any, config: Any, pixel_values: Any, image_grid_thw: Any) -> 
     window = positions // (merge * side)  # (window row, window column) of each patch within its frame
     same_frame = segment[:, None] == segment[None, :]
     same_window = same_frame & (window[:, None, :] == window[None, :, :]).all(-1)
-    full_bias, window_bias = _mask(same_frame), _mask(same_window)
+    full_bias, window_bias = attention_bias(same_frame), attention_bias(same_window)
     full = {int(i) for i in visual.fullatt_block_indexes}
 
     hidden = visual.patch_embed(pixel_values)
     cos, sin = visual.rotary_pos_emb(hidden, positions)
     for index, blk in enumerate(visual.blocks):
-        attn = blk.attn
-        bias = full_bias if index in full else window_bias
-        x = blk.norm1(hidden)
-        q, k, v = attn.qkv(x).reshape(n, 3, attn.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
-        q, k = apply_rotary_pos_emb_vision(q, k, cos, sin)
-        q, k, v = q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1)  # [heads, n, head_dim]
-        weights = torch.matmul(q, k.transpose(1, 2)) * attn.scaling + bias
-        weights = torch.softmax(weights, dim=-1, dtype=torch.float32).to(q.dtype)
-        out = torch.matmul(weights, v).transpose(0, 1).reshape(n, -1)
-        hidden = hidden + attn.proj(out)
-        hidden = hidden + blk.mlp(blk.norm2(hidden))
+        hidden = masked_vision_block(blk, hidden, cos, sin, full_bias if index in full else window_bias)
     return visual.merger(hidden)
 
 
@@ -106,12 +90,6 @@ _VISION = {
 _PATCH = 4
 
 
-def _mrope_section(text: TextSize) -> list[int]:
-    """(t, h, w) sections of head_dim / 2 frequencies, in the real models' proportions ([16, 24, 24] of 64)."""
-    half = text.hidden // text.heads // 2
-    return [half - 2 * (half * 3 // 8), half * 3 // 8, half * 3 // 8]
-
-
 def build_tiny(size: str, tokenizer: Any, ids: dict[str, Any], text: TextSize) -> tuple[Any, Any]:
     from transformers import (
         Qwen2_5_VLConfig,
@@ -126,7 +104,11 @@ def build_tiny(size: str, tokenizer: Any, ids: dict[str, Any], text: TextSize) -
     text_config = {
         **tiny_text_fields(t, ids, bos=ids["eos"][1]),
         "rms_norm_eps": 1e-6,
-        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": _mrope_section(t)},
+        "rope_parameters": {
+            "rope_type": "default",
+            "rope_theta": 10000.0,
+            "mrope_section": mrope_section(t, Fraction(3, 8)),
+        },
     }
     vision_config = {
         "depth": v["layers"],

@@ -13,6 +13,7 @@ the sequence, and every forward gets explicit ``position_ids`` of shape [4, 1, n
 from __future__ import annotations
 
 import logging
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -105,29 +106,41 @@ def patch_layout(n: int, grid: Any, merge: int) -> tuple[Any, Any]:
 
 
 def _encode(parts: Any, config: Any, pixel_values: Any, image_grid_thw: Any) -> Any:
-    import torch
-    from transformers.models.qwen2_vl.modeling_qwen2_vl import apply_rotary_pos_emb_vision
-
     visual = parts["visual"]
     n = pixel_values.shape[0]
     positions, segment = patch_layout(n, image_grid_thw, int(visual.spatial_merge_size))
     hidden = visual.patch_embed(pixel_values)
     cos, sin = visual.rotary_pos_emb(hidden, positions)
-    same = segment[:, None] == segment[None, :]
-    bias = torch.zeros(same.shape, dtype=torch.float32, device=hidden.device)
-    bias = bias.masked_fill(~same, torch.finfo(torch.float32).min)
+    bias = attention_bias(segment[:, None] == segment[None, :])
     for blk in visual.blocks:
-        attn = blk.attn
-        x = blk.norm1(hidden)
-        q, k, v = attn.qkv(x).reshape(n, 3, attn.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
-        q, k = apply_rotary_pos_emb_vision(q, k, cos, sin)
-        q, k, v = q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1)  # [heads, n, head_dim]
-        weights = torch.matmul(q, k.transpose(1, 2)) * attn.scaling + bias
-        weights = torch.softmax(weights, dim=-1, dtype=torch.float32).to(q.dtype)
-        out = torch.matmul(weights, v).transpose(0, 1).reshape(n, -1)
-        hidden = hidden + attn.proj(out)
-        hidden = hidden + blk.mlp(blk.norm2(hidden))
+        hidden = masked_vision_block(blk, hidden, cos, sin, bias)
     return visual.merger(hidden)
+
+
+def attention_bias(allowed: Any) -> Any:
+    """An additive attention mask: 0 where ``allowed`` (bool [n, n]), the float32 minimum elsewhere."""
+    import torch
+
+    bias = torch.zeros(allowed.shape, dtype=torch.float32, device=allowed.device)
+    return bias.masked_fill(~allowed, torch.finfo(torch.float32).min)
+
+
+def masked_vision_block(blk: Any, hidden: Any, cos: Any, sin: Any, bias: Any) -> Any:
+    """One Qwen-VL vision block over all patches at once, attention limited by the additive ``bias`` [n, n] (in place
+    of transformers' attention split per chunk of ``cu_seqlens``); Qwen2.5-VL's blocks have the same shape."""
+    import torch
+    from transformers.models.qwen2_vl.modeling_qwen2_vl import apply_rotary_pos_emb_vision
+
+    n = hidden.shape[0]
+    attn = blk.attn
+    q, k, v = attn.qkv(blk.norm1(hidden)).reshape(n, 3, attn.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
+    q, k = apply_rotary_pos_emb_vision(q, k, cos, sin)
+    q, k, v = q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1)  # [heads, n, head_dim]
+    weights = torch.matmul(q, k.transpose(1, 2)) * attn.scaling + bias
+    weights = torch.softmax(weights, dim=-1, dtype=torch.float32).to(q.dtype)
+    out = torch.matmul(weights, v).transpose(0, 1).reshape(n, -1)
+    hidden = hidden + attn.proj(out)
+    return hidden + blk.mlp(blk.norm2(hidden))
 
 
 def grid_feeds(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -219,11 +232,12 @@ _VISION = {
 }
 
 
-def _mrope_section(text: TextSize) -> list[int]:
-    """Qwen2-VL's multimodal RoPE splits head_dim / 2 frequencies into (t, h, w) sections ([4, 4, 4] for the
-    default head_dim of 24)."""
+def mrope_section(text: TextSize, h_share: Fraction = Fraction(1, 3)) -> list[int]:
+    """M-RoPE splits head_dim / 2 frequencies into (t, h, w) sections, h and w taking ``h_share`` each ([4, 4, 4] for
+    Qwen2-VL's thirds at the default head_dim of 24; Qwen2.5-VL takes 3/8, Qwen3-VL 5/16, as the real models do)."""
     half = text.hidden // text.heads // 2
-    return [half - 2 * (half // 3), half // 3, half // 3]
+    h = half * h_share.numerator // h_share.denominator
+    return [half - 2 * h, h, h]
 
 
 def build_tiny(size: str, tokenizer: Any, ids: dict[str, Any], text: TextSize) -> tuple[Any, Any]:
@@ -241,7 +255,7 @@ def build_tiny(size: str, tokenizer: Any, ids: dict[str, Any], text: TextSize) -
     text_config = {
         **tiny_text_fields(t, ids, bos=ids["eos"][1]),
         "rms_norm_eps": 1e-6,
-        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": _mrope_section(t)},
+        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope_section(t)},
     }
     vision_config = {
         "depth": v["layers"],

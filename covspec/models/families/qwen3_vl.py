@@ -21,10 +21,11 @@ crop machinery is exact.
 
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import Any
 
 from covspec.models.families.base import Family, TextSize, tiny_text_fields
-from covspec.models.families.qwen2_vl import TOKENIZER, Qwen2VLAdapter
+from covspec.models.families.qwen2_vl import TOKENIZER, Qwen2VLAdapter, mrope_section
 
 NO_EXPORT = (
     "Qwen3-VL's decoder adds DeepStack visual features (from intermediate vision blocks) to the hidden states of the "
@@ -53,12 +54,6 @@ _PATCH = 4
 _MIN_SIDE = 16
 
 
-def _mrope_section(text: TextSize) -> list[int]:
-    """(t, h, w) sections of head_dim / 2 frequencies, in the real models' proportions ([24, 20, 20] of 64)."""
-    half = text.hidden // text.heads // 2
-    return [half - 2 * (half * 5 // 16), half * 5 // 16, half * 5 // 16]
-
-
 def build_tiny(size: str, tokenizer: Any, ids: dict[str, Any], text: TextSize) -> tuple[Any, Any]:
     from transformers import (
         Qwen2VLImageProcessor,
@@ -73,7 +68,7 @@ def build_tiny(size: str, tokenizer: Any, ids: dict[str, Any], text: TextSize) -
     rope = {
         "rope_type": "default",
         "rope_theta": 10000.0,
-        "mrope_section": _mrope_section(t),
+        "mrope_section": mrope_section(t, Fraction(5, 16)),
         "mrope_interleaved": True,
     }
     text_config = {

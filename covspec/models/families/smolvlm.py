@@ -30,7 +30,7 @@ from typing import Any
 
 from covspec.models.common import HFVisionLanguageModel
 from covspec.models.families.base import Family, TextSize, TokenizerSpec, llama_text_config, saved_processor
-from covspec.models.families.idefics3 import VISION
+from covspec.models.families.idefics3 import ROW_COL_TOKENS, VISION
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +100,6 @@ _SMOLVLM_TEMPLATE = (
     "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
 )
 
-_ROW_COL = tuple(f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7))
 TOKENIZER = TokenizerSpec(
     special_tokens=(
         "<|endoftext|>",
@@ -110,7 +109,7 @@ TOKENIZER = TokenizerSpec(
         "<image>",
         "<end_of_utterance>",
         "<global-img>",
-        *_ROW_COL,
+        *ROW_COL_TOKENS,
     ),
     named={
         "unk_token": "<|endoftext|>",
