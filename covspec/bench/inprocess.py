@@ -6,7 +6,6 @@ msgpack, the edge's event loop) costs; the drafting and verification code is the
 
 from __future__ import annotations
 
-import functools
 import time
 from typing import Any
 
@@ -19,7 +18,6 @@ from covspec.protocol import (
     session_rng,
 )
 from covspec.protocol.modes import resolve_verify_mode
-from covspec.reduce import reduce_prompt
 from covspec.runtime_device.drafter import Drafter
 from covspec.runtime_device.engines.base import DrafterEngine
 from covspec.runtime_device.loop import GenerationConfig, decode_rounds
@@ -55,7 +53,7 @@ def generate_in_process(
     eos = frozenset(target.eos_token_ids)
     select = None
     if config.reduce_target and config.reduction is not None:  # lossy, asked for: the target reads the kept tokens
-        select = functools.partial(reduce_prompt, reduction=config.reduction)
+        select = config.reduction.select
     state = start_state(spec, target.start(image, prompt, select=select), eos)
     drafter = Drafter(
         engine.start(image if engine.accepts_images else None, prompt, config.reduction),

@@ -11,7 +11,6 @@ its accuracy (exact match with the scene's answer) beside the full-view target's
 
 from __future__ import annotations
 
-import functools
 import io
 import statistics
 import time
@@ -25,7 +24,7 @@ from covspec.bench.inprocess import generate_in_process
 from covspec.bench.sidebyside import BenchItem
 from covspec.models.base import LoadedModel
 from covspec.protocol import VerifyMode
-from covspec.reduce import Budget, TokenReduction, reduce_prompt
+from covspec.reduce import Budget, TokenReduction
 from covspec.runtime_device.engines.base import DrafterEngine
 from covspec.runtime_device.loop import GenerationConfig
 from covspec.spec import SpecStats
@@ -46,7 +45,7 @@ def reduced_target_answer(
 ) -> list[int]:
     """Greedy decoding of a target that reads only the visual tokens ``reduction`` keeps: what a lossy
     ``--reduce-target`` run must commit."""
-    sequence = target.start(image, prompt, select=functools.partial(reduce_prompt, reduction=reduction))
+    sequence = target.start(image, prompt, select=reduction.select)
     logits, tokens = sequence.prefill_logits, []
     eos = set(target.eos_token_ids)
     while len(tokens) < max_new_tokens:

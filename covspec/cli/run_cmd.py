@@ -106,7 +106,7 @@ def run(
             verify_mode,
             policy,
             max_burst,
-            reduction=None if reduction.budget.keeps_everything else reduction,
+            reduction=reduction if reduction.reduces else None,
             reduce_target=reduce_target,
         )
         with ExitStack() as stack:

@@ -326,10 +326,13 @@ class HFLoadedModel(LoadedModel):
                 f"the rendered prompt has {input_ids.shape[1]} tokens; at most {max_prompt_tokens}",
                 code="prompt_too_long",
             )
-        if select is not None and image is not None:
-            return self._start_selected(inputs, select)
         position_ids, state = self.prompt_positions(inputs)
-        kwargs = {k: v for k, v in inputs.items() if k != "attention_mask"}
+        skipped = 0
+        if select is not None and image is not None:
+            kwargs, keep = self._selected_inputs(inputs, select)
+            position_ids, skipped = position_ids[..., keep], int((~keep).sum())
+        else:
+            kwargs = {k: v for k, v in inputs.items() if k != "attention_mask"}
         if self._logits_to_keep:
             kwargs["logits_to_keep"] = 1  # as generate() does: the lm head on the last position only
         cache = self.empty_cache()
@@ -338,7 +341,7 @@ class HFLoadedModel(LoadedModel):
         prompt_ids = input_ids[0].tolist()
         image_tokens = 0
         if self.image_token_id is not None:
-            image_tokens = sum(1 for t in prompt_ids if t == self.image_token_id)
+            image_tokens = sum(1 for t in prompt_ids if t == self.image_token_id) - skipped
         return HFSequence(
             self,
             cache,
@@ -346,12 +349,13 @@ class HFLoadedModel(LoadedModel):
             prefill_logits=logits_to_numpy(out.logits[0, -1]),
             image_tokens=image_tokens,
             position_state=state,
+            skipped=skipped,
         )
 
-    def _start_selected(self, inputs: Any, select: SelectPrompt) -> HFSequence:
-        """Prefill only the positions ``select`` keeps, from embeddings: the vision graph's features (the family's
-        ``get_image_features``) over the placeholders, then the selection's keep mask and embeddings; kept positions
-        keep their ids from the full prompt."""
+    def _selected_inputs(self, inputs: Any, select: SelectPrompt) -> tuple[dict[str, Any], Any]:
+        """The model inputs of a prefill that reads only the positions ``select`` keeps (embeddings: the family's
+        ``get_image_features`` over the placeholders, then the selection's), and the keep mask; the positions stay
+        the full prompt's."""
         import torch
 
         if self.vision is None:
@@ -363,26 +367,12 @@ class HFLoadedModel(LoadedModel):
         where = (input_ids[0] == self.image_token_id).cpu().numpy()
         selection = select(embeds.to(torch.float64).cpu().numpy(), where, features.to(torch.float64).cpu().numpy())
         keep = torch.from_numpy(np.asarray(selection.keep, dtype=bool)).to(self.device)
-        kept_embeds = torch.from_numpy(np.asarray(selection.embeds)).to(self.device, self.dtype)[keep][None]
-        position_ids, state = self.prompt_positions(inputs)
-        kwargs: dict[str, Any] = {"inputs_embeds": kept_embeds, "position_ids": position_ids[..., keep]}
+        kwargs: dict[str, Any] = {
+            "inputs_embeds": torch.from_numpy(np.asarray(selection.embeds)).to(self.device, self.dtype)[keep][None]
+        }
         if inputs.get("token_type_ids") is not None:  # Gemma 3: the kept tokens of an image attend to each other
             kwargs["token_type_ids"] = inputs["token_type_ids"][:, keep]
-        if self._logits_to_keep:
-            kwargs["logits_to_keep"] = 1
-        cache = self.empty_cache()
-        with torch.inference_mode():
-            out = self.hf_model(**kwargs, cache=cache, use_cache=True)
-        skipped = int((~keep).sum())
-        return HFSequence(
-            self,
-            cache,
-            input_ids[0].tolist(),
-            prefill_logits=logits_to_numpy(out.logits[0, -1]),
-            image_tokens=int(where.sum()) - skipped,
-            position_state=state,
-            skipped=skipped,
-        )
+        return kwargs, keep
 
     def generate(
         self,

@@ -26,6 +26,15 @@ class TokenReduction:
     def __post_init__(self) -> None:
         reducer_named(self.reducer)  # refuses an unknown name now, not at the first image
 
+    @property
+    def reduces(self) -> bool:
+        """Whether it leaves anything out (a share of 1 keeps every token: the plain prefill)."""
+        return not self.budget.keeps_everything
+
+    def select(self, embeds: np.ndarray, image_positions: np.ndarray, features: np.ndarray) -> ReducedPrompt:
+        """``reduce_prompt`` with this reduction: the ``select`` a model's ``start`` takes."""
+        return reduce_prompt(embeds, image_positions, features, self)
+
 
 @dataclass(frozen=True)
 class ReducedPrompt:

@@ -17,7 +17,7 @@ from covspec.models.base import LoadedModel, ModelSequence
 from covspec.protocol import PROTOCOL_VERSION, RoundRequest, SessionSpec, Verdict, VerifyMode
 from covspec.protocol.errors import shown
 from covspec.protocol.modes import resolve_verify_mode
-from covspec.reduce import Budget, TokenReduction, reduce_prompt
+from covspec.reduce import Budget, TokenReduction
 from covspec.runtime_edge.image_cache import DeviceImageCache
 from covspec.runtime_edge.images import decode_image
 from covspec.runtime_edge.metrics import EdgeMetrics
@@ -206,7 +206,7 @@ class EdgeService:
         """Render and prefill on the model thread; a prompt past ``max_prompt_tokens`` is refused before its
         prefill. ``continued``: tokens a lost session had committed, all but the newest fed after the prompt (the
         newest is the state's pending token). ``reduction``: the lossy target reduction a session asked for."""
-        select = functools.partial(reduce_prompt, reduction=reduction) if reduction is not None else None
+        select = reduction.select if reduction is not None else None
 
         def start() -> ModelSequence:
             sequence = self.model.start(image, prompt, max_prompt_tokens=self.limits.max_prompt_tokens, select=select)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from covspec.bench.reduction import reduced_target_answer
 from covspec.protocol import VerifyMode
 from covspec.reduce import REDUCERS, Budget, TokenReduction
 from covspec.runtime_device.client import EdgeClient
@@ -108,23 +109,6 @@ def test_every_reducer_on_the_drafter_leaves_the_targets_output(
     assert min(rates) < 1.0  # a full-view self-drafter is accepted every time (test_loop_e2e)
 
 
-def _reduced_target_greedy(target, image, prompt: str, reduction: TokenReduction, max_new: int) -> list[int]:
-    """What a target that reads only the kept visual tokens answers: greedy decoding of its reduced sequence."""
-    import functools
-
-    from covspec.reduce import reduce_prompt
-
-    sequence = target.start(image, prompt, select=functools.partial(reduce_prompt, reduction=reduction))
-    logits, tokens = sequence.prefill_logits, []
-    eos = set(target.eos_token_ids)
-    while len(tokens) < max_new:
-        tokens.append(int(np.argmax(logits)))
-        if tokens[-1] in eos:
-            break
-        logits = sequence.extend(tokens[-1:])[0]
-    return tokens
-
-
 @pytest.mark.e2e
 @pytest.mark.parametrize("arch", ["llava", "qwen2_vl"])
 def test_reduce_target_gives_the_reduced_targets_output_and_a_like_drafter_is_always_accepted(
@@ -138,7 +122,7 @@ def test_reduce_target_gives_the_reduced_targets_output_and_a_like_drafter_is_al
     differs = 0
     for i in range(3):
         img, prompt = image_bytes(930 + i), PROMPTS[i]
-        want = _reduced_target_greedy(target, pil(img), prompt, reduction, MAX_NEW)
+        want = reduced_target_answer(target, pil(img), prompt, reduction, MAX_NEW)
         full = target.generate(pil(img), prompt, max_new_tokens=MAX_NEW)
         differs += want != full
         config = GenerationConfig(

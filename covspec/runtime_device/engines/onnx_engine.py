@@ -30,7 +30,7 @@ from covspec.models.families import TEXT_LM, family_named
 from covspec.models.loading import load_processor
 from covspec.models.prompts import text_inputs, vlm_inputs
 from covspec.models.vocabulary import PROBE_PROMPT, Vocabulary, vocabulary_of
-from covspec.reduce import TokenReduction, reduce_prompt
+from covspec.reduce import TokenReduction
 
 logger = logging.getLogger(__name__)
 
@@ -171,8 +171,8 @@ class OnnxDrafterEngine:
         if image is not None:
             features = self.image_features(batch)
             where = input_ids[0] == self.image_token_id
-            if reduction is not None and not reduction.budget.keeps_everything:
-                reduced = reduce_prompt(embeds[0], where, features, reduction)
+            if reduction is not None and reduction.reduces:
+                reduced = reduction.select(embeds[0], where, features)
                 embeds, keep = reduced.embeds[None].astype(embeds.dtype, copy=False), reduced.keep
                 image_tokens = reduced.kept_image_tokens
             else:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 from typing import Any
 
@@ -10,7 +9,7 @@ from covspec.cpus import describe, set_torch_threads
 from covspec.models import load_model
 from covspec.models.base import ModelFingerprint, ModelSequence
 from covspec.models.vocabulary import Vocabulary
-from covspec.reduce import TokenReduction, reduce_prompt
+from covspec.reduce import TokenReduction
 
 logger = logging.getLogger(__name__)
 
@@ -41,9 +40,7 @@ class TorchDrafterEngine:
         return self._model.vocabulary
 
     def start(self, image: Any | None, prompt: str, reduction: TokenReduction | None = None) -> ModelSequence:
-        select = None
-        if reduction is not None and not reduction.budget.keeps_everything:
-            select = functools.partial(reduce_prompt, reduction=reduction)
+        select = reduction.select if reduction is not None and reduction.reduces else None
         return self._model.start(image if self._model.accepts_images else None, prompt, select=select)
 
     def decode(self, tokens: list[int]) -> str:
