@@ -1,10 +1,9 @@
 """Qwen2.5-VL: the shape-static window-attention vision graph against transformers' reordered, per-window tower (one
-and several images, windows cut at the edges), its M-RoPE positions against the device's numpy ones, and its
-tokenizer shared with Qwen2-VL."""
+and several images, windows cut at the edges) and its tokenizer shared with Qwen2-VL (its M-RoPE positions:
+``tests/models/test_mrope.py``)."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from tests.models._helpers import make_image
@@ -70,25 +69,6 @@ def test_window_mask_matters(models, monkeypatch) -> None:
     monkeypatch.setattr(visual, "fullatt_block_indexes", list(range(len(visual.blocks))))
     got, _ = _graph_and_reference(model, batch)
     assert float((got - want).abs().max()) > 1e-4
-
-
-@pytest.mark.parametrize("size", ["target", "drafter"])
-def test_numpy_mrope_equals_get_rope_index(models, size) -> None:
-    from covspec.models import mrope
-
-    model = models[size]
-    for i, wh in enumerate(SIZES):
-        batch = model.render(make_image(80 + i, wh), "What colour is the large square on the left?")
-        positions, delta = model.prompt_positions(batch)
-        want, want_delta = mrope.prompt_position_ids(
-            batch["input_ids"].numpy()[0],
-            image_token_id=model.image_token_id,
-            video_token_id=model.hf_model.config.video_token_id,
-            spatial_merge_size=2,
-            image_grid_thw=batch["image_grid_thw"].numpy(),
-        )
-        np.testing.assert_array_equal(positions.numpy(), want)
-        assert delta == want_delta
 
 
 def test_tokenizer_is_qwen2_vls(models, tmp_path) -> None:

@@ -1,5 +1,5 @@
-"""Qwen3-VL: M-RoPE positions of the shared adapter against the device's numpy ones, DeepStack in the torch prefill
-(and why there is no ONNX export: dropping it changes the logits), and the tokenizer shared with Qwen2-VL."""
+"""Qwen3-VL: DeepStack in the torch prefill (and why there is no ONNX export: dropping it changes the logits), and
+the tokenizer shared with Qwen2-VL (its M-RoPE positions: ``tests/models/test_mrope.py``)."""
 
 from __future__ import annotations
 
@@ -23,25 +23,6 @@ def models(tmp_path_factory):
         size: load_model(str(build_tiny("qwen3_vl", size, root / size, seed=0)), dtype="float32")
         for size in ("target", "drafter")
     }
-
-
-@pytest.mark.parametrize("size", ["target", "drafter"])
-def test_numpy_mrope_equals_get_rope_index(models, size) -> None:
-    from covspec.models import mrope
-
-    model = models[size]
-    for i, wh in enumerate(SIZES):
-        batch = model.render(make_image(80 + i, wh), "What colour is the large square on the left?")
-        positions, delta = model.prompt_positions(batch)
-        want, want_delta = mrope.prompt_position_ids(
-            batch["input_ids"].numpy()[0],
-            image_token_id=model.image_token_id,
-            video_token_id=model.hf_model.config.video_token_id,
-            spatial_merge_size=2,
-            image_grid_thw=batch["image_grid_thw"].numpy(),
-        )
-        np.testing.assert_array_equal(positions.numpy(), want)
-        assert delta == want_delta
 
 
 @pytest.mark.parametrize("size", ["target", "drafter"])

@@ -3,14 +3,11 @@ keeps off, and the device path without torch (the images-only processor)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
-
 import numpy as np
 import pytest
 
 from tests.models._helpers import make_image
+from tests.models.families._device import assert_bundle_runs_without
 
 pytest.importorskip("torch")
 
@@ -49,29 +46,5 @@ def test_vision_graph_equals_get_image_features_with_image_splitting(tiny_pair) 
 
 def test_engine_runs_without_torch_torchvision_or_num2words(tiny_bundle) -> None:
     pytest.importorskip("onnxruntime")
-    from covspec.runtime_device.engines import load_engine
-
     source, root = tiny_bundle("smolvlm")
-    code = textwrap.dedent(
-        f"""
-        import sys
-        for name in ("torch", "torchvision", "num2words"):
-            sys.modules[name] = None
-        import numpy as np
-        from covspec.runtime_device.engines import load_engine
-        from tests.models._helpers import make_image
-        engine = load_engine("onnxruntime", {str(root)!r})
-        seq = engine.start(make_image(1, (56, 40)), {PROMPT!r})
-        rows = seq.extend([int(np.argmax(seq.prefill_logits)), 5])
-        print(" ".join(str(t) for t in seq.token_ids[: seq.prompt_length]))
-        print(seq.image_tokens, rows.shape[0], int(np.argmax(seq.prefill_logits)))
-        """
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    *_, ids_line, numbers = result.stdout.strip().splitlines()
-    image_tokens, rows, top1 = (int(v) for v in numbers.split())
-    with_torch = load_engine("torch", str(source), dtype="float32").start(make_image(1, (56, 40)), PROMPT)
-    assert [int(t) for t in ids_line.split()] == list(with_torch.token_ids)  # same rendering without torch
-    assert image_tokens == with_torch.image_tokens == 4 and rows == 2
-    assert top1 == int(np.argmax(with_torch.prefill_logits))
+    assert_bundle_runs_without(source, root, ("torch", "torchvision", "num2words"), image_tokens=4)
