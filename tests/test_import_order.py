@@ -18,7 +18,7 @@ LAYERS = [
     {"runtime_device", "runtime_edge", "reduce", "link"},
     {"export", "quant"},
     {"profile"},
-    {"bench"},
+    {"bench", "distill"},
     {"demo"},
     {"cli"},
 ]

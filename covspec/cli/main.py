@@ -6,7 +6,7 @@ import logging
 
 import typer
 
-from covspec.cli import bench_cmd, demo_cmd, export_cmd, link_cmd, run_cmd, serve_cmd, tiny_cmd
+from covspec.cli import bench_cmd, demo_cmd, distill_cmd, export_cmd, link_cmd, run_cmd, serve_cmd, tiny_cmd
 
 app = typer.Typer(
     name="covspec",
@@ -30,6 +30,7 @@ app.command("demo")(demo_cmd.demo)
 app.command("demo-train")(demo_cmd.demo_train)
 app.command("export")(export_cmd.export)
 app.command("quantize")(export_cmd.quantize)
+app.command("distill")(distill_cmd.distill)
 app.command("link")(link_cmd.link)
 app.add_typer(bench_cmd.bench_app, name="bench")
 

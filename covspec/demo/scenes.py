@@ -23,8 +23,10 @@ Everything is deterministic from a seed. ``dataset(split, n, seed)`` draws scene
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -241,6 +243,22 @@ def dataset(
     return out
 
 
+def write_examples(items: list[QAItem], out: Path) -> tuple[Path, Path]:
+    """The items as ``covspec distill`` reads them: ``out/images/<seed>.png`` (one per scene) and
+    ``out/prompts.jsonl`` (a line per question, naming its image). Returns (images folder, prompts file)."""
+    images = out / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for item in items:
+        name = f"{item.scene.seed}.png"
+        if not (images / name).is_file():
+            item.scene.image.save(images / name)
+        lines.append(json.dumps({"image": name, "prompt": item.question}))
+    prompts = out / "prompts.jsonl"
+    prompts.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return images, prompts
+
+
 def majority_baseline(items: list[QAItem], reference: list[QAItem] | None = None) -> float:
     """Exact-match accuracy on ``items`` of a blind guesser: it gives each question the answer most frequent for that
     question in ``reference`` (default: ``items`` themselves, an optimistic bound), never looking at the picture."""
@@ -273,5 +291,6 @@ __all__ = [
     "item_for",
     "majority_baseline",
     "make_scene",
+    "write_examples",
     "qa_items",
 ]

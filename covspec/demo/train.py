@@ -19,7 +19,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +39,8 @@ from covspec.demo.pair import (
     render_prompt,
     save_checkpoint,
 )
+from covspec.distill import adamw_with_schedule, distillation_loss
+from covspec.distill.train import training_progress
 from covspec.models.loading import quiet_transformers
 
 logger = logging.getLogger(__name__)
@@ -334,30 +335,11 @@ def _iterate(batches: StepBatches, config: TrainConfig) -> Any:
         yield moved, labels.to(config.device)
 
 
-def _schedule(stage: StageConfig) -> Any:
-    def factor(step: int) -> float:
-        if step < stage.warmup:
-            return (step + 1) / stage.warmup
-        progress = (step - stage.warmup) / max(1, stage.steps - stage.warmup)
-        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
-
-
 def _optimizer(model: Any, stage: StageConfig, probe: PatchProbe | None = None) -> tuple[Any, Any]:
-    import torch
-
     named = list(model.named_parameters()) + (list(probe.head.named_parameters()) if probe is not None else [])
-    decay = [p for n, p in named if p.ndim >= 2 and "embed" not in n]
-    no_decay = [p for n, p in named if not (p.ndim >= 2 and "embed" not in n)]
-    on_cuda = next(model.parameters()).is_cuda
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": stage.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=stage.lr,
-        betas=(0.9, 0.98),
-        **({"fused": True} if on_cuda else {}),  # one kernel per step instead of one per tensor group
+    return adamw_with_schedule(
+        named, lr=stage.lr, weight_decay=stage.weight_decay, steps=stage.steps, warmup=stage.warmup
     )
-    return opt, torch.optim.lr_scheduler.LambdaLR(opt, _schedule(stage))
 
 
 def _run_stage(
@@ -420,21 +402,17 @@ def _distil_drafter(
     tick: Any,
 ) -> list[float]:
     import torch
-    import torch.nn.functional as F
 
     target.eval()
-    temp = config.distill_temperature
 
     def distil_loss(inputs: list[dict[str, Any]]) -> Any:
         t_batch, d_batch = inputs
         mask = d_batch["answer_mask"]
         with torch.no_grad():
-            teacher = F.log_softmax(answer_logits(target, t_batch)[mask] / temp, dim=-1)
-        student_logits = answer_logits(drafter, d_batch)[mask]
-        student = F.log_softmax(student_logits / temp, dim=-1)
-        kl = F.kl_div(student, teacher, log_target=True, reduction="batchmean") * temp**2
-        ce = F.cross_entropy(student_logits, d_batch["answer_ids"][mask])
-        return kl + config.label_weight * ce
+            teacher = answer_logits(target, t_batch)[mask]
+        student = answer_logits(drafter, d_batch)[mask]
+        labels = d_batch["answer_ids"][mask]
+        return distillation_loss(student, teacher, labels, config.distill_temperature, config.label_weight)
 
     batches = StepBatches((t_encoder, d_encoder), stage, config, seed, salt=1)
     return _run_stage(drafter, config.drafter_size, batches, config, distil_loss, tick)
@@ -523,28 +501,6 @@ def _train_info(
         "device_name": torch.cuda.get_device_name(config.device) if config.device.startswith("cuda") else "cpu",
         "workers": config.workers,
     }
-
-
-def training_progress(**kwargs: Any) -> Any:
-    """A ``rich`` progress display with the columns ``train_pair`` and ``evaluate_pair`` fill (loss per bar)."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("{task.description:<18}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.3f}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        **kwargs,
-    )
 
 
 def _tail_mean(values: list[float], n: int = 20) -> float:

@@ -117,6 +117,9 @@ class Family:
     # the decoder graph takes ``token_type_ids`` [batch, total] (1 on image tokens) after ``position_ids``: Gemma 3's
     # bidirectional attention among the tokens of one image during prefill (zeros afterwards: causal)
     decoder_token_types: bool = False
+    # (config, processor) -> processor: after a drafter's vision config changed its image or patch size, the
+    # processor (and the config's image token count) brought in step with it. None: the family cannot change them.
+    image_geometry: Callable[[Any, Any], Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -153,7 +153,24 @@ def build_tiny(size: str, tokenizer: Any, ids: dict[str, Any], text: TextSize) -
     return model, processor
 
 
-FAMILY = Family("llava", "llava", LlavaAdapter, TOKENIZER, build_tiny, vision=VISION)
+def image_geometry(config: Any, processor: Any) -> Any:
+    """The processor for a tower of ``config.vision_config``'s image and patch size: a square crop of that size,
+    ``(image / patch)**2`` tokens per image."""
+    v = config.vision_config
+    config.image_seq_length = (v.image_size // v.patch_size) ** 2
+    old = processor.image_processor
+    processor.image_processor = type(old)(
+        **{
+            **old.to_dict(),
+            "size": {"shortest_edge": v.image_size},
+            "crop_size": {"height": v.image_size, "width": v.image_size},
+        }
+    )
+    processor.patch_size = v.patch_size
+    return processor
+
+
+FAMILY = Family("llava", "llava", LlavaAdapter, TOKENIZER, build_tiny, vision=VISION, image_geometry=image_geometry)
 
 __all__ = [
     "FAMILY",
@@ -162,5 +179,6 @@ __all__ = [
     "LlavaAdapter",
     "clip_vision_config",
     "feature_reference",
+    "image_geometry",
     "select_features",
 ]
