@@ -1,8 +1,10 @@
 """`covspec bench reduce`: what each reducer costs and keeps, per budget, side by side on the same scenes.
 
 Per (reducer, budget): the drafter's prefill time (median over the scenes; every configuration prefills each scene
-in turn, so machine noise hits them alike), the visual tokens it read, and the pair's AAL and acceptance (greedy,
-fixed K, drafter and target in one process, every output checked against the target's own ``generate()``).
+in turn, so machine noise hits them alike), the visual tokens it read, its KV cache after the prefill (the part of
+the device's memory that reduction changes: weights and runtime arenas stay as they are), and the pair's AAL,
+acceptance and tokens/s (greedy, fixed K, drafter and target in one process, every output checked against the
+target's own ``generate()``), with the speedup over the target decoding alone, timed in the same rotation.
 Reduction is on the drafter only, so the output never changes; what moves is the drafter's prefill and how often
 it is accepted. With ``reduce_target`` each (reducer, budget) also gets a LOSSY row, ``<reducer>+target``, where the
 target reads only the kept tokens too: its output is checked against that reduced target's own greedy answer, and
@@ -40,12 +42,13 @@ def _image(data: bytes) -> Any:
         return image.convert("RGB")
 
 
-def reduced_target_answer(
-    target: LoadedModel, image: Any, prompt: str, reduction: TokenReduction, max_new_tokens: int
+def target_greedy_answer(
+    target: LoadedModel, image: Any, prompt: str, reduction: TokenReduction | None, max_new_tokens: int
 ) -> list[int]:
-    """Greedy decoding of a target that reads only the visual tokens ``reduction`` keeps: what a lossy
-    ``--reduce-target`` run must commit."""
-    sequence = target.start(image, prompt, select=reduction.select)
+    """Greedy decoding by the target alone, through the sequence code the verifier uses: with ``reduction``, a
+    target that reads only the visual tokens it keeps (what a lossy ``--reduce-target`` run must commit); without,
+    the target-only baseline."""
+    sequence = target.start(image, prompt, select=reduction.select if reduction is not None else None)
     logits, tokens = sequence.prefill_logits, []
     eos = set(target.eos_token_ids)
     while len(tokens) < max_new_tokens:
@@ -78,20 +81,32 @@ def run_reduce_bench(
     images = [_image(item.image) for item in items]
     prefill: dict[int, list[float]] = {i: [] for i in range(len(configs))}
     kept: dict[int, list[int]] = {i: [] for i in range(len(configs))}
+    kv_bytes: dict[int, list[int]] = {i: [] for i in range(len(configs))}
+    seconds = dict.fromkeys(range(len(configs)), 0.0)
+    alone_seconds, alone_tokens = 0.0, 0
     pooled = {i: SpecStats() for i in range(len(configs))}
     correct = dict.fromkeys(range(len(configs)), 0)
     scored = 0
     task = progress.add_task("bench reduce", total=len(items) * len(configs)) if progress is not None else None
     for n, (item, image) in enumerate(zip(items, images, strict=True)):
         scored += item.answer is not None
-        order = list(range(len(configs)))
+        order = [-1, *range(len(configs))]  # -1: the target alone
         order = order[n % len(order) :] + order[: n % len(order)]  # rotate who goes first
         for i in order:
+            if i < 0:
+                started = time.perf_counter()
+                alone = target_greedy_answer(target, image, item.prompt, None, max_new_tokens)
+                alone_seconds += time.perf_counter() - started
+                alone_tokens += len(alone)
+                if alone != item.reference:
+                    raise AssertionError(f"the target alone did not reproduce generate() on {item.prompt!r}")
+                continue
             _, _, reduction, lossy = configs[i]
             started = time.perf_counter()
             sequence = engine.start(image, item.prompt, reduction)
             prefill[i].append(time.perf_counter() - started)
             kept[i].append(sequence.image_tokens)
+            kv_bytes[i].append(sequence.kv_bytes())
             config = GenerationConfig(
                 max_new_tokens=max_new_tokens,
                 draft_len=draft_len,
@@ -100,10 +115,11 @@ def run_reduce_bench(
                 reduction=reduction,
                 reduce_target=lossy,
             )
-            tokens, stats, _ = generate_in_process(engine, target, image, item.prompt, config)
+            tokens, stats, elapsed = generate_in_process(engine, target, image, item.prompt, config)
+            seconds[i] += elapsed
             want = item.reference
             if lossy and reduction is not None:
-                want = reduced_target_answer(target, image, item.prompt, reduction, max_new_tokens)
+                want = target_greedy_answer(target, image, item.prompt, reduction, max_new_tokens)
             if tokens != want:
                 raise AssertionError(f"{configs[i][0]} at {configs[i][1]} changed the output on {item.prompt!r}")
             if item.answer is not None:
@@ -114,16 +130,22 @@ def run_reduce_bench(
                 progress.update(task, advance=1)
     full_prefill = statistics.median(prefill[0])
     full_aal = pooled[0].aal
+    alone_rate = alone_tokens / alone_seconds
     rows = []
     for i, (name, budget, _, lossy) in enumerate(configs):
         median = statistics.median(prefill[i])
+        rate = pooled[i].committed / seconds[i]
         rows.append(
             {
                 "reducer": name,
+                "mode": name,
                 "keep": budget,
                 "visual_tokens": statistics.mean(kept[i]),
                 "prefill_ms": median * 1e3,
                 "prefill_share": median / full_prefill,
+                "drafter_kv_kib": statistics.mean(kv_bytes[i]) / 1024,
+                "tokens_per_s": rate,
+                "speedup": rate / alone_rate,
                 "aal": pooled[i].aal,
                 "aal_share": pooled[i].aal / full_aal if full_aal else None,
                 "acceptance_rate": pooled[i].acceptance_rate,
@@ -138,6 +160,9 @@ def run_reduce_bench(
         "draft_len": draft_len,
         "max_new_tokens": max_new_tokens,
         "verify": "greedy, fixed K, in process (no link)",
+        "target_only_tokens_per_s": alone_rate,
+        "speedup_scenario": "drafter and target in one process on this machine's CPUs, no link; target-only is the "
+        "target decoding alone through the same sequence code, timed in the same rotation",
     }
 
 
@@ -167,4 +192,4 @@ def plot_reduce_bench(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-__all__ = ["plot_reduce_bench", "reduced_target_answer", "run_reduce_bench"]
+__all__ = ["plot_reduce_bench", "run_reduce_bench", "target_greedy_answer"]

@@ -69,6 +69,16 @@ def test_bench_reduce_compares_each_reducer_with_the_full_view(tmp_path) -> None
         assert row["target_reduced"] == lossy and row["identical_to_target"] == (not lossy)  # checked in the run
         assert row["aal"] >= 1.0 and 0.0 <= row["accuracy"] <= 1.0
         assert row["visual_tokens"] == max(1, round(row["keep"] * full["visual_tokens"]))
+    # the drafter's cache after prefill holds the kept visual tokens and the same text tokens: what a row saves is
+    # the same number of bytes per dropped visual token in every row
+    per_token = {
+        round((full["drafter_kv_kib"] - r["drafter_kv_kib"]) / (full["visual_tokens"] - r["visual_tokens"]), 9)
+        for r in result["rows"][1:]
+    }
+    assert len(per_token) == 1 and per_token.pop() > 0
+    assert result["target_only_tokens_per_s"] > 0
+    assert all(r["tokens_per_s"] > 0 and r["speedup"] == r["tokens_per_s"] / result["target_only_tokens_per_s"]
+               for r in result["rows"])  # fmt: skip
     assert "LOSSY" in done.stdout
 
 

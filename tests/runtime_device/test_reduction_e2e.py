@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from covspec.bench.reduction import reduced_target_answer
+from covspec.bench.reduction import target_greedy_answer
 from covspec.protocol import VerifyMode
 from covspec.reduce import REDUCERS, Budget, TokenReduction
 from covspec.runtime_device.client import EdgeClient
@@ -122,7 +122,7 @@ def test_reduce_target_gives_the_reduced_targets_output_and_a_like_drafter_is_al
     differs = 0
     for i in range(3):
         img, prompt = image_bytes(930 + i), PROMPTS[i]
-        want = reduced_target_answer(target, pil(img), prompt, reduction, MAX_NEW)
+        want = target_greedy_answer(target, pil(img), prompt, reduction, MAX_NEW)
         full = target.generate(pil(img), prompt, max_new_tokens=MAX_NEW)
         differs += want != full
         config = GenerationConfig(
