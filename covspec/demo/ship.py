@@ -28,7 +28,7 @@ from typing import Any
 from covspec.demo.train import PairPaths, TrainConfig, train_pair
 from covspec.models.loading import quiet_transformers
 
-SHIPPED_DIR = Path(__file__).resolve().parent / "weights" / "demo-pair-v3"
+SHIPPED_DIR = Path(__file__).resolve().parent / "weights" / "demo-pair-v4"
 PROVENANCE = "provenance.json"
 
 
@@ -91,15 +91,23 @@ def file_hashes(root: Path) -> dict[str, str]:
     }
 
 
-def train(trained: Path, seed: int = 0, threads: int = 1, device: str = "cpu", workers: int = 0) -> PairPaths:
-    """Train the default pair (fp32) into ``trained``, with progress bars on stderr."""
+def train(
+    trained: Path,
+    seed: int = 0,
+    threads: int = 1,
+    device: str = "cpu",
+    workers: int = 0,
+    target_from: Path | None = None,
+) -> PairPaths:
+    """Train the default pair (fp32) into ``trained``, with progress bars on stderr; ``target_from``: a target the
+    default recipe already trained (the drafter alone is trained)."""
     import dataclasses
 
     from covspec.demo.train import training_progress
 
     config = dataclasses.replace(TrainConfig(), threads=threads, device=device, workers=workers)
     with training_progress(transient=False) as progress:
-        return train_pair(trained, config, seed=seed, progress=progress)
+        return train_pair(trained, config, seed=seed, progress=progress, target_from=target_from)
 
 
 def build(
@@ -160,11 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trained", type=Path, help="with --train-only: where the fp32 pair goes")
     parser.add_argument("--train-only", action="store_true", help="train the fp32 pair into --trained and stop")
     parser.add_argument("--from-trained", type=Path, help="skip training: evaluate, store and record this fp32 pair")
+    parser.add_argument("--target-from", type=Path, help="with --train-only: reuse this target, train the drafter")
     args = parser.parse_args(argv)
     if args.train_only:
         if args.trained is None:
             parser.error("--train-only needs --trained DIR")
-        paths = train(args.trained, args.seed, args.threads, args.device, args.workers)
+        paths = train(args.trained, args.seed, args.threads, args.device, args.workers, args.target_from)
         print(json.dumps({"trained": str(paths.root), "digest": TrainConfig().digest(args.seed)}))
         return 0
     if args.from_trained is not None:
@@ -172,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         info = json.loads(trained.info.read_text())
         train_args = ["--train-only", "--trained", "DIR", "--seed", args.seed, "--device", info.get("device", "cpu")]
         train_args += ["--threads", info.get("threads", 1)]  # on a CPU the thread count moves last bits
+        if info.get("target_from"):
+            train_args += ["--target-from", info["target_from"]]
         commands = [
             _command([*train_args, "--workers", info.get("workers", 0)]),
             _command(["--from-trained", "DIR", "--seed", args.seed, "--threads", args.threads]),

@@ -1,16 +1,17 @@
 """Train the demo pair on synthetic scenes: the target by teacher forcing, then the drafter distilled from it.
 
-1. Target: (image, question) -> answer with teacher forcing; the loss covers the answer tokens and EOS only.
-2. Drafter: online logit distillation. On the same kind of batches, the frozen target scores every answer position and
-   the drafter minimises KL(target || drafter) there, plus a small cross-entropy on the reference answer.
+1. Target: (image, question) -> answer with teacher forcing; the loss covers the answer tokens and EOS only, beside a
+   training-only ``PatchProbe`` loss (what each cell holds, read from the projected visual tokens); the probe is not
+   saved, so the checkpoint stays plain LLaVA.
+2. Drafter: ``covspec distill`` (``covspec.distill``) from the trained target, on fresh training scenes written to a
+   folder: a drafter of ``drafter_size`` shaped from the target's config (its own 144-token tower), trained by online
+   logit distillation on the target's own greedy answers.
 
-Both stages add a training-only ``PatchProbe`` loss (what each cell holds, read from the projected visual tokens);
-the probe is not saved, so the checkpoints stay plain LLaVA.
-
-Every batch is fresh: step ``s`` uses training scenes ``s * batch_size ..`` of ``scenes.dataset``'s training range,
-so nothing is seen twice and the held-out split stays unseen. A batch is a pure function of its step, so building
-batches in worker processes (``TrainConfig.workers``) changes nothing but speed. Deterministic for a (config, seed)
-on one machine, device and thread count. Nothing is printed: pass a ``rich.progress.Progress`` to see bars.
+The target stage reads fresh scenes every step: step ``s`` uses training scenes ``s * batch_size ..`` of
+``scenes.dataset``'s training range, so nothing is seen twice and the held-out split stays unseen. A batch is a pure
+function of its step, so building batches in worker processes (``TrainConfig.workers``) changes nothing but speed.
+The drafter stage reads ``drafter_examples`` scenes from the second half of the range. Deterministic for a (config,
+seed) on one machine, device and thread count. Nothing is printed: pass a ``rich.progress.Progress`` to see bars.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import dataclasses
 import hashlib
 import json
 import logging
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,17 +38,18 @@ from covspec.demo.pair import (
     TextSize,
     VisionSize,
     build_model,
-    num_parameters,
+    drafter_arch,
     render_prompt,
     save_checkpoint,
 )
-from covspec.distill import adamw_with_schedule, distillation_loss
+from covspec.distill import DistillConfig, DistillReport, adamw_with_schedule, distill, load_examples
 from covspec.distill.train import training_progress
 from covspec.models.loading import quiet_transformers
 
 logger = logging.getLogger(__name__)
 
-PAIR_FORMAT = 2  # bump when scenes, the architecture or the recipe change in a way the config does not show
+PAIR_FORMAT = 3  # bump when scenes, the architecture or the recipe change in a way the config does not show
+# (3: the drafter is distilled by covspec.distill on the target's own answers, no probe)
 TRAIN_INFO = "covspec_demo_pair.json"
 LOSS_READ_EVERY = 16  # steps between reads of the training loss from the device (progress bars move as often)
 IGNORE = -100  # label of a probe slot that has no answer (cross-entropy's ignore_index)
@@ -73,11 +77,14 @@ class TrainConfig:
     drafter_size: ModelSize = DRAFTER_SIZE
     target: StageConfig = StageConfig(steps=3200, batch_size=64, lr=1.5e-3, warmup=150)
     drafter: StageConfig = StageConfig(steps=1000, batch_size=64, lr=2e-3, warmup=100)
+    drafter_examples: int = 16000  # (scene, question) examples the drafter is distilled on, one per scene
+    drafter_eval: int = 200  # of which held out: the AAL before and after distillation is measured on these
+    drafter_answer_tokens: int = 40  # the target's answers distilled on are at most this long (MAX_NEW_TOKENS)
     distill_temperature: float = 1.0
     init_range: float = INIT_RANGE
     label_weight: float = 0.1  # weight of the reference-answer cross-entropy beside the KL to the target
-    probe_weight: float = 1.0  # weight of the training-only patch probe (see ``PatchProbe``); 0 turns it off
-    relation_probe: bool = True  # the probe also predicts each object's left and right neighbours
+    probe_weight: float = 1.0  # weight of the target's training-only patch probe (see ``PatchProbe``); 0: off
+    relation_probe: bool = True  # the target's probe also predicts each object's left and right neighbours
     tasks: tuple[str, ...] = scenes.TASKS  # question tasks trained on
     # how often each of ``tasks`` is asked in training (empty: uniformly); left and right twice as often as the rest
     task_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 2.0, 2.0, 1.0)
@@ -108,6 +115,9 @@ class TrainConfig:
             drafter_size=small_drafter,
             target=StageConfig(steps=150, batch_size=32, lr=3e-3, warmup=15),
             drafter=StageConfig(steps=30, batch_size=32, lr=3e-3, warmup=5),
+            drafter_examples=480,
+            drafter_eval=24,
+            drafter_answer_tokens=8,
             tasks=("colour", "shape"),
             task_weights=(),
             max_objects=1,
@@ -291,9 +301,10 @@ def answer_logits(model: Any, batch: dict[str, Any]) -> Any:
     return out.logits.gather(1, index)
 
 
-def _train_items(step: int, stage: StageConfig, config: TrainConfig, seed: int, salt: int) -> list[scenes.QAItem]:
-    """The batch of step ``step``: fresh training scenes (the drafter stage reads a separate stretch, ``salt``)."""
-    start = salt * SCENES_PER_STAGE + step * stage.batch_size
+def _train_items(step: int, stage: StageConfig, config: TrainConfig, seed: int) -> list[scenes.QAItem]:
+    """The batch of step ``step``: fresh training scenes from the first half of the range (the drafter's are in
+    the second)."""
+    start = step * stage.batch_size
     return scenes.dataset(
         "train",
         stage.batch_size,
@@ -309,16 +320,14 @@ class StepBatches:
     """The batches of one stage indexed by step: for each encoder its model inputs, plus the patch labels. A map-style
     dataset, so a ``DataLoader`` can build them in worker processes, in step order."""
 
-    def __init__(
-        self, encoders: tuple[Encoder, ...], stage: StageConfig, config: TrainConfig, seed: int, salt: int
-    ) -> None:
-        self.encoders, self.stage, self.config, self.seed, self.salt = encoders, stage, config, seed, salt
+    def __init__(self, encoders: tuple[Encoder, ...], stage: StageConfig, config: TrainConfig, seed: int) -> None:
+        self.encoders, self.stage, self.config, self.seed = encoders, stage, config, seed
 
     def __len__(self) -> int:
         return self.stage.steps
 
     def __getitem__(self, step: int) -> tuple[list[dict[str, Any]], Any]:
-        items = _train_items(step, self.stage, self.config, self.seed, self.salt)
+        items = _train_items(step, self.stage, self.config, self.seed)
         return [encoder.batch(items) for encoder in self.encoders], patch_labels(items, self.config.relation_probe)
 
 
@@ -387,35 +396,41 @@ def _train_target(
         mask = batch["answer_mask"]
         return F.cross_entropy(answer_logits(model, batch)[mask], batch["answer_ids"][mask])
 
-    batches = StepBatches((encoder,), stage, config, seed, salt=0)
+    batches = StepBatches((encoder,), stage, config, seed)
     return _run_stage(model, config.target_size, batches, config, answer_loss, tick)
 
 
-def _distil_drafter(
-    drafter: Any,
-    target: Any,
-    d_encoder: Encoder,
-    t_encoder: Encoder,
-    stage: StageConfig,
-    config: TrainConfig,
-    seed: int,
-    tick: Any,
-) -> list[float]:
-    import torch
-
-    target.eval()
-
-    def distil_loss(inputs: list[dict[str, Any]]) -> Any:
-        t_batch, d_batch = inputs
-        mask = d_batch["answer_mask"]
-        with torch.no_grad():
-            teacher = answer_logits(target, t_batch)[mask]
-        student = answer_logits(drafter, d_batch)[mask]
-        labels = d_batch["answer_ids"][mask]
-        return distillation_loss(student, teacher, labels, config.distill_temperature, config.label_weight)
-
-    batches = StepBatches((t_encoder, d_encoder), stage, config, seed, salt=1)
-    return _run_stage(drafter, config.drafter_size, batches, config, distil_loss, tick)
+def _distil_drafter(target: Path, out: Path, config: TrainConfig, seed: int, progress: Any) -> DistillReport:
+    """``covspec distill`` of a ``config.drafter_size`` drafter from the trained ``target`` into ``out``, on
+    ``config.drafter_examples`` fresh training scenes (one question each) written to a temporary folder."""
+    items = scenes.dataset(
+        "train",
+        config.drafter_examples,
+        seed=seed,
+        start=SCENES_PER_STAGE,
+        tasks=config.tasks,
+        max_objects=config.max_objects,
+        weights=config.task_weights,
+    )
+    stage = config.drafter
+    settings = DistillConfig(
+        steps=stage.steps,
+        batch_size=stage.batch_size,
+        lr=stage.lr,
+        warmup=stage.warmup,
+        weight_decay=stage.weight_decay,
+        temperature=config.distill_temperature,
+        label_weight=config.label_weight,
+        max_new_tokens=config.drafter_answer_tokens,
+        eval_examples=config.drafter_eval,
+        seed=seed,
+        threads=config.threads,
+        device=config.device,
+    )
+    with tempfile.TemporaryDirectory(prefix="covspec-demo-distill-") as tmp:
+        images, prompts = scenes.write_examples(items, Path(tmp))
+        arch = drafter_arch(config.drafter_size, config.init_range)
+        return distill(target, out, load_examples(images, prompts), arch=arch, config=settings, progress=progress)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -423,56 +438,51 @@ def _distil_drafter(
 # --------------------------------------------------------------------------------------------------------------
 
 
-def train_pair(out: Path | str, config: TrainConfig | None = None, seed: int = 0, progress: Any = None) -> PairPaths:
+def train_pair(
+    out: Path | str,
+    config: TrainConfig | None = None,
+    seed: int = 0,
+    progress: Any = None,
+    target_from: Path | None = None,
+) -> PairPaths:
     """Train target then drafter and save both (``save_pretrained``) under ``out/target`` and ``out/drafter``, with
-    ``out/covspec_demo_pair.json`` recording config, seed, digest, parameter counts, losses and times.
+    ``out/covspec_demo_pair.json`` recording config, seed, digest, parameter counts, losses, times and the
+    distillation report (AAL before and after).
 
-    ``progress``: an optional ``rich.progress.Progress`` to add one bar per stage to.
+    ``target_from``: a target already trained by this config's target stage (same sizes, steps and seed), used as is
+    and recorded; only the drafter is trained. ``progress``: an optional ``rich.progress.Progress`` for the bars.
     """
     import torch
 
     from covspec.models.tiny import tiny_tokenizer
 
     config = config or TrainConfig()
-    for stage in (config.target, config.drafter):
-        if stage.steps * stage.batch_size > SCENES_PER_STAGE:
-            raise ValueError(f"a stage may read at most {SCENES_PER_STAGE} training scenes (steps * batch_size)")
+    if config.target.steps * config.target.batch_size > SCENES_PER_STAGE:
+        raise ValueError(f"the target stage may read at most {SCENES_PER_STAGE} training scenes (steps * batch_size)")
+    if config.drafter_examples > SCENES_PER_STAGE:
+        raise ValueError(f"the drafter stage may read at most {SCENES_PER_STAGE} training scenes")
     paths = PairPaths(Path(out))
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)
     try:
         with quiet_transformers():
             tokenizer = tiny_tokenizer("llava")
-            torch.manual_seed(seed * 1_000_003 + 1)
-            target, t_processor = build_model(config.target_size, tokenizer, config.init_range)
-            torch.manual_seed(seed * 1_000_003 + 2)
-            drafter, d_processor = build_model(config.drafter_size, tokenizer, config.init_range)
-            t_encoder, d_encoder = Encoder(t_processor), Encoder(d_processor)
-            target.to(config.device)
-            drafter.to(config.device)
-
             started = time.perf_counter()
-            t_losses = _train_target(
-                target, t_encoder, config.target, config, seed, _ticker(progress, "target", config.target.steps)
-            )
+            if target_from is None:
+                torch.manual_seed(seed * 1_000_003 + 1)
+                target, t_processor = build_model(config.target_size, tokenizer, config.init_range)
+                target.to(config.device)
+                t_ticker = _ticker(progress, "target", config.target.steps)
+                t_losses = _train_target(target, Encoder(t_processor), config.target, config, seed, t_ticker)
+                save_checkpoint(target.to("cpu"), t_processor, paths.target)
+            else:
+                shutil.copytree(target_from, paths.target, dirs_exist_ok=True)
+                t_losses = []
             t_seconds = time.perf_counter() - started
-            started = time.perf_counter()
-            d_losses = _distil_drafter(
-                drafter,
-                target,
-                d_encoder,
-                t_encoder,
-                config.drafter,
-                config,
-                seed,
-                _ticker(progress, "drafter (distil)", config.drafter.steps),
-            )
-            d_seconds = time.perf_counter() - started
-            target.to("cpu")
-            drafter.to("cpu")
-            save_checkpoint(target, t_processor, paths.target)
-            save_checkpoint(drafter, d_processor, paths.drafter)
-            info = _train_info(config, seed, tokenizer, (target, drafter), (t_seconds, d_seconds), (t_losses, d_losses))
+            report = _distil_drafter(paths.target, paths.drafter, config, seed, progress)
+            info = _train_info(config, seed, tokenizer, paths, report, t_seconds, t_losses)
+            if target_from is not None:
+                info["target_from"] = str(target_from)
             paths.info.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
     finally:
         torch.set_num_threads(previous_threads)
@@ -480,7 +490,13 @@ def train_pair(out: Path | str, config: TrainConfig | None = None, seed: int = 0
 
 
 def _train_info(
-    config: TrainConfig, seed: int, tokenizer: Any, models: tuple[Any, Any], seconds: tuple[float, float], losses: Any
+    config: TrainConfig,
+    seed: int,
+    tokenizer: Any,
+    paths: PairPaths,
+    report: DistillReport,
+    target_seconds: float,
+    target_losses: list[float],
 ) -> dict[str, Any]:
     import torch
 
@@ -492,9 +508,10 @@ def _train_info(
         "digest": config.digest(seed),
         "config": config.to_dict(),
         "tokenizer_hash": tokenizer_hash(tokenizer),
-        "parameters": {"target": num_parameters(models[0]), "drafter": num_parameters(models[1])},
-        "train_seconds": {"target": round(seconds[0], 2), "drafter": round(seconds[1], 2)},
-        "final_loss": {"target": _tail_mean(losses[0]), "drafter": _tail_mean(losses[1])},
+        "parameters": report.parameters,
+        "train_seconds": {"target": round(target_seconds, 2), "drafter": report.seconds},
+        "final_loss": {"target": _tail_mean(target_losses), "drafter": report.final_loss},
+        "distill": {"before": report.before, "after": report.after, "eval_examples": report.eval_examples},
         "torch": torch.__version__,
         "threads": config.threads,
         "device": config.device,

@@ -174,8 +174,9 @@ def _distill(
     )
     record = {**report.to_dict(), "config": dataclasses.asdict(config), **identity, "losses": losses}
     (out / REPORT).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    _remove_checkpoints(out)
+    _remove_checkpoints(out)  # what served a resume goes: the folder is a plain checkpoint plus the report
     shutil.rmtree(out / INITIAL, ignore_errors=True)
+    (out / ANSWERS).unlink(missing_ok=True)
     (out / STATE).unlink(missing_ok=True)
     return report
 

@@ -132,7 +132,7 @@ def test_batches_built_in_worker_processes_equal_those_built_in_the_loop() -> No
     base = TrainConfig.reduced()
     config = dataclasses.replace(base, target=dataclasses.replace(base.target, steps=3))
     _, processor = build_model(config.target_size)
-    batches = StepBatches((Encoder(processor),), config.target, config, seed=0, salt=0)
+    batches = StepBatches((Encoder(processor),), config.target, config, seed=0)
     in_loop = list(_iterate(batches, config))
     in_workers = list(_iterate(batches, dataclasses.replace(config, workers=2)))
     assert len(in_loop) == len(in_workers) == 3

@@ -11,7 +11,7 @@ import pytest
 
 from covspec.demo import scenes
 from covspec.distill import DistillConfig, distill, load_examples
-from covspec.distill.train import REPORT, STATE
+from covspec.distill.train import ANSWERS, REPORT, STATE
 from covspec.errors import ConfigError
 
 # a drafter several times smaller than the reduced target (one text layer, a narrower tower), from random weights
@@ -46,6 +46,7 @@ def test_distillation_raises_the_aal_of_a_random_drafter(tmp_path: Path, reduced
     written = json.loads((out / REPORT).read_text())
     assert written["after"] == report.after and written["arch"] == ARCH
     assert not (out / STATE).exists() and not list(out.glob("checkpoint-*")) and not (out / "initial").exists()
+    assert not (out / ANSWERS).exists()
     from covspec.models import load_model
 
     drafter = load_model(str(out))  # a from_pretrained checkpoint with the target's tokenizer
