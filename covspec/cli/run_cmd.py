@@ -59,6 +59,19 @@ def run(
         help="LOSSY: the target reads only the kept visual tokens too; the output is then no longer the full-view "
         "target's.",
     ),
+    upload_resize: bool = typer.Option(
+        _D.upload_resize,
+        "--upload-resize/--no-upload-resize",
+        help="Upload the image already resized as the target's processor would (PNG; the target's pixel values stay "
+        "bit-identical), when the edge publishes its processor; otherwise, or when no smaller, the original file.",
+    ),
+    upload_quality: int | None = typer.Option(
+        _D.upload_quality,
+        "--upload-quality",
+        min=1,
+        max=100,
+        help="LOSSY: upload the image as JPEG at this quality; the target then reads other pixels (off by default).",
+    ),
     link: str | None = typer.Option(
         None, "--link", help="Run through an emulated link to the edge (a preset of `covspec link`)."
     ),
@@ -108,6 +121,8 @@ def run(
             max_burst,
             reduction=reduction if reduction.reduces else None,
             reduce_target=reduce_target,
+            upload_resize=upload_resize,
+            upload_quality=upload_quality,
         )
         with ExitStack() as stack:
             url = edge
@@ -146,9 +161,17 @@ def _print_stats(stats: dict) -> None:
         ("uplink bytes (rounds)", f"{stats['uplink_bytes']}  ({stats['uplink_bytes_per_token']:.1f}/token)"),
         ("downlink bytes (rounds)", f"{stats['downlink_bytes']}  ({stats['downlink_bytes_per_token']:.1f}/token)"),
         ("setup bytes up / down", f"{stats['setup_uplink_bytes']} / {stats['setup_downlink_bytes']}"),
+        ("image upload", _upload_row(stats)),
         ("drafter's visual tokens", f"{stats['drafter_image_tokens']} ({stats['reducer'] or 'all kept'})"),
         ("target", "LOSSY: reads the kept visual tokens only" if stats["target_reduced"] else "reads every token"),
     ]
     for key, value in rows:
         table.add_row(key, value)
     Console().print(table)
+
+
+def _upload_row(stats: dict) -> str:
+    sent, original = stats["upload_image_bytes"], stats["upload_original_bytes"]
+    how = "resized" if stats["upload_resized"] else f"original ({stats['upload_fallback'] or 'resizing off'})"
+    lossy = f", LOSSY JPEG q{stats['upload_quality']}" if stats["upload_quality"] is not None else ""
+    return f"{sent} of {original} bytes: {how}{lossy}"

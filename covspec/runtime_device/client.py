@@ -77,6 +77,7 @@ class EdgeClient:
         self.device_id = device_id or uuid.uuid4().hex[:16]  # names this device's held images on the edge
         self._connection: EdgeConnection | None = None
         self._vocabularies: dict[str, Vocabulary] = {}
+        self._info: dict[str, Any] | None = None
 
     # ---- HTTP control -------------------------------------------------------------------------------------------
     def _headers(self) -> dict[str, str]:
@@ -113,6 +114,15 @@ class EdgeClient:
 
     def info(self) -> dict[str, Any]:
         return self._request("GET", "/v1/info")
+
+    def edge_info(self) -> dict[str, Any]:
+        """The edge's info as this client last learnt it: the hello of its open connection, else ``GET /v1/info``
+        once (what the target-only path needs of it, e.g. the image processor, does not change while it runs)."""
+        if self._connection is not None and self._connection.info is not None:
+            return self._connection.info
+        if self._info is None:
+            self._info = self.info()
+        return self._info
 
     def target_vocabulary(self, tokenizer_hash: str) -> Vocabulary:
         """The target's vocabulary (``GET /v1/vocabulary``), fetched once per tokenizer hash."""

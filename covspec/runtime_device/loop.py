@@ -6,7 +6,6 @@ rejection and compact sampling are completed here with the spec math and reporte
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 import uuid
@@ -32,6 +31,7 @@ from covspec.runtime_device.client import EdgeClient, EdgeConnection
 from covspec.runtime_device.drafter import Drafter
 from covspec.runtime_device.engines.base import DrafterEngine
 from covspec.runtime_device.pairing import check_pair
+from covspec.runtime_device.upload import Upload, decode_rgb, prepare_upload
 from covspec.spec import SamplingParams, SpecStats
 from covspec.spec.policy import CostConfig, DraftPolicy, PolicyKind, RoundObservation, make_policy
 
@@ -57,6 +57,8 @@ class GenerationConfig:
     max_burst: int = CostConfig().max_burst
     reduction: TokenReduction | None = None  # the visual tokens the drafter reads (the target reads all)
     reduce_target: bool = False  # lossy: the target reads only the tokens ``reduction`` keeps, too
+    upload_resize: bool = True  # upload the image the target's processor works on (exact), when the edge says how
+    upload_quality: int | None = None  # lossy: upload the image as JPEG at this quality (1..100)
 
     @property
     def target_reduction(self) -> tuple[str, float] | None:
@@ -72,6 +74,11 @@ class GenerationConfig:
 
     def make_policy(self) -> DraftPolicy:
         return make_policy(self.policy, draft_len=self.draft_len, cost=CostConfig(max_burst=self.max_burst))
+
+    def upload(self, image_bytes: bytes, info: dict[str, Any]) -> Upload:
+        """What goes up for ``image_bytes`` to the edge whose ``/v1/info`` is ``info`` (``runtime_device.upload``)."""
+        processor = info.get("model", {}).get("image_processor")
+        return prepare_upload(image_bytes, processor, resize=self.upload_resize, quality=self.upload_quality)
 
 
 @dataclass
@@ -107,6 +114,7 @@ def generate(
     started = time.perf_counter()
     info = connection.hello()  # on a new connection, its hello is this generation's cost
     vocab_size = check_pair(engine, info, client)
+    upload = config.upload(image_bytes, info)  # the target's processor input, or the original
     mode = resolve_verify_mode(config.verify_mode)
     spec = SessionSpec(
         prompt, config.temperature, config.top_k, config.top_p, config.seed, config.max_new_tokens, mode,
@@ -121,8 +129,9 @@ def generate(
     try:
         # the open goes first: on a device with one core the prefill thread would hold it and delay the edge's
         # prefill, the longer of the two (its answer comes with the first verdict)
-        connection.start_generation(spec, image_bytes)
-        drafter_prefill = pool.submit(_start_drafter, engine, image_bytes, prompt, config.reduction)
+        connection.start_generation(spec, upload.data)
+        image = upload.image if upload.image is not None else image_bytes  # the drafter reads the original
+        drafter_prefill = pool.submit(_start_drafter, engine, image, prompt, config.reduction)
         drafter_prefill.add_done_callback(lambda _: prefilled.append(time.perf_counter() - started))
         drafter = Drafter(drafter_prefill, vocab_size, params, session_rng(config.seed, DEVICE_RNG_STREAM))
         edge = info.get("limits", {})
@@ -170,6 +179,7 @@ def generate(
         "drafter_image_tokens": drafter_prefill.result().image_tokens,
         "reducer": config.reduction.reducer if config.reduction is not None else None,
         "target_reduced": config.target_reduction is not None,
+        **upload.stats(),
     }
     return GenerationResult(engine.decode(tokens), tokens, result_stats, trace)
 
@@ -193,7 +203,9 @@ def generate_target_only(
 
     counter = client.counter
     sent, received = counter.sent["setup"], counter.received["setup"]
-    uri = "data:image/png;base64," + base64.b64encode(image_bytes).decode()
+    wants_info = config.upload_resize or config.upload_quality is not None
+    upload = config.upload(image_bytes, client.edge_info() if wants_info else {})
+    uri = "data:image/png;base64," + base64.b64encode(upload.data).decode()
     body = {
         "messages": [
             {
@@ -229,6 +241,7 @@ def generate_target_only(
         "verify_mode": "target_only",
         "wall_s": elapsed,
         "reconnects": 0,
+        **upload.stats(),
     }
     return GenerationResult(reply["choices"][0]["message"]["content"], tokens, stats)
 
@@ -356,13 +369,9 @@ def _burst_tokens(verdict: Verdict, asked: int) -> list[int]:
     return [int(t) for t in verdict.burst_tokens]
 
 
-def _start_drafter(engine: DrafterEngine, image_bytes: bytes, prompt: str, reduction: TokenReduction | None) -> Any:
-    """The drafter's prefill, image decoding included, off the path of the open frame."""
-    return engine.start(_decode_image(image_bytes) if engine.accepts_images else None, prompt, reduction)
-
-
-def _decode_image(data: bytes) -> Any:
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as image:
-        return image.convert("RGB")
+def _start_drafter(engine: DrafterEngine, image: Any, prompt: str, reduction: TokenReduction | None) -> Any:
+    """The drafter's prefill, image decoding included (``image``: bytes, or an image decoded already), off the path
+    of the open frame."""
+    if not engine.accepts_images:
+        return engine.start(None, prompt, reduction)
+    return engine.start(decode_rgb(image) if isinstance(image, bytes) else image, prompt, reduction)

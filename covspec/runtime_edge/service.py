@@ -4,16 +4,21 @@ with the two operations every transport needs: open a session, verify a round. F
 from __future__ import annotations
 
 import asyncio
+import copy
 import functools
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
 
+from PIL import Image
+
 from covspec.errors import LimitError, ProtocolError
 from covspec.models.base import LoadedModel, ModelSequence
+from covspec.models.prompts import vlm_inputs
 from covspec.protocol import PROTOCOL_VERSION, RoundRequest, SessionSpec, Verdict, VerifyMode
 from covspec.protocol.errors import shown
 from covspec.protocol.modes import resolve_verify_mode
@@ -27,6 +32,7 @@ from covspec.runtime_edge.verifier import round_steps, start_state
 from covspec.runtime_edge.worker import ModelWorker, Steps
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def target_reduction(spec: SessionSpec) -> TokenReduction | None:
@@ -52,6 +58,7 @@ FEATURES = [
     "verify_mode.auto",
     "pairing.vocabulary",  # GET /v1/vocabulary: what each token id means, for drafters with other tokenizer files
     "reduce_target",  # a session's lossy target_reduction: the target reads only the visual tokens a reducer keeps
+    "upload.image_processor",  # model.image_processor: what a device needs to upload the image already resized
     "sampling",
     "http_sessions",
     "openai.chat_completions",
@@ -65,6 +72,61 @@ def caller_key(authorization: str | None) -> str:
     return hashlib.sha256((authorization or "").encode()).hexdigest()[:16]
 
 
+def describe_image_processor(model: LoadedModel) -> dict[str, Any] | None:
+    """``/v1/info`` ``model.image_processor``: the target's image processor as a device needs it to resize an image
+    exactly as the edge will (``covspec.runtime_device.upload``): its class and backend, its config, the keyword
+    arguments the target's processor calls it with (some processors pass their own, e.g. Pixtral's patch size) and the
+    versions of the libraries that compute its pixels. None for a target without one, or one that cannot be described
+    in JSON. The keyword arguments are recorded from one real call on a probe image, on a copy of the processor."""
+    processor = getattr(model, "processor", None)
+    image_processor = getattr(processor, "image_processor", None)
+    if image_processor is None or not hasattr(image_processor, "to_dict"):
+        return None
+    try:
+        recorder = _CallRecorder(image_processor)
+        probe = copy.copy(processor)  # the served processor is never touched
+        probe.image_processor = recorder
+        vlm_inputs(probe, Image.new("RGB", (32, 24)), "probe", "pt")
+        call_kwargs = {k: v for k, v in (recorder.calls[0] if recorder.calls else {}).items() if k != "return_tensors"}
+        backend = str(getattr(image_processor, "backend", "pil"))
+        packages = ("transformers", "Pillow") + (("torch", "torchvision") if backend == "torchvision" else ())
+        description = {
+            "class": type(image_processor).__name__,
+            "backend": backend,
+            "config": image_processor.to_dict(),
+            "call_kwargs": call_kwargs,
+            "versions": {name: _version(name) for name in packages},
+        }
+        return json.loads(json.dumps(description))  # JSON-safe, or not published
+    except Exception as exc:  # a processor we cannot describe is not published; the device sends original bytes
+        log.warning("not publishing the image processor (%s: %s)", type(exc).__name__, exc)
+        return None
+
+
+class _CallRecorder:
+    """Stands in for an image processor: records the keyword arguments of each call, then makes the call."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.calls: list[dict[str, Any]] = []
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls.append(dict(kwargs))
+        return self.inner(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
 class EdgeService:
     """Everything a request handler needs: settings, the target, the sessions, the metrics, the model thread."""
 
@@ -76,6 +138,7 @@ class EdgeService:
         self.images = DeviceImageCache(settings.limits.images_per_device, settings.limits.image_cache_bytes)
         self.metrics = EdgeMetrics()
         self.worker = ModelWorker()
+        self.image_processor = describe_image_processor(model)  # before serving: the processor is not in use yet
 
     @property
     def model_name(self) -> str:
@@ -99,6 +162,7 @@ class EdgeService:
                 **self.model.fingerprint.to_dict(),
                 "name": self.model_name,
                 "chat_probe": list(self.model.vocabulary.probe_ids),
+                "image_processor": self.image_processor,
             },
             "features": FEATURES,
             "verify_modes": [m.value for m in VerifyMode],  # "auto" is answered with the mode it resolves to

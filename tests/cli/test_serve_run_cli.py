@@ -189,3 +189,34 @@ def test_run_threads_are_set_and_logged(served, tmp_path) -> None:
     assert done.returncode == 0, done.stderr
     assert 0 < len(json.loads(done.stdout)["tokens"]) <= 4
     assert "device: 1 torch thread on CPUs {" in done.stderr
+
+
+def test_run_uploads_the_resized_image_and_says_so(served, loaded_target, tmp_path) -> None:
+    """A photo-sized JPEG goes up as the target's processor input (PNG, far smaller) with the same tokens as the
+    target's own on the original; --no-upload-resize sends the file as it is; --upload-quality is LOSSY and ranged."""
+    pair, url, key_file, _ = served
+    img = tmp_path / "photo.jpg"
+    img.write_bytes(image_bytes(43, size=(800, 600), fmt="JPEG"))
+    common = ["--drafter", str(pair.drafter), "--image", str(img), "--prompt", PROMPTS[2], "--max-new-tokens", "12"]
+    common += ["--dtype", "float64", "--api-key-file", str(key_file), "--edge", url, "--json"]
+    want = loaded_target("llava").generate(pil(img.read_bytes()), PROMPTS[2], max_new_tokens=12)
+    resized = _run(common)
+    assert resized.returncode == 0, resized.stderr
+    data = json.loads(resized.stdout)
+    stats = data["stats"]
+    assert data["tokens"] == want
+    assert stats["upload_resized"] is True and stats["upload_fallback"] is None and stats["upload_quality"] is None
+    assert stats["upload_original_bytes"] == len(img.read_bytes()) > 4 * stats["upload_image_bytes"]
+    original = _run([*common, "--no-upload-resize"])
+    assert original.returncode == 0, original.stderr
+    plain = json.loads(original.stdout)
+    assert plain["tokens"] == want and plain["stats"]["upload_resized"] is False
+    assert plain["stats"]["upload_image_bytes"] == plain["stats"]["upload_original_bytes"]
+    # the image is the setup's largest part: what the resize saves shows in the setup bytes, framing aside
+    saved = plain["stats"]["upload_image_bytes"] - stats["upload_image_bytes"]
+    assert plain["stats"]["setup_uplink_bytes"] - stats["setup_uplink_bytes"] >= saved
+    lossy = _run([*common, "--upload-quality", "40"])
+    assert lossy.returncode == 0, lossy.stderr
+    assert json.loads(lossy.stdout)["stats"]["upload_quality"] == 40
+    out_of_range = _run([*common, "--upload-quality", "0"])
+    assert out_of_range.returncode != 0 and "upload-quality" in out_of_range.stderr
