@@ -1,8 +1,9 @@
 """`covspec bench reduce`: what each reducer costs and keeps, per budget, side by side on the same scenes.
 
 Per (reducer, budget): the drafter's prefill time (median over the scenes; every configuration prefills each scene
-in turn, so machine noise hits them alike), the visual tokens it read, its KV cache after the prefill (the part of
-the device's memory that reduction changes: weights and runtime arenas stay as they are), and the pair's AAL,
+in turn, so machine noise hits them alike) and, where the engine times them, its stages (preprocessing, vision
+encoder, reduction, the decoder's prefill forward), the visual tokens it read, its KV cache after the prefill (the
+part of the device's memory that reduction changes: weights and runtime arenas stay as they are), the pair's AAL,
 acceptance and tokens/s (greedy, fixed K, drafter and target in one process, every output checked against the
 target's own ``generate()``), with the speedup over the target decoding alone, timed in the same rotation.
 Reduction is on the drafter only, so the output never changes; what moves is the drafter's prefill and how often
@@ -82,6 +83,7 @@ def run_reduce_bench(
     prefill: dict[int, list[float]] = {i: [] for i in range(len(configs))}
     kept: dict[int, list[int]] = {i: [] for i in range(len(configs))}
     kv_bytes: dict[int, list[int]] = {i: [] for i in range(len(configs))}
+    stages: dict[int, list[dict[str, float]]] = {i: [] for i in range(len(configs))}
     seconds = dict.fromkeys(range(len(configs)), 0.0)
     alone_seconds, alone_tokens = 0.0, 0
     pooled = {i: SpecStats() for i in range(len(configs))}
@@ -107,6 +109,7 @@ def run_reduce_bench(
             prefill[i].append(time.perf_counter() - started)
             kept[i].append(sequence.image_tokens)
             kv_bytes[i].append(sequence.kv_bytes())
+            stages[i].append(sequence.prefill_stages)
             config = GenerationConfig(
                 max_new_tokens=max_new_tokens,
                 draft_len=draft_len,
@@ -130,6 +133,8 @@ def run_reduce_bench(
                 progress.update(task, advance=1)
     full_prefill = statistics.median(prefill[0])
     full_aal = pooled[0].aal
+    stage_ms = {i: _median_stages(stages[i]) for i in range(len(configs))}
+    full_decoder = stage_ms[0].get("decoder")
     alone_rate = alone_tokens / alone_seconds
     rows = []
     for i, (name, budget, _, lossy) in enumerate(configs):
@@ -143,6 +148,8 @@ def run_reduce_bench(
                 "visual_tokens": statistics.mean(kept[i]),
                 "prefill_ms": median * 1e3,
                 "prefill_share": median / full_prefill,
+                "prefill_stages_ms": stage_ms[i],  # where the engine times them (ONNX Runtime does)
+                "decoder_prefill_share": stage_ms[i]["decoder"] / full_decoder if full_decoder else None,
                 "drafter_kv_kib": statistics.mean(kv_bytes[i]) / 1024,
                 "tokens_per_s": rate,
                 "speedup": rate / alone_rate,
@@ -164,6 +171,12 @@ def run_reduce_bench(
         "speedup_scenario": "drafter and target in one process on this machine's CPUs, no link; target-only is the "
         "target decoding alone through the same sequence code, timed in the same rotation",
     }
+
+
+def _median_stages(timed: list[dict[str, float]]) -> dict[str, float]:
+    """Median milliseconds per prefill stage, over the prefills that timed it."""
+    names = dict.fromkeys(name for stages in timed for name in stages)
+    return {name: statistics.median(s[name] for s in timed if name in s) * 1e3 for name in names}
 
 
 def plot_reduce_bench(result: dict[str, Any], path: Path) -> None:

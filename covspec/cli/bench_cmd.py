@@ -80,6 +80,7 @@ def reduce(
     from covspec.demo.runner import MAX_NEW_TOKENS, demo_items, load_drafter
     from covspec.demo.store import ensure_bundle, ensure_pair
     from covspec.models import load_model
+    from covspec.models.loading import quiet_transformers
     from covspec.reduce import reducer_named
 
     try:
@@ -95,7 +96,8 @@ def reduce(
         pair = ensure_pair(progress=progress)
         bundle = ensure_bundle(pair, progress=progress) if engine is DemoEngine.ONNXRUNTIME else None
         drafter = load_drafter(pair, bundle, len(split_cpus().device))
-        target = load_model(str(pair.target), dtype="float32")
+        with quiet_transformers():
+            target = load_model(str(pair.target), dtype="float32")
         items = demo_items(pair, scenes, "all", MAX_NEW_TOKENS)
         result = run_reduce_bench(
             drafter,

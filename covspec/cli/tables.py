@@ -40,8 +40,8 @@ def print_reduce_rows(rows: list[dict], title: str) -> None:
     from rich.table import Table
 
     table = Table(title=title)
-    columns = ("reducer", "keep", "visual tokens", "prefill ms", "prefill / all", "drafter KV KiB", "AAL",
-               "AAL / all", "accept", "tokens/s", "speedup", "accuracy")  # fmt: skip
+    columns = ("reducer", "keep", "visual tokens", "prefill ms", "prefill / all", "decoder / all", "drafter KV KiB",
+               "AAL", "AAL / all", "accept", "tokens/s", "speedup", "accuracy")  # fmt: skip
     for column in columns:
         table.add_column(column, justify="left" if column == "reducer" else "right", no_wrap=True)
     for row in rows:
@@ -51,6 +51,7 @@ def print_reduce_rows(rows: list[dict], title: str) -> None:
             f"{row['visual_tokens']:.1f}",
             f"{row['prefill_ms']:.2f}",
             f"{row['prefill_share']:.2f}",
+            _opt(row["decoder_prefill_share"], "{:.2f}"),
             f"{row['drafter_kv_kib']:.0f}",
             f"{row['aal']:.2f}",
             _opt(row["aal_share"], "{:.2f}"),

@@ -8,6 +8,7 @@ render prompts and count positions the same way.
 from __future__ import annotations
 
 import abc
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -74,6 +75,26 @@ class ModelSequence(abc.ABC):
     def image_tokens(self) -> int:
         """Visual token positions in the prompt (0 for a text-only model)."""
         return 0
+
+    @property
+    def prefill_stages(self) -> dict[str, float]:
+        """Seconds the prefill spent per stage, where the engine times them (``preprocess``: processor and
+        tokenizer; ``vision``: the vision encoder; ``reduce``: visual token reduction; ``decoder``: the decoder's
+        prefill forward); empty where it does not."""
+        return {}
+
+
+class StageClock:
+    """Seconds between laps, by stage name (a prefill's ``prefill_stages``)."""
+
+    def __init__(self) -> None:
+        self.stages: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.stages[stage] = self.stages.get(stage, 0.0) + now - self._last
+        self._last = now
 
 
 def check_token_ids(tokens: Sequence[int], vocab_size: int) -> list[int]:

@@ -105,6 +105,21 @@ def _greedy_after(seq, steps: int) -> list[int]:
     return out
 
 
+@pytest.mark.parametrize("arch", ["llava", "text"])
+def test_prefill_reports_the_time_of_each_stage(engines, arch: str) -> None:
+    """``prefill_stages``: what a profile reads; the vision and reduction stages exist only where an image is read."""
+    from covspec.reduce import Budget, TokenReduction
+
+    _, onnx_engine = engines(arch)
+    image, prompt = image_prompt_pairs(1, seed=5)[0]
+    plain = onnx_engine.start(image, prompt).prefill_stages
+    expected = ["preprocess", "vision", "reduce", "decoder"] if arch != "text" else ["preprocess", "decoder"]
+    assert list(plain) == expected and all(seconds > 0 for seconds in plain.values())
+    if arch != "text":
+        reduced = onnx_engine.start(image, prompt, TokenReduction("covspec", Budget(ratio=0.5))).prefill_stages
+        assert list(reduced) == expected
+
+
 def test_decode_drops_eos_like_torch(engines) -> None:
     torch_engine, onnx_engine = engines("llava")
     tokens = [10, 20, 30, *torch_engine.fingerprint.eos_token_ids]

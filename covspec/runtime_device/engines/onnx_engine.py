@@ -25,7 +25,7 @@ from covspec.bundle import Bundle, load_bundle
 from covspec.cpus import describe
 from covspec.errors import EngineUnavailableError
 from covspec.models import mrope
-from covspec.models.base import ModelFingerprint, TokenSequence, check_token_ids
+from covspec.models.base import ModelFingerprint, StageClock, TokenSequence, check_token_ids
 from covspec.models.families import TEXT_LM, family_named
 from covspec.models.loading import load_processor
 from covspec.models.prompts import text_inputs, vlm_inputs
@@ -161,15 +161,18 @@ class OnnxDrafterEngine:
     def start(self, image: Any | None, prompt: str, reduction: TokenReduction | None = None) -> OnnxSequence:
         if not self.accepts_images:
             image = None
+        clock = StageClock()
         batch = self.render(image, prompt)
         input_ids = np.asarray(batch["input_ids"], dtype=np.int64)
         if input_ids.shape[0] != 1:
             raise ValueError("one prompt per sequence")
         embeds = self.embed(input_ids)
+        clock.lap("preprocess")
         keep = np.ones(input_ids.shape[1], dtype=bool)
         image_tokens = 0
         if image is not None:
             features = self.image_features(batch)
+            clock.lap("vision")
             where = input_ids[0] == self.image_token_id
             if reduction is not None and reduction.reduces:
                 reduced = reduction.select(embeds[0], where, features)
@@ -180,6 +183,7 @@ class OnnxDrafterEngine:
                 if features.shape[0] != image_tokens:
                     raise ValueError(f"{features.shape[0]} image features for {image_tokens} image placeholder tokens")
                 embeds[0, where] = features.astype(embeds.dtype, copy=False)
+            clock.lap("reduce")
         positions, delta = self._prompt_positions(input_ids, batch if image is not None else None)
         kv = self.empty_kv()
         embeds, positions = embeds[:, keep], positions[..., keep]
@@ -189,8 +193,9 @@ class OnnxDrafterEngine:
             logits, kv = self.run_decoder(embeds, positions, kv, 0, token_types=types[:, keep])
         else:
             logits, kv = self.run_decoder(embeds, positions, kv, 0)
+        clock.lap("decoder")
         skipped = int((~keep).sum())
-        return OnnxSequence(self, input_ids[0].tolist(), logits[-1], kv, image_tokens, delta, skipped)
+        return OnnxSequence(self, input_ids[0].tolist(), logits[-1], kv, image_tokens, delta, skipped, clock.stages)
 
     def _prompt_positions(self, input_ids: np.ndarray, image_batch: dict[str, np.ndarray] | None) -> tuple[Any, int]:
         """The full prompt's position ids ([1, L], or [4, 1, L] for M-RoPE) and the M-RoPE delta."""
@@ -323,12 +328,18 @@ class OnnxSequence(TokenSequence):
         image_tokens: int,
         delta: int,
         skipped: int = 0,
+        stages: dict[str, float] | None = None,
     ) -> None:
         super().__init__(prompt_ids, np.asarray(prefill_logits, dtype=np.float32), image_tokens)
+        self._stages = dict(stages or {})
         self._engine = engine
         self._kv = kv
         self._delta = delta
         self._skipped = skipped  # prompt positions the prefill left out: the cache is that much shorter than the ids
+
+    @property
+    def prefill_stages(self) -> dict[str, float]:
+        return dict(self._stages)
 
     def extend(self, tokens: Sequence[int]) -> np.ndarray:
         engine = self._engine
