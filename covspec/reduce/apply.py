@@ -8,7 +8,9 @@ ids, so text after the image keeps its place and the sequence continues numberin
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -58,12 +60,24 @@ def reduce_prompt(
         raise ValueError(f"{features.shape[0]} image features for {int(image_positions.sum())} image placeholders")
     out = np.array(embeds, copy=True)
     places = np.flatnonzero(image_positions)
-    result = reducer_named(reduction.reducer).reduce(features, embeds[~image_positions], reduction.budget)
+    with _blas().limit(limits=1, user_api="blas"):
+        result = reducer_named(reduction.reducer).reduce(features, embeds[~image_positions], reduction.budget)
     keep = ~image_positions
     keep[places[result.kept]] = True
     out[places] = features.astype(out.dtype, copy=False)
     out[places[result.kept]] = result.features.astype(out.dtype, copy=False)
     return ReducedPrompt(keep, out, int(places.size), int(result.kept.size), result.method)
+
+
+@functools.cache
+def _blas() -> Any:
+    """numpy's BLAS, held to one thread while a reducer runs: its matrices are a few hundred rows, too small for
+    threads to pay, and a multi-threaded OpenBLAS leaves its threads spinning after each call, beside the engine's own
+    (measured here: a 2-thread torch forward right after a 2-thread OpenBLAS product took 2.2x as long; the
+    ``elastic`` rows of ``covspec bench reduce`` ran at half the tokens/s of the others until this limit)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 __all__ = ["ReducedPrompt", "TokenReduction", "reduce_prompt"]
