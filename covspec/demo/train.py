@@ -301,19 +301,23 @@ def answer_logits(model: Any, batch: dict[str, Any]) -> Any:
     return out.logits.gather(1, index)
 
 
-def _train_items(step: int, stage: StageConfig, config: TrainConfig, seed: int) -> list[scenes.QAItem]:
-    """The batch of step ``step``: fresh training scenes from the first half of the range (the drafter's are in
-    the second)."""
-    start = step * stage.batch_size
+def _training_items(config: TrainConfig, seed: int, start: int, n: int) -> list[scenes.QAItem]:
+    """Training scenes ``start .. start + n - 1`` with one question each, of the config's tasks and weights."""
     return scenes.dataset(
         "train",
-        stage.batch_size,
+        n,
         seed=seed,
         start=start,
         tasks=config.tasks,
         max_objects=config.max_objects,
         weights=config.task_weights,
     )
+
+
+def _train_items(step: int, stage: StageConfig, config: TrainConfig, seed: int) -> list[scenes.QAItem]:
+    """The batch of step ``step``: fresh training scenes from the first half of the range (the drafter's are in
+    the second)."""
+    return _training_items(config, seed, step * stage.batch_size, stage.batch_size)
 
 
 class StepBatches:
@@ -403,15 +407,7 @@ def _train_target(
 def _distil_drafter(target: Path, out: Path, config: TrainConfig, seed: int, progress: Any) -> DistillReport:
     """``covspec distill`` of a ``config.drafter_size`` drafter from the trained ``target`` into ``out``, on
     ``config.drafter_examples`` fresh training scenes (one question each) written to a temporary folder."""
-    items = scenes.dataset(
-        "train",
-        config.drafter_examples,
-        seed=seed,
-        start=SCENES_PER_STAGE,
-        tasks=config.tasks,
-        max_objects=config.max_objects,
-        weights=config.task_weights,
-    )
+    items = _training_items(config, seed, SCENES_PER_STAGE, config.drafter_examples)
     stage = config.drafter
     settings = DistillConfig(
         steps=stage.steps,

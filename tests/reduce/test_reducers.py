@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from covspec.reduce import REDUCERS, Budget, reducer_named
-from covspec.reduce.reducers import ElasticReducer, importance, pivoted_selection
+from covspec.reduce.reducers import SKETCH_DIM, ElasticReducer, importance, pivoted_selection, sketch
 
 
 def _features(n: int = 48, d: int = 16, seed: int = 0) -> np.ndarray:
@@ -80,9 +80,10 @@ def test_random_and_pool_do_not_look_at_the_prompt() -> None:
         assert np.array_equal(with_query.kept, without.kept)
 
 
-def test_covspec_drops_exact_duplicates_before_anything_distinct() -> None:
+@pytest.mark.parametrize("width", [16, 512])  # 512: read through the Gaussian sketch (SKETCH_DIM)
+def test_covspec_drops_exact_duplicates_before_anything_distinct(width: int) -> None:
     rng = np.random.default_rng(3)
-    distinct = rng.normal(size=(8, 16)).astype(np.float32)
+    distinct = rng.normal(size=(8, width)).astype(np.float32)
     features = np.repeat(distinct, 4, axis=0)[rng.permutation(32)]  # every token four times, shuffled
     kept = reducer_named("covspec").reduce(features, None, Budget(count=8))
     rows = {tuple(r) for r in features[kept.kept].tolist()}
@@ -90,6 +91,16 @@ def test_covspec_drops_exact_duplicates_before_anything_distinct() -> None:
     # importance alone would keep duplicates of the most active tokens
     by_importance = np.argsort(-importance(features, None), kind="stable")[:8]
     assert len({tuple(r) for r in features[by_importance].tolist()}) < 8
+
+
+def test_sketch_keeps_narrow_features_and_shrinks_wide_ones_nearly_isometrically() -> None:
+    narrow = _features(40, SKETCH_DIM)
+    assert sketch(narrow, SKETCH_DIM) is narrow
+    wide = _features(40, 1024)
+    small = sketch(wide, SKETCH_DIM)
+    assert small.shape == (40, SKETCH_DIM) and np.array_equal(small, sketch(wide, SKETCH_DIM))  # fixed, seeded map
+    ratio = np.linalg.norm(small, axis=1) / np.linalg.norm(wide.astype(np.float64), axis=1)
+    assert np.all(np.abs(ratio - 1.0) < 0.25)  # norms kept within a JL distortion at 128 dimensions
 
 
 def test_pivoted_selection_past_the_rank_falls_back_to_importance() -> None:
