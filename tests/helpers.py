@@ -105,3 +105,21 @@ def tensorrt_missing() -> str:
         ("a CUDA GPU visible to torch", not has_cuda()),
     )
     return " and ".join(what for what, absent in needs if absent)
+
+
+def photo(width: int, height: int, seed: int, fmt: str = "JPEG") -> bytes:
+    """A seeded photo-like picture (gradients, a few discs, sensor noise), encoded as a phone would (JPEG q90)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    corners = rng.uniform(0, 255, (4, 3)).astype(np.float32)
+    u, v = (x / max(1, width - 1))[..., None], (y / max(1, height - 1))[..., None]
+    sky = (1 - u) * (1 - v) * corners[0] + u * (1 - v) * corners[1] + (1 - u) * v * corners[2] + u * v * corners[3]
+    image = Image.fromarray(np.clip(sky, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    for _ in range(4):
+        cx, cy, r = rng.uniform(0, width), rng.uniform(0, height), rng.uniform(0.05, 0.3) * min(width, height)
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
+    pixels = np.asarray(image, dtype=np.float32) + rng.normal(0, 6, (height, width, 3))
+    out = io.BytesIO()
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(out, format=fmt, quality=90)
+    return out.getvalue()

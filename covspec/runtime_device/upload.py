@@ -23,7 +23,10 @@ Both sides decode the original alike: PIL, converted to RGB, no EXIF rotation (`
 
 from __future__ import annotations
 
+import copy
+import functools
 import io
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,6 +38,9 @@ log = logging.getLogger(__name__)
 
 PNG = "png"
 JPEG = "jpeg"
+# an original this small goes up as it is (no lossy quality asked): what resizing could save is less than a
+# fraction of a round trip on any link, while decoding, resizing and encoding cost milliseconds on the device
+SMALL_ORIGINAL_BYTES = 16 * 1024
 
 
 @dataclass(frozen=True)
@@ -113,17 +119,21 @@ def prepare_upload(
     *,
     resize: bool = True,
     quality: int | None = None,
+    min_bytes: int = SMALL_ORIGINAL_BYTES,
 ) -> Upload:
     """The upload of ``image_bytes`` for an edge whose image processor is described by ``processor`` (``/v1/info``
     ``model.image_processor``; None if the edge publishes none): resized by the processor's own rule when ``resize``
     and the result is bit-identical on the edge, as PNG (or JPEG at ``quality``, lossy); the original bytes when
-    nothing smaller comes out. Raises ``ValueError`` for a quality outside 1..100; never for the image (the edge
-    judges the original bytes as it always did)."""
+    nothing smaller comes out, or when the original is at most ``min_bytes`` long (no lossy quality asked). Raises
+    ``ValueError`` for a quality outside 1..100; never for the image (the edge judges the original bytes as it always
+    did)."""
     if quality is not None and not 1 <= quality <= 100:
         raise ValueError(f"upload quality must lie in 1..100, got {quality}")
     original = Upload(image_bytes, len(image_bytes), resized=False, quality=None)
     if quality is None and not (resize and processor):
         return _fallback(original, "the edge publishes no image processor" if resize else None)
+    if quality is None and len(image_bytes) <= min_bytes:
+        return _fallback(original, f"the original is small ({len(image_bytes)} bytes): resizing it saves little")
     try:
         image = decode_rgb(image_bytes)
     except Exception as exc:  # not an image: send it as it is, the edge answers invalid_image
@@ -230,11 +240,16 @@ def _version_difference(versions: dict[str, Any]) -> str | None:
 
 
 def _instantiate(name: str, config: dict[str, Any]) -> Any:
-    """A fresh instance of the named transformers image processor (only names of ``RESIZE_RULES`` get here)."""
+    """A fresh instance of the named transformers image processor (only names of ``RESIZE_RULES`` get here): a
+    shallow copy of one built once per (class, config), since building one costs milliseconds per image."""
+    return copy.copy(_built(name, json.dumps(config, sort_keys=True)))
+
+
+@functools.lru_cache(maxsize=8)
+def _built(name: str, config: str) -> Any:
     import transformers
 
-    cls = getattr(transformers, name)
-    return cls.from_dict(config)
+    return getattr(transformers, name).from_dict(json.loads(config))
 
 
 class _Captured(Exception):

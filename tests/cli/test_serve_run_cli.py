@@ -14,7 +14,7 @@ import pytest
 from covspec.link.relay import FaultPlan, TcpRelay
 from covspec.runtime_device.client import EdgeClient
 from covspec.runtime_edge.server import ServeProcess
-from tests.helpers import PROMPTS, image_bytes, pil
+from tests.helpers import PROMPTS, image_bytes, photo, pil
 
 COVSPEC = str(Path(sys.executable).parent / "covspec")
 STATS_KEYS = {
@@ -196,7 +196,7 @@ def test_run_uploads_the_resized_image_and_says_so(served, loaded_target, tmp_pa
     target's own on the original; --no-upload-resize sends the file as it is; --upload-quality is LOSSY and ranged."""
     pair, url, key_file, _ = served
     img = tmp_path / "photo.jpg"
-    img.write_bytes(image_bytes(43, size=(800, 600), fmt="JPEG"))
+    img.write_bytes(photo(800, 600, seed=43))
     common = ["--drafter", str(pair.drafter), "--image", str(img), "--prompt", PROMPTS[2], "--max-new-tokens", "12"]
     common += ["--dtype", "float64", "--api-key-file", str(key_file), "--edge", url, "--json"]
     want = loaded_target("llava").generate(pil(img.read_bytes()), PROMPTS[2], max_new_tokens=12)

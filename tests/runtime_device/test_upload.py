@@ -16,30 +16,11 @@ from covspec.models.prompts import vlm_inputs
 from covspec.models.tiny import TINY_ARCHS
 from covspec.runtime_device.upload import decode_rgb, prepare_upload, processor_input
 from covspec.runtime_edge.service import describe_image_processor
+from tests.helpers import photo
 
 # families whose processor cannot be reproduced from a resized image, and the words of the reason the device gives
 FALLS_BACK = {"llava_next": "anyres", "llava_onevision": "anyres"}
 PROMPT = "What is in the image?"
-
-
-def photo(width: int, height: int, seed: int, fmt: str = "JPEG") -> bytes:
-    """A seeded photo-like picture (gradients, a few discs, sensor noise), encoded as a phone would (JPEG q90)."""
-    from PIL import Image, ImageDraw
-
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    corners = rng.uniform(0, 255, (4, 3)).astype(np.float32)
-    u, v = (x / max(1, width - 1))[..., None], (y / max(1, height - 1))[..., None]
-    sky = (1 - u) * (1 - v) * corners[0] + u * (1 - v) * corners[1] + (1 - u) * v * corners[2] + u * v * corners[3]
-    image = Image.fromarray(np.clip(sky, 0, 255).astype(np.uint8))
-    draw = ImageDraw.Draw(image)
-    for _ in range(4):
-        cx, cy, r = rng.uniform(0, width), rng.uniform(0, height), rng.uniform(0.05, 0.3) * min(width, height)
-        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
-    pixels = np.asarray(image, dtype=np.float32) + rng.normal(0, 6, (height, width, 3))
-    out = io.BytesIO()
-    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(out, format=fmt, quality=90)
-    return out.getvalue()
 
 
 # (width, height, format): a 4:3 photo, a portrait, a tiny picture (upscaled by most processors)
@@ -79,7 +60,7 @@ def test_upload_is_bit_identical_on_the_edge_per_family(arch, loaded_target) -> 
     assert description is not None and description["class"] == type(processor.image_processor).__name__
     for width, height, fmt in IMAGES:
         original = photo(width, height, seed=width, fmt=fmt)
-        upload = prepare_upload(original, description)
+        upload = prepare_upload(original, description, min_bytes=0)
         if arch in FALLS_BACK:
             assert not upload.resized and upload.data == original
             assert FALLS_BACK[arch] in upload.fallback
@@ -186,8 +167,12 @@ def test_no_resize_when_the_result_is_no_smaller(loaded_target) -> None:
     out = io.BytesIO()
     Image.new("RGB", (size["width"], size["height"]), (10, 200, 30)).save(out, format="PNG", optimize=True)
     original = out.getvalue()
-    upload = prepare_upload(original, description)
+    upload = prepare_upload(original, description, min_bytes=0)
     assert upload.data == original and not upload.resized and "no smaller" in upload.fallback
+    # by default a file this small is not even decoded: resizing could save a few hundred bytes at most
+    small = prepare_upload(original, description)
+    assert small.data == original and not small.resized and "the original is small" in small.fallback
+    assert small.image is None
 
 
 def test_resizing_off_sends_the_original_untouched(loaded_target) -> None:
@@ -224,5 +209,6 @@ def test_lossy_quality_sends_a_smaller_jpeg_of_the_same_size(loaded_target) -> N
 
 def test_bytes_that_are_no_image_go_up_as_they_are(loaded_target) -> None:
     """The edge judges them (invalid_image), as it always did."""
-    upload = prepare_upload(b"not an image", describe_image_processor(loaded_target("llava")))
-    assert upload.data == b"not an image" and not upload.resized and "does not decode" in upload.fallback
+    garbage = b"not an image" * 2000  # past the small-original threshold, so the device tries to decode it
+    upload = prepare_upload(garbage, describe_image_processor(loaded_target("llava")))
+    assert upload.data == garbage and not upload.resized and "does not decode" in upload.fallback

@@ -10,8 +10,7 @@ import pytest
 from covspec.runtime_device.client import EdgeClient
 from covspec.runtime_device.loop import GenerationConfig, GenerationResult, generate, generate_target_only
 from covspec.runtime_device.upload import decode_rgb, prepare_upload
-from tests.helpers import ARCHS
-from tests.runtime_device.test_upload import photo
+from tests.helpers import ARCHS, photo
 
 PROMPT = "Describe the picture."
 MAX_NEW = 12
