@@ -29,6 +29,12 @@ def link(
     ),
     min_rto_ms: float | None = typer.Option(None, "--min-rto-ms", help="Floor of the retransmission timeout."),
     seed: int = typer.Option(0, "--seed", help="Seed of the jitter and loss draws."),
+    shared_cell: bool = typer.Option(
+        False,
+        "--shared-cell",
+        help="One cell: all connections share one uplink and one downlink at the link's rates (N devices on one "
+        "Wi-Fi or cellular cell); without it each connection has the rates to itself.",
+    ),
     netem_iface: str | None = typer.Option(
         None, "--netem", help="Apply the link to this interface with tc netem (root) instead of relaying."
     ),
@@ -50,24 +56,26 @@ def link(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     if netem_iface is not None:
+        if shared_cell:
+            raise typer.BadParameter("a shared cell is the relay's: netem shapes one interface", param_hint="--netem")
         if to is not None:
             raise typer.BadParameter("--netem shapes the interface itself and relays nothing", param_hint="--to")
         _netem(netem_iface, profile, netem_side)
         return
     if to is None:
         raise typer.BadParameter("say where to relay to (or use --netem IFACE)", param_hint="--to")
-    _relay(_host_port(listen, "--listen"), _host_port(to, "--to"), profile, seed)
+    _relay(_host_port(listen, "--listen"), _host_port(to, "--to"), profile, seed, shared_cell)
 
 
-def _relay(listen: tuple[str, int], to: tuple[str, int], profile: LinkProfile, seed: int) -> None:
+def _relay(listen: tuple[str, int], to: tuple[str, int], profile: LinkProfile, seed: int, shared: bool) -> None:
     from covspec.link.relay import TcpRelay
 
     try:
-        relay = TcpRelay(*to, host=listen[0], port=listen[1], link=profile, seed=seed)
+        relay = TcpRelay(*to, host=listen[0], port=listen[1], link=profile, seed=seed, shared=shared)
     except OSError as exc:
         typer.echo(f"cannot listen on {listen[0]}:{listen[1]}: {exc}", err=True)
         raise typer.Exit(1) from None
-    typer.echo(f"emulating {profile.summary()}")
+    typer.echo(f"emulating {profile.summary()}" + (", one shared cell for all connections" if shared else ""))
     relay.start()
     typer.echo(f"listening on {relay.host}:{relay.port} -> {to[0]}:{to[1]} (Ctrl-C to stop)")
     try:

@@ -18,6 +18,7 @@ so the model errs on the slow side (most for bulk transfers). docs/links.md tell
 from __future__ import annotations
 
 import random
+import threading
 from dataclasses import dataclass
 
 from covspec.link.presets import LinkProfile
@@ -36,14 +37,33 @@ class Piece:
     retransmitted: bool = False
 
 
+class SharedMedium:
+    """One direction of a shared cell (``TcpRelay(shared=True)``): the bytes of every connection through the relay
+    serialise on it one after another, in the order the relay read them, as at one queue in front of a cell's or an
+    access point's radio. N devices sending at once each get about 1/N of the rate; delay, jitter and loss stay per
+    connection. Thread-safe: each connection's reading thread reserves its bytes' airtime here."""
+
+    def __init__(self) -> None:
+        self.free_at = 0.0
+        self._lock = threading.Lock()
+
+    def reserve(self, ready: float, seconds: float) -> float:
+        """When bytes ready at ``ready`` start serialising, taking ``seconds`` of the medium from then on."""
+        with self._lock:
+            start = max(ready, self.free_at)
+            self.free_at = start + seconds
+            return start
+
+
 class LinkClock:
     """One direction's timeline: the time the link is next free, the last departure (order is kept), loss counts.
 
-    Not thread-safe: one producer (the relay's reading thread of that direction) calls ``schedule``.
+    Not thread-safe: one producer (the relay's reading thread of that direction) calls ``schedule``. With a
+    ``medium``, the link's rate is that medium's, shared with every other clock on it.
     """
 
-    def __init__(self, rng: random.Random, mss: int = MSS) -> None:
-        self.rng, self.mss = rng, mss
+    def __init__(self, rng: random.Random, mss: int = MSS, medium: SharedMedium | None = None) -> None:
+        self.rng, self.mss, self.medium = rng, mss, medium
         self.link_free_at = 0.0
         self.last_due = 0.0
         self.segments = 0  # segments that passed a lossy link (loss_pct > 0)
@@ -54,6 +74,8 @@ class LinkClock:
         scheduled keep their times). One piece, or two when a segment was lost: the bytes before it, and the rest."""
         bps = profile.bps(direction)
         start = max(now, self.link_free_at)
+        if self.medium is not None and bps:
+            start = self.medium.reserve(start, nbytes * 8 / bps)
 
         def sent_at(n: int) -> float:  # the link finished serialising the first n bytes
             return start + (n * 8 / bps if bps else 0.0)

@@ -2,7 +2,9 @@
 
 It is the independent witness for byte accounting and the fault injector for reconnect tests; the emulated links of
 the link presets (delay, jitter, bandwidth, loss as retransmission delay: covspec.link.emulation) build on it, and
-``set_link`` changes the link under running connections (a link whose delay changes mid-generation).
+``set_link`` changes the link under running connections (a link whose delay changes mid-generation). ``shared``
+makes it one cell: every connection's bytes share one uplink and one downlink (``SharedMedium``), as N phones on
+one Wi-Fi or cellular cell do; otherwise each connection has the link's rate to itself.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from covspec.link.emulation import LinkClock
+from covspec.link.emulation import LinkClock, SharedMedium
 from covspec.link.presets import LinkProfile
 
 
@@ -66,8 +68,11 @@ class TcpRelay:
         fault: FaultPlan | None = None,
         link: LinkProfile | None = None,
         seed: int = 0,
+        shared: bool = False,
     ) -> None:
         self.upstream = (upstream_host, upstream_port)
+        # a shared cell: one uplink and one downlink medium for every connection (else each has the link to itself)
+        self.media = {"up": SharedMedium(), "down": SharedMedium()} if shared else None
         self.fault = fault or FaultPlan()
         self.seed = seed
         self._link_lock = threading.Lock()
@@ -236,7 +241,10 @@ class _Pair:
         self.shapers = {
             direction: _Shaper(
                 dst,
-                LinkClock(random.Random(f"{relay.seed}/{index}/{direction}")),
+                LinkClock(
+                    random.Random(f"{relay.seed}/{index}/{direction}"),
+                    medium=relay.media[direction] if relay.media is not None else None,
+                ),
                 self.aborted,
                 lambda d=direction: self._finished(d),
             )

@@ -79,11 +79,30 @@ def test_link_relays_with_delay_and_prints_the_counts() -> None:
         (["--to", "nowhere"], "HOST:PORT"),
         (["--loss", "100", "--to", "127.0.0.1:9"], "loss_pct"),
         (["--preset", "lte", "--netem", "cvstest0", "--to", "127.0.0.1:9"], "relays nothing"),
+        (["--preset", "lte", "--netem", "cvstest0", "--shared-cell"], "a shared cell is the relay's"),
     ],
 )
 def test_link_rejects_bad_flags(args: list[str], message: str) -> None:
     result = CliRunner().invoke(app, ["link", *args], env={"COLUMNS": "300"})  # one line per message
     assert result.exit_code == 2 and message in result.output
+
+
+def test_link_shared_cell_says_so() -> None:
+    """``--shared-cell``: every connection through the relay shares the preset's rates (tests/link measures it)."""
+    with EchoServer() as echo:
+        args = ["link", "--listen", "127.0.0.1:0", "--to", f"127.0.0.1:{echo.port}", "--preset", "wifi"]
+        proc = subprocess.Popen([COVSPEC, *args, "--shared-cell"], stdout=subprocess.PIPE, text=True, bufsize=1)
+        try:
+            match, seen = _wait_for(_lines(proc.stdout), r"listening on 127\.0\.0\.1:(\d+) ")
+            assert any("one shared cell for all connections" in line for line in seen)
+            with connect(int(match.group(1))) as sock:
+                assert ping(sock, b"x" * 100) < 1.0  # it relays
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=10) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def test_netem_without_tc_names_what_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

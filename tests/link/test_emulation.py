@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from covspec.link.emulation import MSS, LinkClock
+from covspec.link.emulation import MSS, LinkClock, SharedMedium
 from covspec.link.presets import LinkProfile
 
 
@@ -72,3 +72,18 @@ def test_no_loss_draws_nothing_extra() -> None:
     LinkClock(a).schedule(50_000, 0.0, LinkProfile("t", jitter_s=0.01), "up")
     b.uniform(0, 0.01)
     assert a.random() == b.random()
+
+
+def test_a_shared_medium_serialises_every_connections_bytes_in_turn() -> None:
+    """Two connections sending 1000 bytes at once on an 8 kbit/s cell: the second waits for the first (2 s to get
+    both through, 1 s each on links of their own); their delay and jitter stay their own."""
+    link = LinkProfile("cell", one_way_delay_s=0.05, uplink_bps=8000)
+    medium = SharedMedium()
+    first, second = (LinkClock(random.Random(i), medium=medium) for i in range(2))
+    a, b = first.schedule(1000, 0.0, link, "up"), second.schedule(1000, 0.0, link, "up")
+    assert a[0].due == pytest.approx(1.0 + 0.05) and b[0].due == pytest.approx(2.0 + 0.05)
+    alone = [LinkClock(random.Random(i)).schedule(1000, 0.0, link, "up")[0].due for i in range(2)]
+    assert alone == [pytest.approx(1.05), pytest.approx(1.05)]
+    # an idle medium takes bytes at once; the downlink is a medium of its own (here unlimited: no serialisation)
+    assert first.schedule(500, 10.0, link, "up")[0].due == pytest.approx(10.5 + 0.05)
+    assert second.schedule(500, 10.0, link, "down")[0].due == pytest.approx(10.0 + 0.05)

@@ -93,6 +93,41 @@ def test_throughput_matches_the_rate(echo_server, direction: str) -> None:
     assert 0.8 * rate <= measured <= 1.02 * rate
 
 
+def _lockstep_rates(port: int, connections: int, block: int, rounds: int) -> list[float]:
+    """Each connection sends ``block`` bytes and waits for their echo, ``rounds`` times, all starting together;
+    returns each one's throughput in bit/s."""
+    start = threading.Barrier(connections)
+    rates = [0.0] * connections
+
+    def device(i: int) -> None:
+        payload = bytes([i]) * block
+        with connect(port) as sock:
+            start.wait()
+            elapsed = sum(transfer(sock, payload) for _ in range(rounds))
+        rates[i] = rounds * block * 8 / elapsed
+
+    threads = [threading.Thread(target=device, args=(i,)) for i in range(connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return rates
+
+
+def test_a_shared_cell_divides_its_rate_between_connections(echo_server) -> None:
+    """Two devices in lockstep on one 4 Mbit/s uplink: each gets about half and together about all of it; on links
+    of their own each gets about the whole rate."""
+    rate = 4e6
+    link = LinkProfile("cell", uplink_bps=rate)
+    with TcpRelay("127.0.0.1", echo_server, link=link, shared=True) as relay:
+        shared = _lockstep_rates(relay.port, 2, 32_768, 8)
+    with TcpRelay("127.0.0.1", echo_server, link=link) as relay:
+        own = _lockstep_rates(relay.port, 2, 32_768, 8)
+    assert all(0.35 * rate <= r <= 0.62 * rate for r in shared), shared
+    assert 0.75 * rate <= sum(shared) <= 1.05 * rate, shared
+    assert all(0.75 * rate <= r <= 1.02 * rate for r in own), own
+
+
 def test_loss_delays_segments_by_a_retransmission_timeout(echo_server) -> None:
     # small messages are one segment each way: a round trip meets 0, 1 or 2 losses, each one RTO late
     link = LinkProfile("test", one_way_delay_s=0.002, loss_pct=25, min_rto_s=0.06)
