@@ -48,7 +48,7 @@ def serve(
     ),
     image_cache_bytes: int = typer.Option(_D.image_cache_bytes, "--image-cache-bytes"),
     retry_after_s: int = typer.Option(
-        _D.retry_after_s, "--retry-after-s", help="Retry-After of a refusal for capacity (429, 503)."
+        _D.retry_after_s, "--retry-after-s", help="Retry-After of a refusal for capacity (503)."
     ),
     header_timeout_s: float = typer.Option(
         _D.header_timeout_s, "--header-timeout-s", help="Seconds a client has to send its request head."

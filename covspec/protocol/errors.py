@@ -36,7 +36,10 @@ _CODES = [
         "unknown_image", 404, 4405, "an open frame named an image by sha256 this edge does not hold for the device"
     ),
     ErrorCode("no_generation", 409, 4411, "a round or cancel arrived on a connection with no generation running"),
-    ErrorCode("too_many_sessions", 429, 4429, "the server holds its maximum number of sessions"),
+    # capacity is the server's state, not the client's request rate: 503 for both caps (RFC 9110 15.6.4, with
+    # Retry-After), which load balancers read as "try another replica"; 429 (RFC 6585) would say this client asks
+    # too often, a per-client rate limit the edge does not have
+    ErrorCode("too_many_sessions", 503, 4503, "the server holds its maximum number of sessions"),
     ErrorCode("kv_memory_exhausted", 503, 4503, "admitting the session would pass the server's KV-cache memory cap"),
     ErrorCode("round_conflict", 409, 4412, "a resent round differs from the round of that number already verified"),
     ErrorCode("session_moved", 409, 4408, "another connection resumed this session; this one no longer serves it"),

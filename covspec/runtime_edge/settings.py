@@ -23,7 +23,7 @@ class EdgeLimits:
     max_new_tokens: int = 4096  # invalid_request above it
     images_per_device: int = 8  # images held per device by sha256 (a device names a held image, sends no bytes)
     image_cache_bytes: int = 256 << 20  # all devices' held images together
-    retry_after_s: int = 2  # the Retry-After of a refusal for capacity (429 too_many_sessions, 503 kv_memory_...)
+    retry_after_s: int = 2  # the Retry-After of a refusal for capacity (503 too_many_sessions / kv_memory_exhausted)
     header_timeout_s: float = 10.0  # a connection must deliver its request head within this (slow clients)
     idle_timeout_s: float = 30.0  # an idle keep-alive HTTP connection is closed after this
 

@@ -113,7 +113,8 @@ def test_too_many_sessions(strict_server) -> None:
             assert r.status_code == 200
             opened.append(r.json()["session_id"])
         r = _open(strict_server)
-        assert r.status_code == 429 and _error_code(r) == "too_many_sessions"
+        assert r.status_code == 503 and _error_code(r) == "too_many_sessions"
+        assert r.headers["retry-after"] == "2"  # one status for capacity, with when to come back
     finally:
         for sid in opened:
             httpx.delete(f"{strict_server.url}/v1/sessions/{sid}", headers=AUTH)

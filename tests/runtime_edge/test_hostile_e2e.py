@@ -254,7 +254,7 @@ def test_capacity_refusals_say_when_to_retry(server) -> None:
             r = _open_http(server, SessionSpec(PROMPTS[0], max_new_tokens=4).to_dict())
             opened.append(r.json()["session_id"])
         r = _open_http(server, SessionSpec(PROMPTS[0], max_new_tokens=4).to_dict())
-        _documented(r, 429, "too_many_sessions")
+        _documented(r, 503, "too_many_sessions")
         assert r.headers["retry-after"] == str(LIMITS.retry_after_s)
     finally:
         for sid in opened:
