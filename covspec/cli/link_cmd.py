@@ -113,14 +113,17 @@ def _wait_for_interrupt() -> None:
     def on_term(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, on_term)
+    # SIGINT too: a process started from a non-interactive shell's background inherits SIGINT ignored, and Python
+    # then installs no handler of its own, so Ctrl-C (or kill -INT) would not stop it
+    previous = {sig: signal.signal(sig, on_term) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
         pass
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _host_port(text: str, flag: str) -> tuple[str, int]:
