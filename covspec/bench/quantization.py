@@ -101,10 +101,7 @@ def pair_acceptance(
     pooled = SpecStats()
     for sample in samples:
         _, stats, _ = generate_in_process(engine, target, sample.image, sample.prompt, config)
-        pooled.rounds += stats.rounds
-        pooled.drafted += stats.drafted
-        pooled.accepted += stats.accepted
-        pooled.committed += stats.committed
+        pooled.add(stats)
     return {
         "aal": pooled.aal,
         "acceptance_rate": pooled.acceptance_rate,

@@ -14,7 +14,6 @@ its accuracy (exact match with the scene's answer) beside the full-view target's
 
 from __future__ import annotations
 
-import io
 import statistics
 import time
 from collections.abc import Sequence
@@ -30,17 +29,11 @@ from covspec.protocol import VerifyMode
 from covspec.reduce import Budget, TokenReduction
 from covspec.runtime_device.engines.base import DrafterEngine
 from covspec.runtime_device.loop import GenerationConfig
+from covspec.runtime_device.upload import decode_rgb
 from covspec.spec import SpecStats
 from covspec.spec.policy import PolicyKind
 
 DRAFT_LEN = 4
-
-
-def _image(data: bytes) -> Any:
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as image:
-        return image.convert("RGB")
 
 
 def target_greedy_answer(
@@ -79,7 +72,7 @@ def run_reduce_bench(
         configs += [(name, b, TokenReduction(name, Budget(ratio=b)), False) for b in budgets if b < 1]
         if reduce_target:
             configs += [(f"{name}+target", b, TokenReduction(name, Budget(ratio=b)), True) for b in budgets if b < 1]
-    images = [_image(item.image) for item in items]
+    images = [decode_rgb(item.image) for item in items]
     prefill: dict[int, list[float]] = {i: [] for i in range(len(configs))}
     kept: dict[int, list[int]] = {i: [] for i in range(len(configs))}
     kv_bytes: dict[int, list[int]] = {i: [] for i in range(len(configs))}
@@ -127,8 +120,7 @@ def run_reduce_bench(
                 raise AssertionError(f"{configs[i][0]} at {configs[i][1]} changed the output on {item.prompt!r}")
             if item.answer is not None:
                 correct[i] += engine.decode(tokens).strip() == item.answer.strip()
-            for field in ("rounds", "drafted", "accepted", "committed"):
-                setattr(pooled[i], field, getattr(pooled[i], field) + getattr(stats, field))
+            pooled[i].add(stats)
             if task is not None:
                 progress.update(task, advance=1)
     full_prefill = statistics.median(prefill[0])

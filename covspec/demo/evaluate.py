@@ -74,11 +74,7 @@ def evaluate_pair(
                 tally["target"] += target.decode(target_tokens).strip() == item.answer
                 tally["drafter"] += drafter.decode(drafter_tokens).strip() == item.answer
                 tally["same"] += spec_tokens == target_tokens
-                pooled = stats_by_task[key]
-                pooled.rounds += stats.rounds
-                pooled.drafted += stats.drafted
-                pooled.accepted += stats.accepted
-                pooled.committed += stats.committed
+                stats_by_task[key].add(stats)
             if bar is not None:
                 progress.update(bar, advance=1)
     finally:

@@ -247,10 +247,7 @@ def measure_agreement(
     bar = progress.add_task(label, total=len(examples), loss=float("nan")) if progress else None
     for example, answer in zip(examples, answers, strict=True):
         tokens, stats, _ = generate_in_process(engine, target, example.load_image(), example.prompt, settings)
-        pooled.rounds += stats.rounds
-        pooled.drafted += stats.drafted
-        pooled.accepted += stats.accepted
-        pooled.committed += stats.committed
+        pooled.add(stats)
         same += tokens == answer
         if bar is not None:
             progress.update(bar, advance=1)

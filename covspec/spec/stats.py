@@ -45,6 +45,15 @@ class SpecStats:
         self.bursts += 1
         self.burst_tokens += committed
 
+    def add(self, other: SpecStats) -> None:
+        """Add another run's totals (pooling several generations into one count)."""
+        self.rounds += other.rounds
+        self.drafted += other.drafted
+        self.accepted += other.accepted
+        self.committed += other.committed
+        self.bursts += other.bursts
+        self.burst_tokens += other.burst_tokens
+
     @property
     def exchanges(self) -> int:
         """Round trips to the edge: draft rounds and bursts."""

@@ -65,3 +65,13 @@ def test_bursts_are_counted_apart_from_drafting() -> None:
     assert stats.aal == 4.0 and stats.acceptance_rate == 1.0
     with pytest.raises(ValueError):
         stats.record_burst(committed=-1)
+
+
+def test_add_pools_every_counter() -> None:
+    first, second = SpecStats(), SpecStats()
+    first.record_round(drafted=4, accepted=2, committed=3)
+    second.record_round(drafted=3, accepted=3, committed=4)
+    second.record_burst(committed=5)
+    first.add(second)
+    assert (first.rounds, first.drafted, first.accepted, first.committed) == (2, 7, 5, 7)
+    assert (first.bursts, first.burst_tokens) == (1, 5) and first.aal == 3.5
