@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 import typer
 
+from covspec.runtime_edge.ray_settings import RaySettings
 from covspec.runtime_edge.settings import EdgeLimits, EdgeSettings
 
 _D = EdgeLimits()
+_R = RaySettings()
 _S = {f.name: f.default for f in fields(EdgeSettings)}  # EdgeSettings has a required field, so no instance
 
 
@@ -57,9 +59,21 @@ def serve(
         _D.idle_timeout_s, "--idle-timeout-s", help="Seconds an idle keep-alive HTTP connection stays open."
     ),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn's log level (warning hides access logs)."),
+    ray: bool = typer.Option(
+        False, "--ray", help="Serve --replicas verifier replicas behind a local Ray Serve proxy (the ray extra)."
+    ),
+    replicas: int | None = typer.Option(
+        None, "--replicas", min=1, help=f"Replicas of the target under --ray [default: {_R.replicas}]."
+    ),
+    replica_cpus: float | None = typer.Option(
+        None,
+        "--replica-cpus",
+        min=0.01,
+        help=f"Ray CPUs each replica reserves under --ray [default: {_R.replica_cpus:g}].",
+    ),
 ) -> None:
     """Serve TARGET: one WebSocket per device (/v1/connect), HTTP sessions, OpenAI-compatible chat completions,
-    /metrics."""
+    /metrics. With --ray: --replicas copies of that edge behind a local Ray Serve proxy (docs/scaling.md)."""
     from covspec.apikey import read_api_key_file
     from covspec.runtime_edge.server import serve as run_server
 
@@ -84,4 +98,12 @@ def serve(
     )
     api_key = read_api_key_file(api_key_file) if api_key_file else None
     settings = EdgeSettings(target, host, port, dtype, api_key, limits, name, threads=threads)
-    run_server(settings, log_level=log_level)
+    if not ray:
+        if replicas is not None or replica_cpus is not None:
+            raise typer.BadParameter("--replicas and --replica-cpus need --ray")
+        run_server(settings, log_level=log_level)
+        return
+    from covspec.runtime_edge.ray_serve import serve_on_ray
+
+    given = {"replicas": replicas, "replica_cpus": replica_cpus}
+    serve_on_ray(settings, replace(_R, **{k: v for k, v in given.items() if v is not None}), log_level=log_level)

@@ -172,6 +172,9 @@ class EdgeConnection:
         self.open_sent_at: float | None = None  # perf_counter() when the last open frame went up
         self.policies: dict[Any, Any] = {}  # the device loop's drafting policies, kept across generations
         self.session_id: str | None = None
+        # the edge's answer to the last handshake (lower-case names): a scaled-out edge names the replica serving
+        # this connection in it (x-covspec-replica)
+        self.handshake_headers: dict[str, str] = {}
         # the running generation (request, image, its sha256), reopened if the edge loses it; awaiting its opened
         self._generation: tuple[SessionSpec, bytes | None, bytes | None] | None = None
         self._awaiting_opened = False
@@ -361,6 +364,7 @@ class EdgeConnection:
                 raise EdgeError(f"edge refused the connection: {message}", code=code) from None
             raise
         self._ws, self._stack, self.info = ws, stack, hello
+        self.handshake_headers = {name.lower(): value for name, value in ws.response.headers.raw_items()}
         self.vocab_size = int(hello.get("model", {}).get("vocab_size", 0))
 
     def _read_hello(self, ws: ClientConnection) -> dict[str, Any]:
