@@ -8,9 +8,11 @@ from pathlib import Path
 import typer
 
 from covspec.runtime_edge.ray_settings import RaySettings
-from covspec.runtime_edge.settings import EdgeLimits, EdgeSettings
+from covspec.runtime_edge.schedules import Schedule
+from covspec.runtime_edge.settings import BatchSettings, EdgeLimits, EdgeSettings
 
 _D = EdgeLimits()
+_B = BatchSettings()
 _R = RaySettings()
 _S = {f.name: f.default for f in fields(EdgeSettings)}  # EdgeSettings has a required field, so no instance
 
@@ -58,6 +60,15 @@ def serve(
     idle_timeout_s: float = typer.Option(
         _D.idle_timeout_s, "--idle-timeout-s", help="Seconds an idle keep-alive HTTP connection stays open."
     ),
+    max_batch: int = typer.Option(
+        _B.max_batch, "--max-batch", min=1, help="Forwards (rounds, completion tokens) per batched target forward."
+    ),
+    batch_window_ms: float = typer.Option(
+        _B.window_s * 1000, "--batch-window-ms", min=0.0, help="How long a batch may wait for more forwards."
+    ),
+    schedule: Schedule = typer.Option(
+        _B.schedule.value, "--schedule", help="Which forwards go first when more wait than a batch holds."
+    ),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn's log level (warning hides access logs)."),
     ray: bool = typer.Option(
         False, "--ray", help="Serve --replicas verifier replicas behind a local Ray Serve proxy (the ray extra)."
@@ -97,7 +108,8 @@ def serve(
         idle_timeout_s=idle_timeout_s,
     )
     api_key = read_api_key_file(api_key_file) if api_key_file else None
-    settings = EdgeSettings(target, host, port, dtype, api_key, limits, name, threads=threads)
+    batching = BatchSettings(max_batch, batch_window_ms / 1000, schedule)
+    settings = EdgeSettings(target, host, port, dtype, api_key, limits, name, threads=threads, batching=batching)
     if not ray:
         if replicas is not None or replica_cpus is not None:
             raise typer.BadParameter("--replicas and --replica-cpus need --ray")

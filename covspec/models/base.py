@@ -8,6 +8,7 @@ render prompts and count positions the same way.
 from __future__ import annotations
 
 import abc
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from covspec.models.vocabulary import Vocabulary
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -77,11 +80,53 @@ class ModelSequence(abc.ABC):
         return 0
 
     @property
+    def batch_key(self) -> object | None:
+        """Sequences whose keys are equal (and not None) can be extended in one forward by ``extend_group``."""
+        return None
+
+    @classmethod
+    def extend_group(cls, requests: Sequence[tuple[ModelSequence, Sequence[int]]]) -> list[np.ndarray]:
+        """``extend`` of each (sequence, tokens) in one forward, the sequences sharing one batch key; when it
+        raises, every sequence is as it was."""
+        raise NotImplementedError(f"{cls.__name__} extends one sequence at a time")
+
+    @property
     def prefill_stages(self) -> dict[str, float]:
         """Seconds the prefill spent per stage, where the engine times them (``preprocess``: processor and
         tokenizer; ``vision``: the vision encoder; ``reduce``: visual token reduction; ``decoder``: the decoder's
         prefill forward); empty where it does not."""
         return {}
+
+
+def extend_together(requests: Sequence[tuple[ModelSequence, Sequence[int]]]) -> list[np.ndarray | Exception]:
+    """``extend`` of each (sequence, tokens), in order: sequences sharing a batch key in one forward, the rest one by
+    one. Each request gets its logits or its own exception: when a group's forward fails, its members run one by
+    one, so a bad request fails alone and the others are served."""
+    groups: dict[object, list[int]] = {}
+    for index, (sequence, _) in enumerate(requests):
+        key = sequence.batch_key
+        groups.setdefault(key if key is not None else ("alone", index), []).append(index)
+    out: list[np.ndarray | Exception] = [None] * len(requests)  # type: ignore[list-item]
+    for indices in groups.values():
+        members = [requests[i] for i in indices]
+        results: list[np.ndarray | Exception] | None = None
+        if len(members) > 1:
+            try:
+                results = list(type(members[0][0]).extend_group(members))
+            except Exception as exc:
+                log.debug("a batched forward of %d sequences failed (%s); one by one", len(members), exc)
+        if results is None:
+            results = [_extend_alone(sequence, tokens) for sequence, tokens in members]
+        for i, result in zip(indices, results, strict=True):
+            out[i] = result
+    return out
+
+
+def _extend_alone(sequence: ModelSequence, tokens: Sequence[int]) -> np.ndarray | Exception:
+    try:
+        return sequence.extend(tokens)
+    except Exception as exc:  # this request's own failure: its job gets it, the others go on
+        return exc
 
 
 class StageClock:

@@ -23,7 +23,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from covspec.errors import LimitError
-from covspec.models.base import LoadedModel, ModelFingerprint, SelectPrompt, TokenSequence, check_token_ids
+from covspec.models.base import (
+    LoadedModel,
+    ModelFingerprint,
+    ModelSequence,
+    SelectPrompt,
+    TokenSequence,
+    check_token_ids,
+)
+from covspec.models.batched import append_new_entries, gather_caches, padding_mask, plain_cache
 from covspec.models.prompts import vlm_inputs
 from covspec.models.vocabulary import PROBE_PROMPT, Vocabulary, vocabulary_of
 
@@ -199,6 +207,20 @@ class HFSequence(TokenSequence):
         length = self._checked_crop(length)
         crop_cache(self._cache, length - self._skipped)
         del self._ids[length:]
+
+    @property
+    def batch_key(self) -> object | None:
+        return self._owner if plain_cache(self._cache) else None
+
+    @classmethod
+    def extend_group(cls, requests: Sequence[tuple[ModelSequence, Sequence[int]]]) -> list[np.ndarray]:
+        members = [(sequence, sequence._owner.check_token_ids(tokens)) for sequence, tokens in requests]
+        assert all(isinstance(s, HFSequence) and s._owner is members[0][0]._owner for s, _ in members)
+        rows = [(ids, s._cache, len(s._ids), s._position_state) for s, ids in members]
+        logits = members[0][0]._owner.forward_many(rows)
+        for sequence, ids in members:
+            sequence._ids.extend(ids)
+        return logits
 
     def kv_bytes(self) -> int:
         return kv_cache_bytes(self._cache)
@@ -463,6 +485,34 @@ class HFLoadedModel(LoadedModel):
         with torch.inference_mode():
             out = self.hf_model(input_ids=input_ids, position_ids=position_ids, cache=cache, use_cache=True)
         return logits_to_numpy(out.logits[0])
+
+    def forward_many(self, rows: Sequence[tuple[list[int], Any, int, Any]]) -> list[np.ndarray]:
+        """``forward_tokens`` of several rows (ids, plain cache, start position, position state) in one forward
+        (``covspec.models.batched``): [len(ids), vocab] logits per row. Caches change only once the forward has
+        succeeded."""
+        import torch
+
+        caches = [cache for _, cache, _, _ in rows]
+        counts = [len(ids) for ids, _, _, _ in rows]
+        new_width = max(counts)
+        input_ids = torch.full((len(rows), new_width), self.pad_token_id or 0, dtype=torch.long)
+        for row, (ids, _, _, _) in enumerate(rows):
+            input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        # the padding tokens after a row's own continue its positions: only they ever see them
+        position_ids = torch.cat([self.extend_positions(start, new_width, state) for _, _, start, state in rows], -2)
+        batched, width, lengths = gather_caches(caches)
+        mask = padding_mask(lengths, width, counts, new_width)
+        with torch.inference_mode():
+            out = self.hf_model(
+                input_ids=input_ids.to(self.device),
+                position_ids=position_ids,
+                attention_mask=mask.to(self.device),
+                cache=batched,
+                use_cache=True,
+            )
+        append_new_entries(caches, batched, width, counts)
+        logits = logits_to_numpy(out.logits)
+        return [logits[row, :count] for row, count in enumerate(counts)]
 
     def to_model_inputs(self, batch: Any) -> Any:
         """Move a processor / tokenizer output to the model's device; float tensors take the model's dtype."""

@@ -2,7 +2,7 @@
 with a WebSocket of rounds each, the OpenAI-compatible endpoint, info, health and metrics.
 
 `create_app` is the factory; the target is loaded in the lifespan (or injected, for tests and embedding), and all
-model work runs on one worker thread so the event loop keeps answering health checks and other sessions.
+model work runs on the scheduler's thread so the event loop keeps answering health checks and other sessions.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -38,8 +38,7 @@ from covspec.runtime_edge.openai_api import (
 from covspec.runtime_edge.replies import ERROR_RESPONSES, http_error, parse_json
 from covspec.runtime_edge.service import EdgeService, caller_key
 from covspec.runtime_edge.settings import EdgeSettings
-from covspec.runtime_edge.target_only import iter_target_tokens
-from covspec.runtime_edge.worker import Steps
+from covspec.runtime_edge.target_only import completion_steps
 from covspec.spec import SamplingParams
 
 log = logging.getLogger(__name__)
@@ -178,36 +177,50 @@ async def _chat_completion(service: EdgeService, body: ChatCompletionRequest) ->
     model = service.model
     sequence = await service.start_sequence(image, prompt)
     eos = frozenset(model.eos_token_ids)
-    tokens_iter = iter_target_tokens(sequence, params, requested, eos, np.random.default_rng(body.seed))
+    rng = np.random.default_rng(body.seed)
     service.metrics.chat_completions.inc()
     cid, name = completion_id(), body.model or service.model_name
+    key = f"completion:{cid}"
 
     def finish_reason(tokens: list[int]) -> str:
         return "stop" if tokens and tokens[-1] in eos else "length"
 
-    if not body.stream:  # one job, one step per token: other sessions' rounds run in between
-        tokens = await service.run_model_steps(_each_a_step(tokens_iter), "completion")
+    if not body.stream:  # one job, one forward per token, each batched with other jobs' forwards
+        steps = completion_steps(sequence, params, requested, eos, rng)
+        tokens = await service.run_model_steps(steps, "completion", key)
         service.metrics.chat_tokens.inc(len(tokens))
         return completion_body(cid, name, model.decode(tokens), finish_reason(tokens), sequence.prompt_length, tokens)
 
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    loop = asyncio.get_running_loop()
+    arrived: asyncio.Queue[int] = asyncio.Queue()
+    steps = completion_steps(
+        sequence, params, requested, eos, rng, on_token=lambda t: loop.call_soon_threadsafe(arrived.put_nowait, t)
+    )
 
     async def events() -> AsyncIterator[str]:
         created = int(time.time())
         tokens: list[int] = []
         sent = ""
         yield _sse(chunk_body(cid, name, created, {"role": "assistant", "content": ""}, None))
-        while True:
-            token = await service.run_model(next, tokens_iter, None, kind="completion")
-            if token is None:
-                break
-            tokens.append(token)
-            text = model.decode(tokens)
-            if text.endswith("\ufffd") or not text.startswith(sent):
-                continue  # an incomplete multi-byte character: wait for the rest
-            if len(text) > len(sent):
-                yield _sse(chunk_body(cid, name, created, {"content": text[len(sent) :]}, None))
-                sent = text
+        job = asyncio.ensure_future(service.run_model_steps(steps, "completion", key))
+        try:
+            while not (job.done() and arrived.empty()):
+                getter = asyncio.ensure_future(arrived.get())
+                await asyncio.wait({getter, job}, return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():
+                    getter.cancel()
+                    continue
+                tokens.append(getter.result())
+                text = model.decode(tokens)
+                if text.endswith("\ufffd") or not text.startswith(sent):
+                    continue  # an incomplete multi-byte character: wait for the rest
+                if len(text) > len(sent):
+                    yield _sse(chunk_body(cid, name, created, {"content": text[len(sent) :]}, None))
+                    sent = text
+            job.result()  # its failure, if any, ends the stream
+        finally:
+            job.cancel()  # a client gone mid-stream: the scheduler drops the job at its next forward
         text = model.decode(tokens)
         tail = text[len(sent) :] if text.startswith(sent) else ""
         service.metrics.chat_tokens.inc(len(tokens))
@@ -226,15 +239,6 @@ async def _chat_completion(service: EdgeService, body: ChatCompletionRequest) ->
         yield "data: [DONE]\n\n"
 
     return StreamingResponse(events(), media_type="text/event-stream", headers={"X-Accel-Buffering": "no"})
-
-
-def _each_a_step(tokens: Iterator[int]) -> Steps[list[int]]:
-    """Every token of ``tokens`` (each one target forward), yielding to the model worker after each."""
-    out = []
-    for token in tokens:
-        out.append(token)
-        yield
-    return out
 
 
 def _sse(payload: dict) -> str:

@@ -29,9 +29,42 @@ class EdgeMetrics:
         self.chat_tokens = Counter("covspec_chat_completion_tokens_total", "Tokens generated target-only", registry=r)
         self.model_wait_steps = Histogram(
             "covspec_model_wait_steps",
-            "Steps of other jobs a model job waited through (each at most one target forward), by job kind",
+            "Target forwards (batches or prefills) a model job waited through that did not include it, by job kind",
             ["kind"],
             buckets=(0, 1, 2, 3, 4, 6, 8, 16, 32, 64, 128, 256),
+            registry=r,
+        )
+        self.batch_rows = Histogram(
+            "covspec_batch_size",
+            "Forwards (session rounds, completion tokens) per batched target forward, by schedule",
+            ["schedule"],
+            buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128),
+            registry=r,
+        )
+        self.batch_tokens = Histogram(
+            "covspec_batch_tokens",
+            "Positions fed per batched target forward",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+            registry=r,
+        )
+        self.batch_seconds = Histogram(
+            "covspec_batch_forward_seconds",
+            "Seconds of one batched target forward",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "covspec_queue_wait_seconds",
+            "Seconds a forward waited for its batch, by schedule",
+            ["schedule"],
+            buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=r,
+        )
+        self.accepted_per_round = Histogram(
+            "covspec_accepted_per_round",
+            "Draft tokens accepted per round (rounds the edge decides), by verify mode",
+            ["verify_mode"],
+            buckets=(0, 1, 2, 3, 4, 5, 6, 8, 12, 16, 24, 32),
             registry=r,
         )
         self.wire_bytes = Counter("covspec_round_bytes_total", "Round frame payload bytes", ["direction"], registry=r)

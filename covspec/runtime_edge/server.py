@@ -42,6 +42,7 @@ def uvicorn_config(settings: EdgeSettings, model: LoadedModel | None = None, **o
         timeout_keep_alive=max(1, round(limits.idle_timeout_s)),
         log_level="warning",
         lifespan="on",
+        loop="asyncio",  # not uvloop, which the ray extra brings in: one event loop whatever else is installed
     )
     options.update(overrides)
     return uvicorn.Config(create_app(settings, model), **options)

@@ -1,5 +1,6 @@
-"""EdgeService: what a replica wraps. The target, the sessions, the held images, the metrics and the model thread,
-with the two operations every transport needs: open a session, verify a round. Free of HTTP and WebSocket."""
+"""EdgeService: what a replica wraps. The target, the sessions, the held images, the metrics and the scheduler (the
+model thread), with the two operations every transport needs: open a session, verify a round. Free of HTTP and
+WebSocket."""
 
 from __future__ import annotations
 
@@ -26,10 +27,11 @@ from covspec.reduce import Budget, TokenReduction
 from covspec.runtime_edge.image_cache import DeviceImageCache
 from covspec.runtime_edge.images import decode_image
 from covspec.runtime_edge.metrics import EdgeMetrics
+from covspec.runtime_edge.scheduler import BatchRecord, Scheduler
 from covspec.runtime_edge.sessions import EdgeSession, SessionStore
 from covspec.runtime_edge.settings import EdgeSettings
+from covspec.runtime_edge.steps import Steps
 from covspec.runtime_edge.verifier import round_steps, start_state
-from covspec.runtime_edge.worker import ModelWorker, Steps
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -59,6 +61,7 @@ FEATURES = [
     "pairing.vocabulary",  # GET /v1/vocabulary: what each token id means, for drafters with other tokenizer files
     "reduce_target",  # a session's lossy target_reduction: the target reads only the visual tokens a reducer keeps
     "upload.image_processor",  # model.image_processor: what a device needs to upload the image already resized
+    "batching",  # rounds and completion tokens of many sessions verified in one target forward (info: batching)
     "sampling",
     "http_sessions",
     "openai.chat_completions",
@@ -128,7 +131,7 @@ def _version(package: str) -> str | None:
 
 
 class EdgeService:
-    """Everything a request handler needs: settings, the target, the sessions, the metrics, the model thread."""
+    """Everything a request handler needs: settings, the target, the sessions, the metrics, the scheduler."""
 
     def __init__(self, settings: EdgeSettings, model: LoadedModel) -> None:
         self.settings = settings
@@ -137,7 +140,7 @@ class EdgeService:
         self.store = SessionStore(settings.limits)
         self.images = DeviceImageCache(settings.limits.images_per_device, settings.limits.image_cache_bytes)
         self.metrics = EdgeMetrics()
-        self.worker = ModelWorker()
+        self.scheduler = Scheduler(settings.batching, on_batch=self._observe_batch)
         self.image_processor = describe_image_processor(model)  # before serving: the processor is not in use yet
 
     @property
@@ -145,15 +148,25 @@ class EdgeService:
         return self.settings.model_name or self.model.name
 
     async def run_model(self, fn: Callable[..., T], *args: Any, kind: str = "other") -> T:
-        """``fn(*args)`` on the model thread, as one step (a forward at most) between other jobs' steps."""
-        return await self.worker.call(fn, *args, on_done=self._waited(kind))
+        """``fn(*args)`` on the model thread, alone, between two batches (a prefill)."""
+        return await self.scheduler.call(fn, *args, on_done=self._waited(kind))
 
-    async def run_model_steps(self, steps: Steps[T], kind: str) -> T:
-        """A job of several steps on the model thread, taking turns with the other jobs step by step."""
-        return await self.worker.run(steps, on_done=self._waited(kind))
+    async def run_model_steps(
+        self, steps: Steps[T], kind: str, key: str = "", value: Callable[[], float] | None = None
+    ) -> T:
+        """A job whose forwards are batched with other jobs' (``key``, ``value``: see ``Scheduler.run``)."""
+        return await self.scheduler.run(steps, on_done=self._waited(kind), key=key, value=value or _one_token)
 
     def _waited(self, kind: str) -> Callable[[int], None]:
         return self.metrics.model_wait_steps.labels(kind).observe
+
+    def _observe_batch(self, batch: BatchRecord) -> None:
+        m, schedule = self.metrics, batch.schedule.value
+        m.batch_rows.labels(schedule).observe(batch.rows)
+        m.batch_tokens.observe(batch.tokens)
+        m.batch_seconds.observe(batch.seconds)
+        for wait in batch.queue_waits_s:
+            m.queue_wait.labels(schedule).observe(wait)
 
     def info(self) -> dict[str, Any]:
         return {
@@ -167,6 +180,7 @@ class EdgeService:
             "features": FEATURES,
             "verify_modes": [m.value for m in VerifyMode],  # "auto" is answered with the mode it resolves to
             "limits": self.limits.to_dict(),
+            "batching": self.settings.batching.to_dict(),
         }
 
     @functools.cached_property
@@ -294,7 +308,8 @@ class EdgeService:
         async with session.lock:
             self.store.get(session.id)  # raises if deleted or expired meanwhile; refreshes the TTL
             kind = "burst" if request.burst else "round"
-            verdict, outcome = await self.run_model_steps(round_steps(session.state, request), kind)
+            steps = round_steps(session.state, request)
+            verdict, outcome = await self.run_model_steps(steps, kind, session.id, session.expected_tokens(request))
             session.last_used = time.monotonic()
         if outcome is not None:
             m = self.metrics
@@ -305,6 +320,8 @@ class EdgeService:
             m.draft_tokens.inc(outcome.drafted)
             if outcome.accepted is not None:
                 m.accepted_tokens.inc(outcome.accepted)
+                m.accepted_per_round.labels(session.state.spec.verify_mode.value).observe(outcome.accepted)
+                session.observe_acceptance(outcome.drafted, outcome.accepted)
             m.committed_tokens.inc(outcome.committed)
             m.verify_latency.observe(outcome.verify_seconds)
         return verdict
@@ -314,4 +331,8 @@ class EdgeService:
         self.metrics.kv_reserved.set(self.store.kv_reserved)
 
     def close(self) -> None:
-        self.worker.close()
+        self.scheduler.close()
+
+
+def _one_token() -> float:
+    return 1.0

@@ -8,10 +8,22 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from covspec.errors import LimitError, SessionNotFoundError
+from covspec.protocol import RoundRequest
 from covspec.protocol.errors import shown
 from covspec.runtime_edge.settings import EdgeLimits
 from covspec.runtime_edge.verifier import TargetState
+from covspec.spec.cost_model import expected_committed
+from covspec.spec.estimators import PositionAcceptance
+
+ACCEPTANCE_POSITIONS = 32  # draft positions whose acceptance a session tracks (later ones share the last one's)
+
+
+def _session_acceptance() -> PositionAcceptance:
+    # a weak prior at one half, forgetting over tens of rounds: what the priority schedule expects of a round
+    return PositionAcceptance(ACCEPTANCE_POSITIONS, prior_rate=0.5, prior_weight=2.0, decay=0.95)
 
 
 @dataclass
@@ -25,6 +37,22 @@ class EdgeSession:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     request_key: str | None = None  # (caller, request id): a retried request finds this session again
     owner: object | None = None  # the connection serving its rounds; another one resuming it takes it over
+    acceptance: PositionAcceptance = field(default_factory=_session_acceptance)
+
+    def observe_acceptance(self, drafted: int, accepted: int) -> None:
+        if drafted > 0:
+            self.acceptance.record(drafted, accepted)
+
+    def expected_tokens(self, request: RoundRequest) -> Callable[[], float]:
+        """What the round's next forward is expected to commit, from the session's past acceptance: a burst's
+        forward one token, a draft round 1 + the expected accepted drafts (the schedule's ``value``)."""
+        drafted = int(np.asarray(request.draft_tokens).size)
+        if request.burst or drafted == 0:
+            return lambda: 1.0
+        probs = self.acceptance.probabilities()
+        probs = np.concatenate([probs, np.full(max(drafted - probs.size, 0), probs[-1])])[:drafted]
+        value = expected_committed(probs)
+        return lambda: value
 
 
 class SessionStore:

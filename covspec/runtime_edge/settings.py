@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from covspec.runtime_edge.schedules import Schedule
+
 
 @dataclass(frozen=True)
 class EdgeLimits:
@@ -45,6 +47,22 @@ class EdgeLimits:
 
 
 @dataclass(frozen=True)
+class BatchSettings:
+    """How the scheduler forms batches (``covspec.runtime_edge.scheduler``)."""
+
+    max_batch: int = 32  # forwards (rounds, completion tokens) in one batched target forward; 1: one at a time
+    window_s: float = 0.0  # how long a batch may wait from its oldest forward for more to arrive
+    schedule: Schedule = Schedule.FCFS  # which forwards go first when more wait than a batch holds
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 1 or self.window_s < 0:
+            raise ValueError("max_batch must be >= 1 and window_s >= 0")
+
+    def to_dict(self) -> dict[str, float | int | str]:
+        return {"max_batch": self.max_batch, "window_s": self.window_s, "schedule": self.schedule.value}
+
+
+@dataclass(frozen=True)
 class EdgeSettings:
     target: str
     host: str = "127.0.0.1"
@@ -54,3 +72,4 @@ class EdgeSettings:
     limits: EdgeLimits = EdgeLimits()
     model_name: str | None = None  # served name in /v1/info and /v1/models (defaults to the target path/id)
     threads: int | None = None  # torch intra-op threads; None: one per CPU this process may use (covspec.cpus)
+    batching: BatchSettings = BatchSettings()

@@ -19,7 +19,7 @@ from covspec.errors import ProtocolError
 from covspec.models.base import ModelSequence
 from covspec.protocol import EDGE_RNG_STREAM, RoundRequest, SessionSpec, Verdict, round_rng, session_rng
 from covspec.protocol.modes import AwaitedCommit, ModeRules, check_commit, mode_rules, target_probs_of
-from covspec.runtime_edge.worker import Steps, run_to_end
+from covspec.runtime_edge.steps import Forward, Steps, run_to_end
 from covspec.spec import SamplingParams, sample_token
 
 
@@ -75,8 +75,8 @@ def process_round(state: TargetState, request: RoundRequest) -> tuple[Verdict, R
 
 
 def round_steps(state: TargetState, request: RoundRequest) -> Steps[tuple[Verdict, RoundOutcome | None]]:
-    """:func:`process_round` as a job of steps for the model worker: a burst yields after each of its tokens, so
-    other sessions' rounds run in between."""
+    """:func:`process_round` as a job for the scheduler: a round asks for one forward (batched with other
+    sessions'), a burst for one per token."""
     if request.round == state.last_round and state.last_reply is not None:
         if state.last_request is None or not same_round(request, state.last_request):
             raise ProtocolError(
@@ -92,7 +92,8 @@ def round_steps(state: TargetState, request: RoundRequest) -> Steps[tuple[Verdic
         state.rules.check_request(request, state.params)
     if state.round_rng is not None:
         state.rng = state.round_rng(request.round)
-    started = time.perf_counter()  # the round's target work: the last commit, the forward, this round's commit
+    # the round's time at the edge: the last commit, its wait for a batch and the batch's forward, this round's commit
+    started = time.perf_counter()
     _apply_commit(state, request.commit)
     draft = np.asarray(request.draft_tokens, dtype=np.int64)
     new_tokens = request.burst or draft.size + 1
@@ -104,16 +105,14 @@ def round_steps(state: TargetState, request: RoundRequest) -> Steps[tuple[Verdic
         )
 
     if request.burst:
-        committing_s = time.perf_counter() - started
-        tokens, decoding_s = yield from _burst(state, request.burst)
-        elapsed = committing_s + decoding_s  # its own steps only, not the other jobs' turns between them
+        tokens = yield from _burst(state, request.burst)
+        elapsed = time.perf_counter() - started
         verdict = Verdict(request.round, burst_tokens=np.asarray(tokens, dtype=np.int32), verify_s=elapsed)
         outcome = RoundOutcome(0, 0, len(tokens), elapsed, burst=True)
     else:
         base_length = state.sequence.length
-        decision = state.rules.decide(
-            request.round, draft, _target_rows(state, draft), request, state.params, state.rng
-        )
+        rows = yield from _target_rows(state, draft)
+        decision = state.rules.decide(request.round, draft, rows, request, state.params, state.rng)
         if decision.committed is not None:
             accepted = decision.verdict.accepted or 0
             _commit(state, draft, base_length, accepted, decision.committed[-1])
@@ -178,37 +177,33 @@ def _apply_commit(state: TargetState, commit: tuple[int, int] | None) -> None:
     _commit(state, awaiting.commit.draft, awaiting.base_length, commit[0], commit[1])
 
 
-def _target_rows(state: TargetState, draft: np.ndarray) -> np.ndarray:
+def _target_rows(state: TargetState, draft: np.ndarray) -> Steps[np.ndarray]:
     """[K+1, V] target logits: row i scores the token at draft position i (row K: the bonus position)."""
     fed = ([state.pending] if state.pending is not None else []) + draft.tolist()
-    rows = state.sequence.extend(fed) if fed else np.empty((0, state.sequence.prefill_logits.shape[-1]))
+    rows = (yield Forward(state.sequence, fed)) if fed else np.empty((0, state.sequence.prefill_logits.shape[-1]))
     if state.pending is None:
         rows = np.concatenate([state.sequence.prefill_logits[None, :], rows], axis=0)
     assert rows.shape[0] == draft.size + 1, rows.shape
     return rows
 
 
-def _burst(state: TargetState, length: int) -> Steps[tuple[list[int], float]]:
+def _burst(state: TargetState, length: int) -> Steps[list[int]]:
     """Decode up to ``length`` tokens with the target alone (greedy argmax, or a sample from the canonical row with
-    the edge's stream), committing each; stops early at end of sequence. Returns the tokens and the seconds its
-    steps took."""
-    params, tokens, busy_s = state.params, [], 0.0
+    the edge's stream), committing each; stops early at end of sequence."""
+    params, tokens = state.params, []
     empty = np.empty(0, dtype=np.int64)
     for _ in range(length):
-        step_started = time.perf_counter()
         base_length = state.sequence.length
-        logits = _target_rows(state, empty)[0]
+        logits = (yield from _target_rows(state, empty))[0]
         if params.is_greedy:
             token = int(np.argmax(logits))
         else:
             token = sample_token(target_probs_of(logits[None, :], params)[0], state.rng)
         _commit(state, empty, base_length, 0, token)
         tokens.append(token)
-        busy_s += time.perf_counter() - step_started
         if state.finished:
             break
-        yield  # one token, one step
-    return tokens, busy_s
+    return tokens
 
 
 def _commit(state: TargetState, draft: np.ndarray, base_length: int, accepted: int, token: int) -> None:

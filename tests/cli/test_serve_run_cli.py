@@ -9,6 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
+import httpx
 import pytest
 
 from covspec.link.relay import FaultPlan, TcpRelay
@@ -39,8 +40,9 @@ def served(tiny_pair, tmp_path_factory):
     pair = tiny_pair("llava")
     key_file = tmp_path_factory.mktemp("keys") / "key"
     key_file.write_text("cli-secret\n")
+    batching = ("--max-batch", "4", "--batch-window-ms", "2.5", "--schedule", "lyapunov")
     server = ServeProcess(
-        pair.target, dtype="float64", extra_args=("--api-key-file", str(key_file), "--max-sessions", "8")
+        pair.target, dtype="float64", extra_args=("--api-key-file", str(key_file), "--max-sessions", "8", *batching)
     )
     try:
         server.wait_ready(timeout_s=120)
@@ -106,6 +108,13 @@ def test_run_json_equals_target_output(served, loaded_target, tmp_path) -> None:
     assert json.loads(reduced.stdout)["stats"]["reducer"] == "merge"
     bad = _run([*common, "--edge", url, "--keep", "0.5", "--reducer", "magic"])
     assert bad.returncode != 0 and "unknown reducer 'magic'" in bad.stderr
+
+
+def test_serve_batching_flags_reach_the_scheduler(served) -> None:
+    _, url, key_file, _ = served
+    headers = {"Authorization": f"Bearer {key_file.read_text().strip()}"}
+    info = httpx.get(f"{url}/v1/info", headers=headers, timeout=30).json()
+    assert info["batching"] == {"max_batch": 4, "window_s": 0.0025, "schedule": "lyapunov"}
 
 
 def test_run_exits_nonzero_when_the_edge_is_gone(served, tmp_path, loaded_target) -> None:
