@@ -202,6 +202,8 @@ def encode_verdict(verdict: Verdict) -> bytes:
 
 def encode_error(error: ErrorFrame) -> bytes:
     frame = {"v": PROTOCOL_VERSION, "t": "error", "n": int(error.round), "code": error.code, "msg": error.message}
+    if error.retry_after_s is not None:
+        frame["ra"] = float(error.retry_after_s)
     return msgpack.packb(frame, use_bin_type=True)
 
 
@@ -214,7 +216,12 @@ def decode_downlink(data: bytes, *, vocab_size: int) -> Verdict | ErrorFrame | O
         code, msg = frame.get("code"), frame.get("msg")
         if not isinstance(code, str) or not isinstance(msg, str):
             raise ProtocolError("error frame without code/msg", code="malformed_message")
-        return ErrorFrame(n, code, msg)
+        retry_after = frame.get("ra")
+        if retry_after is not None and (
+            isinstance(retry_after, bool) or not isinstance(retry_after, (int, float)) or not 0 <= retry_after <= 3600
+        ):
+            raise ProtocolError("field 'ra' must be seconds in [0, 3600]", code="malformed_message")
+        return ErrorFrame(n, code, msg, None if retry_after is None else float(retry_after))
     if kind == "hello":
         if not isinstance(frame.get("info"), dict):
             raise ProtocolError("hello frame without 'info'", code="malformed_message")

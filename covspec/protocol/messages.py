@@ -248,6 +248,7 @@ class ErrorFrame:
     round: int
     code: str
     message: str
+    retry_after_s: float | None = None  # a refusal for capacity: when to open again
 
 
 def _invalid(message: str) -> ProtocolError:

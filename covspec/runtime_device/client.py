@@ -54,6 +54,7 @@ class RetryPolicy:
     max_delay_s: float = 2.0
     timeout_s: float = 60.0
     reconnect_window_s: float = 60.0
+    admission_window_s: float = 60.0  # how long an open refused for capacity is tried again, at the edge's Retry-After
 
 
 class EdgeClient:
@@ -167,6 +168,8 @@ class EdgeConnection:
         self.info: dict[str, Any] | None = None
         self.vocab_size = 0
         self.reconnects = 0
+        self.admission_waits = 0  # opens refused for capacity and sent again after the edge's Retry-After
+        self._admission_deadline: float | None = None
         self.last_exchange_bytes = (0, 0)  # (uplink, downlink) of the last round, for the drafting policy
         self.opened: Opened | None = None
         self.open_sent_at: float | None = None  # perf_counter() when the last open frame went up
@@ -196,6 +199,7 @@ class EdgeConnection:
         """Send the open frame (the image, or its sha256 when the edge holds it); do not wait for ``opened``."""
         digest = hashlib.sha256(image).digest() if image is not None else None
         self._generation, self._awaiting_opened = (spec, image, digest), True
+        self._admission_deadline = None
         self.opened, self.session_id, self._open_on = None, None, None
         self._with_retries("the generation's open frame", lambda: None)  # the open goes up once connected
 
@@ -287,6 +291,9 @@ class EdgeConnection:
                 self._held_images.discard(digest)
                 self._send_open()
                 return False
+            if reply.retry_after_s is not None and self._admission_wait(reply.retry_after_s):
+                self._send_open()  # the edge was full: it said when to ask again, and the window is not over
+                return False
             self._awaiting_opened = False
             raise EdgeError(f"edge refused the generation: {reply.message}", code=reply.code)
         if not isinstance(reply, Opened):
@@ -295,6 +302,19 @@ class EdgeConnection:
         if digest is not None:
             self._held_images.add(digest)
         self._awaiting_opened, self.opened, self.session_id = False, reply, reply.session_id
+        return True
+
+    def _admission_wait(self, retry_after_s: float) -> bool:
+        """Wait the edge's Retry-After before opening again, while the admission window of this generation lasts;
+        False once it is over."""
+        now = time.monotonic()
+        if self._admission_deadline is None:
+            self._admission_deadline = now + self.client.retry.admission_window_s
+        if now + retry_after_s > self._admission_deadline:
+            return False
+        log.info("the edge is at capacity; opening again in %.1f s", retry_after_s)
+        self.admission_waits += 1
+        time.sleep(retry_after_s)
         return True
 
     def _count_as_setup(self, frame_bytes: int) -> None:

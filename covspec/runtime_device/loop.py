@@ -109,7 +109,7 @@ def generate(
     counter, connection = client.counter, client.connection()
     setup_before = (counter.sent["setup"], counter.received["setup"])
     rounds_before = (counter.sent["rounds"], counter.received["rounds"])
-    reconnects_before = connection.reconnects
+    reconnects_before, admission_waits_before = connection.reconnects, connection.admission_waits
 
     started = time.perf_counter()
     info = connection.hello()  # on a new connection, its hello is this generation's cost
@@ -176,6 +176,7 @@ def generate(
         "setup_s": setup_s,
         "edge_prefill_s": connection.opened.prefill_s if connection.opened is not None else None,
         "reconnects": connection.reconnects - reconnects_before,
+        "admission_waits": connection.admission_waits - admission_waits_before,
         "drafter_image_tokens": drafter_prefill.result().image_tokens,
         "reducer": config.reduction.reducer if config.reduction is not None else None,
         "target_reduced": config.target_reduction is not None,
@@ -241,6 +242,7 @@ def generate_target_only(
         "verify_mode": "target_only",
         "wall_s": elapsed,
         "reconnects": 0,
+        "admission_waits": 0,
         **upload.stats(),
     }
     return GenerationResult(reply["choices"][0]["message"]["content"], tokens, stats)

@@ -62,7 +62,8 @@ def http_error(service: Any, exc: BaseException, details: list[dict[str, Any]] |
 def error_frame(service: Any, exc: CovspecError, round_no: int) -> bytes:
     row = error_code(exc.code)
     _count(service, row.code)
-    return encode_error(ErrorFrame(round_no, row.code, bounded_message(exc.message)))
+    retry_after = service.limits.retry_after_s if service is not None and row.code in CAPACITY_CODES else None
+    return encode_error(ErrorFrame(round_no, row.code, bounded_message(exc.message), retry_after))
 
 
 async def close_with_error(websocket: WebSocket, service: Any, exc: BaseException, round_no: int) -> None:

@@ -107,6 +107,12 @@ def test_greedy_verdict_is_a_few_bytes_and_checks_the_vocabulary() -> None:
 def test_error_frame_round_trip() -> None:
     got = decode_downlink(encode_error(ErrorFrame(2, "stale_round", "round 2 is old")), vocab_size=V)
     assert got == ErrorFrame(2, "stale_round", "round 2 is old")
+    full = ErrorFrame(0, "too_many_sessions", "full", retry_after_s=2.0)
+    assert decode_downlink(encode_error(full), vocab_size=V) == full
+    for bad in (-1, "2", 1e9):
+        frame = msgpack.packb({"v": PROTOCOL_VERSION, "t": "error", "n": 0, "code": "x", "msg": "y", "ra": bad})
+        with pytest.raises(ProtocolError, match="'ra'"):
+            decode_downlink(frame, vocab_size=V)
 
 
 def test_burst_round_and_its_verdict_round_trip() -> None:
