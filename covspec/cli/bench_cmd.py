@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from covspec.cli.options import DemoEngine, check_links
-from covspec.cli.tables import print_reduce_rows, print_rows
+from covspec.cli.tables import print_load_rows, print_reduce_rows, print_rows
 
 bench_app = typer.Typer(help="Side-by-side benchmarks.", no_args_is_help=True)
 
@@ -118,3 +118,55 @@ def reduce(
         return
     print_reduce_rows(result["rows"], f"bench reduce: {result['scenes']} scenes, drafter {result['engine']}")
     typer.echo(f"wrote {out / 'reduce.json'} and {out / 'reduce.png'}")
+
+
+@bench_app.command("load")
+def load(
+    devices: str = typer.Option("1,2,4,8,16", "--devices", help="Device counts (comma-separated)."),
+    link: str = typer.Option("loopback", "--link", callback=check_links, help="Link preset: one cell all share."),
+    schedule: str = typer.Option(
+        "fcfs", "--schedule", help="Schedules (comma-separated): the first is the batched row, the others extra rows."
+    ),
+    max_batch: int = typer.Option(32, "--max-batch", min=2, help="The edge's batch size in the batched modes."),
+    batch_window_ms: float = typer.Option(0.0, "--batch-window-ms", min=0.0, help="The edge's batch window."),
+    questions: int = typer.Option(4, "--questions", min=1, help="Generations per device in each run."),
+    task: str = typer.Option("describe", "--task", help="The demo task every device asks."),
+    out: Path = typer.Option(Path("covspec-load"), "--out", help="Folder for load.json and load.png."),
+    engine: DemoEngine = typer.Option(DemoEngine.ONNXRUNTIME, "--engine", help="The real device's drafter engine."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of the table."),
+) -> None:
+    """N devices against one edge on the demo pair: batched verification, one round at a time, and the target alone
+    batched, side by side; device 0 runs the real drafter, the others replay its drafts (emulated, labelled)."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from covspec.bench.load import plot_load
+    from covspec.demo.load import run_demo_load
+    from covspec.demo.scenes import TASKS
+    from covspec.demo.store import ensure_bundle, ensure_pair
+    from covspec.runtime_edge.schedules import Schedule
+
+    if task not in TASKS:
+        raise typer.BadParameter(f"unknown task {task!r}; choose one of {', '.join(TASKS)}", param_hint="--task")
+    try:
+        counts = sorted({int(d) for d in devices.split(",") if d.strip()})
+        schedules = [Schedule(s.strip()) for s in schedule.split(",") if s.strip()]
+        if not counts or min(counts) < 1:
+            raise ValueError("--devices takes counts >= 1, comma-separated")
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    with Progress(console=Console(stderr=True), transient=True) as progress:
+        pair = ensure_pair(progress=progress)
+        bundle = ensure_bundle(pair, progress=progress) if engine is DemoEngine.ONNXRUNTIME else None
+        result = run_demo_load(
+            pair, bundle=bundle, devices=counts, link=link, schedules=schedules, max_batch=max_batch,
+            questions=questions, task=task, window_s=batch_window_ms / 1000, progress=progress,
+        )  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "load.json").write_text(json.dumps(result, indent=2) + "\n")
+    plot_load(result, out / "load.png")
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    print_load_rows(result["rows"], f"bench load: {result['scenario']}; drafter {result['engine']}")
+    typer.echo(f"wrote {out / 'load.json'} and {out / 'load.png'}")

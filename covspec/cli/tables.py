@@ -63,3 +63,34 @@ def print_reduce_rows(rows: list[dict], title: str) -> None:
     Console().print(table)
     if any(row["target_reduced"] for row in rows):
         Console().print("rows <reducer>+target are LOSSY: the target reads only the kept tokens too")
+
+
+def print_load_rows(rows: list[dict], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    columns = ("devices", "mode", "emulated", "tokens/s", "vs target-only", "vs one-at-a-time", "min device tok/s",
+               "Jain", "p50 round ms", "p95 round ms", "batch", "edge busy", "edge bound tok/s", "bytes/token",
+               "identical")  # fmt: skip
+    for column in columns:
+        table.add_column(column, justify="left" if column == "mode" else "right", no_wrap=True)
+    for row in rows:
+        table.add_row(
+            str(row["devices"]),
+            row["mode"],
+            str(row["emulated_devices"]),
+            f"{row['tokens_per_s']:.0f}",
+            _opt(row["vs_target_only"], "{:.2f}x"),
+            _opt(row["vs_one_at_a_time"], "{:.2f}x"),
+            f"{row['min_device_tokens_per_s']:.0f}",
+            _opt(row["jain_index"], "{:.3f}"),
+            _opt(row["p50_round_ms"], "{:.1f}"),
+            _opt(row["p95_round_ms"], "{:.1f}"),
+            _opt(row["mean_batch_size"], "{:.1f}"),
+            _opt(row["edge_busy_share"], "{:.2f}"),
+            _opt(row["edge_bound_tokens_per_s"], "{:.0f}"),
+            _opt(row["bytes_per_token"], "{:.0f}"),
+            "yes" if row["identical_to_target"] else "NO",
+        )
+    Console().print(table)

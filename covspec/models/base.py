@@ -113,8 +113,10 @@ def extend_together(requests: Sequence[tuple[ModelSequence, Sequence[int]]]) -> 
         if len(members) > 1:
             try:
                 results = list(type(members[0][0]).extend_group(members))
-            except Exception as exc:
-                log.debug("a batched forward of %d sequences failed (%s); one by one", len(members), exc)
+            except ValueError as exc:  # a request's own fault (a token outside the vocabulary): found alone below
+                log.debug("a batched forward of %d sequences was refused (%s); one by one", len(members), exc)
+            except Exception:  # not expected: say so, and still serve each request alone
+                log.warning("a batched forward of %d sequences failed; one by one", len(members), exc_info=True)
         if results is None:
             results = [_extend_alone(sequence, tokens) for sequence, tokens in members]
         for i, result in zip(indices, results, strict=True):

@@ -30,22 +30,19 @@ def plain_cache(cache: Any) -> bool:
 def gather_caches(caches: Sequence[Any]) -> tuple[Any, int, list[int]]:
     """One ``DynamicCache`` holding every cache of ``caches`` as a row, right-aligned: (cache, its length, each row's
     own length)."""
+    from torch.nn.utils.rnn import pad_sequence
     from transformers import DynamicCache
 
     lengths = [int(cache.get_seq_length()) for cache in caches]
-    width = max(lengths)
     layers = []
     for index in range(len(caches[0].layers)):
         stacked = []
         for part in ("keys", "values"):
-            rows = [getattr(cache.layers[index], part) for cache in caches]
-            first = rows[0]
-            out = first.new_zeros((len(rows), first.shape[1], width, first.shape[3]))
-            for row, (tensor, length) in enumerate(zip(rows, lengths, strict=True)):
-                out[row, :, width - length :] = tensor[0]
-            stacked.append(out)
+            rows = [getattr(cache.layers[index], part)[0].transpose(0, 1) for cache in caches]  # [L_b, heads, dim]
+            padded = pad_sequence(rows, batch_first=True, padding_side="left")  # [rows, width, heads, dim]
+            stacked.append(padded.transpose(1, 2))
         layers.append((stacked[0], stacked[1]))
-    return DynamicCache(ddp_cache_data=layers), width, lengths
+    return DynamicCache(ddp_cache_data=layers), max(lengths), lengths
 
 
 def padding_mask(lengths: Sequence[int], width: int, new_counts: Sequence[int], new_width: int) -> torch.Tensor:

@@ -60,6 +60,12 @@ class EdgeMetrics:
             buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
             registry=r,
         )
+        self.model_busy = Counter(
+            "covspec_model_busy_seconds",
+            "Seconds the model thread spent running target work: batched forwards (batch) and prefills (call)",
+            ["work"],
+            registry=r,
+        )
         self.accepted_per_round = Histogram(
             "covspec_accepted_per_round",
             "Draft tokens accepted per round (rounds the edge decides), by verify mode",

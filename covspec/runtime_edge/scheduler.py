@@ -54,7 +54,7 @@ class _Job:
     own_forwards: int = 0
     reply: np.ndarray | BaseException | None = None  # the answer to its last forward, not yet delivered
     forward: Forward | None = None  # the forward it waits for
-    ready_at: float = 0.0
+    ready_at: float = field(default_factory=time.monotonic)  # since when it waits: submitted, or its last batch done
 
 
 @dataclass
@@ -63,6 +63,7 @@ class Scheduler:
 
     settings: BatchSettings = field(default_factory=BatchSettings)
     on_batch: Callable[[BatchRecord], None] | None = None
+    on_call: Callable[[float], None] | None = None  # seconds of each opaque call (a prefill)
     forwards: int = 0
     _arrivals: collections.deque[_Job] = field(default_factory=collections.deque)
     _calls: collections.deque[_Job] = field(default_factory=collections.deque)
@@ -164,8 +165,9 @@ class Scheduler:
         replies = extend_together([(job.forward.sequence, job.forward.tokens) for job in chosen])
         seconds = time.perf_counter() - started
         self.forwards += 1
+        done = time.monotonic()
         for job, reply in zip(chosen, replies, strict=True):
-            job.reply, job.forward = reply, None
+            job.reply, job.forward, job.ready_at = reply, None, done
             job.own_forwards += 1
         if self.on_batch is not None:
             tokens = sum(rows[i].tokens for i in indices)
@@ -188,16 +190,19 @@ class Scheduler:
         except BaseException as exc:  # the job failed: its caller gets the exception, the others go on
             self._finish(job, None, exc)
             return
-        job.forward, job.ready_at = forward, time.monotonic()
+        job.forward = forward
 
     def _run_call(self, job: _Job) -> None:
         if job.future.done():
             return
         assert job.call is not None
+        started = time.perf_counter()
         try:
             result, error = job.call(), None
         except BaseException as exc:
             result, error = None, exc
+        if self.on_call is not None:
+            self.on_call(time.perf_counter() - started)
         self.forwards += 1
         job.own_forwards += 1
         self._finish(job, result, error)

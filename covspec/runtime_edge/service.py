@@ -31,7 +31,7 @@ from covspec.runtime_edge.scheduler import BatchRecord, Scheduler
 from covspec.runtime_edge.sessions import EdgeSession, SessionStore
 from covspec.runtime_edge.settings import EdgeSettings
 from covspec.runtime_edge.steps import Steps
-from covspec.runtime_edge.verifier import round_steps, start_state
+from covspec.runtime_edge.verifier import RoundOutcome, round_steps, start_state
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ class EdgeService:
         self.store = SessionStore(settings.limits)
         self.images = DeviceImageCache(settings.limits.images_per_device, settings.limits.image_cache_bytes)
         self.metrics = EdgeMetrics()
-        self.scheduler = Scheduler(settings.batching, on_batch=self._observe_batch)
+        self.scheduler = Scheduler(settings.batching, self._observe_batch, self.metrics.model_busy.labels("call").inc)
         self.image_processor = describe_image_processor(model)  # before serving: the processor is not in use yet
 
     @property
@@ -165,6 +165,7 @@ class EdgeService:
         m.batch_rows.labels(schedule).observe(batch.rows)
         m.batch_tokens.observe(batch.tokens)
         m.batch_seconds.observe(batch.seconds)
+        m.model_busy.labels("batch").inc(batch.seconds)
         for wait in batch.queue_waits_s:
             m.queue_wait.labels(schedule).observe(wait)
 
@@ -308,23 +309,31 @@ class EdgeService:
         async with session.lock:
             self.store.get(session.id)  # raises if deleted or expired meanwhile; refreshes the TTL
             kind = "burst" if request.burst else "round"
-            steps = round_steps(session.state, request)
+            steps = round_steps(session.state, request, time.perf_counter())
             verdict, outcome = await self.run_model_steps(steps, kind, session.id, session.expected_tokens(request))
             session.last_used = time.monotonic()
         if outcome is not None:
-            m = self.metrics
-            if outcome.burst:
-                m.bursts.inc()
-            else:
-                m.rounds.labels(session.state.spec.verify_mode.value).inc()
-            m.draft_tokens.inc(outcome.drafted)
-            if outcome.accepted is not None:
-                m.accepted_tokens.inc(outcome.accepted)
-                m.accepted_per_round.labels(session.state.spec.verify_mode.value).observe(outcome.accepted)
-                session.observe_acceptance(outcome.drafted, outcome.accepted)
-            m.committed_tokens.inc(outcome.committed)
-            m.verify_latency.observe(outcome.verify_seconds)
+            self._count_round(session, outcome)
         return verdict
+
+    def _count_round(self, session: EdgeSession, outcome: RoundOutcome) -> None:
+        m, mode = self.metrics, session.state.spec.verify_mode.value
+        if outcome.burst:
+            m.bursts.inc()
+        else:
+            m.rounds.labels(mode).inc()
+        m.draft_tokens.inc(outcome.drafted)
+        m.committed_tokens.inc(outcome.committed)
+        m.verify_latency.observe(outcome.verify_seconds)
+        decided = [(outcome.drafted, outcome.accepted)] if outcome.accepted is not None else []
+        if outcome.settled is not None:  # the previous round, which the device decided
+            drafted, accepted, committed = outcome.settled
+            m.committed_tokens.inc(committed)
+            decided.append((drafted, accepted))
+        for drafted, accepted in decided:
+            m.accepted_tokens.inc(accepted)
+            m.accepted_per_round.labels(mode).observe(accepted)
+            session.observe_acceptance(drafted, accepted)
 
     def update_gauges(self) -> None:
         self.metrics.sessions_active.set(len(self.store))

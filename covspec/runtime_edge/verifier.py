@@ -25,13 +25,15 @@ from covspec.spec import SamplingParams, sample_token
 
 @dataclass
 class RoundOutcome:
-    """What a processed round did, for metrics."""
+    """What a processed round did, for metrics; ``settled``: the (drafted, accepted, committed) of the previous round,
+    which the device decided and this round's commit reported."""
 
     drafted: int
-    accepted: int | None  # None while the device decides (compact sampling)
+    accepted: int | None  # None while the device decides (compact sampling, a dssd rejection), and for a burst
     committed: int
     verify_seconds: float
     burst: bool = False
+    settled: tuple[int, int, int] | None = None
 
 
 @dataclass
@@ -74,9 +76,12 @@ def process_round(state: TargetState, request: RoundRequest) -> tuple[Verdict, R
     return run_to_end(round_steps(state, request))
 
 
-def round_steps(state: TargetState, request: RoundRequest) -> Steps[tuple[Verdict, RoundOutcome | None]]:
+def round_steps(
+    state: TargetState, request: RoundRequest, started: float | None = None
+) -> Steps[tuple[Verdict, RoundOutcome | None]]:
     """:func:`process_round` as a job for the scheduler: a round asks for one forward (batched with other
-    sessions'), a burst for one per token."""
+    sessions'), a burst for one per token. ``started``: ``perf_counter()`` when the round reached the edge's queue
+    (its verify time counts from there)."""
     if request.round == state.last_round and state.last_reply is not None:
         if state.last_request is None or not same_round(request, state.last_request):
             raise ProtocolError(
@@ -92,9 +97,9 @@ def round_steps(state: TargetState, request: RoundRequest) -> Steps[tuple[Verdic
         state.rules.check_request(request, state.params)
     if state.round_rng is not None:
         state.rng = state.round_rng(request.round)
-    # the round's time at the edge: the last commit, its wait for a batch and the batch's forward, this round's commit
-    started = time.perf_counter()
-    _apply_commit(state, request.commit)
+    # the round's time at the edge: its wait for a batch, the last commit, the batch's forward, this round's commit
+    started = time.perf_counter() if started is None else started
+    settled = _apply_commit(state, request.commit)
     draft = np.asarray(request.draft_tokens, dtype=np.int64)
     new_tokens = request.burst or draft.size + 1
     if state.finished or len(state.generated) + new_tokens > state.spec.max_new_tokens:
@@ -108,7 +113,7 @@ def round_steps(state: TargetState, request: RoundRequest) -> Steps[tuple[Verdic
         tokens = yield from _burst(state, request.burst)
         elapsed = time.perf_counter() - started
         verdict = Verdict(request.round, burst_tokens=np.asarray(tokens, dtype=np.int32), verify_s=elapsed)
-        outcome = RoundOutcome(0, 0, len(tokens), elapsed, burst=True)
+        outcome = RoundOutcome(0, None, len(tokens), elapsed, burst=True, settled=settled)
     else:
         base_length = state.sequence.length
         rows = yield from _target_rows(state, draft)
@@ -122,7 +127,7 @@ def round_steps(state: TargetState, request: RoundRequest) -> Steps[tuple[Verdic
         elapsed = time.perf_counter() - started
         verdict = replace(decision.verdict, verify_s=elapsed)
         committed = len(decision.committed or [])
-        outcome = RoundOutcome(int(draft.size), decision.verdict.accepted, committed, elapsed)
+        outcome = RoundOutcome(int(draft.size), decision.verdict.accepted, committed, elapsed, settled=settled)
     state.last_round = request.round
     state.last_reply = verdict
     state.last_request = request
@@ -161,20 +166,23 @@ def start_state(spec: SessionSpec, sequence: ModelSequence, eos_token_ids: froze
     )
 
 
-def _apply_commit(state: TargetState, commit: tuple[int, int] | None) -> None:
-    """Complete the previous round with the device's outcome, after checking it could have happened."""
+def _apply_commit(state: TargetState, commit: tuple[int, int] | None) -> tuple[int, int, int] | None:
+    """Complete the previous round with the device's outcome, after checking it could have happened; returns its
+    (drafted, accepted, committed), or None when there was nothing to complete."""
     if state.awaiting is None:
         if commit is not None and commit != state.applied_commit:
             # (an identical commit is a resend after this round failed for another reason: already applied)
             raise ProtocolError("a commit was sent, but the last verdict was the edge's own", code="bad_commit")
-        return
+        return None
     if commit is None:
         raise ProtocolError("this round must carry the commit of the previous verdict", code="bad_commit")
     awaiting = state.awaiting
     check_commit(awaiting.commit, commit)
     state.awaiting = None
     state.applied_commit = commit
+    generated = len(state.generated)
     _commit(state, awaiting.commit.draft, awaiting.base_length, commit[0], commit[1])
+    return len(awaiting.commit.draft), commit[0], len(state.generated) - generated
 
 
 def _target_rows(state: TargetState, draft: np.ndarray) -> Steps[np.ndarray]:

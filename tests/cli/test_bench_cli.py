@@ -86,3 +86,27 @@ def test_bench_reduce_refuses_an_unknown_reducer(tmp_path) -> None:
     done = subprocess.run([COVSPEC, "bench", "reduce", "--reducer", "magic", "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode != 0 and "unknown reducer" in done.stderr
+
+
+def test_bench_load_sets_batched_beside_one_at_a_time_and_target_only(tmp_path) -> None:
+    env = {**os.environ, "COVSPEC_CACHE_DIR": str(tmp_path / "cache")}
+    out = tmp_path / "out"
+    args = [COVSPEC, "bench", "load", "--devices", "1,3", "--questions", "2", "--schedule", "fcfs,lyapunov",
+            "--engine", "torch", "--out", str(out)]  # fmt: skip
+    done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "bench load: N devices" in done.stdout
+    result = json.loads((out / "load.json").read_text())
+    assert (out / "load.png").stat().st_size > 10_000
+    modes = ["batched", "one-at-a-time", "target-only batched", "batched lyapunov"]
+    assert [(r["devices"], r["mode"]) for r in result["rows"]] == [(n, m) for n in (1, 3) for m in modes]
+    for row in result["rows"]:
+        assert row["identical_to_target"] and row["replay_misses"] == 0 and not row["errors"], row
+        assert row["tokens_per_s"] > 0 and 0 < row["jain_index"] <= 1
+        assert row["emulated_devices"] == (row["devices"] - 1 if row["mode"] != "target-only batched" else 0)
+        assert row["vs_target_only"] == row["tokens_per_s"] / next(
+            r["tokens_per_s"] for r in result["rows"] if r["devices"] == row["devices"] and r["mode"] == modes[2]
+        )
+    assert {r["max_batch"] for r in result["rows"] if r["mode"] == "one-at-a-time"} == {1}
+    assert all(r["mean_batch_size"] == 1.0 for r in result["rows"] if r["mode"] == "one-at-a-time")
+    assert result["emulated"].startswith("device 0 runs the real drafter")
