@@ -15,18 +15,17 @@ import re
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from covspec.bench.replay import ReplayEngine, record_drafts
-from covspec.bench.sidebyside import BenchItem
+from covspec.bench.sidebyside import BenchItem, link_url
 from covspec.cpus import CpuSplit
 from covspec.link.presets import LinkProfile
-from covspec.link.relay import TcpRelay
 from covspec.runtime_device.client import EdgeClient
 from covspec.runtime_device.engines.base import DrafterEngine
 from covspec.runtime_device.loop import GenerationConfig, GenerationResult, generate, generate_target_only
@@ -100,7 +99,7 @@ def run_load(
             args = mode.serve_args(window_s, 2 * max(devices) + 2)
             server = ServeProcess(target, threads=len(cpus.edge), cpus=set(cpus.edge), extra_args=args)
             stack.callback(server.stop)
-            urls[mode.name] = (server, stack.enter_context(_through_link(server, link)))
+            urls[mode.name] = (server, stack.enter_context(link_url(server, link, shared=True)))
         for server, _ in urls.values():
             server.wait_ready()
         task = progress.add_task("devices x modes", total=len(devices) * len(modes)) if progress else None
@@ -140,16 +139,6 @@ def run_load(
         "edge_decode_tokens_per_s: the same over the batched forwards' seconds alone (no prefills); "
         "edge_prefill_share: the share of the busy seconds that were prefills",
     }
-
-
-@contextmanager
-def _through_link(server: ServeProcess, link: LinkProfile) -> Iterator[str]:
-    """The server's URL, behind one shared cell when the link is shaped (all devices share its bandwidth)."""
-    if not link.shaped:
-        yield server.url
-        return
-    with TcpRelay("127.0.0.1", server.port, link=link, shared=True) as relay:
-        yield relay.url
 
 
 def _run_devices(engine, records, times, items, n, questions, url, mode, config) -> tuple[list[_Device], int]:

@@ -103,7 +103,7 @@ def run_side_by_side(
         stack.callback(server.stop)
         server.wait_ready()
         for link in links:
-            with _link_url(server, link) as url:
+            with link_url(server, link) as url:
                 task = progress.add_task(f"{link.name}", total=len(items) * len(modes)) if progress else None
                 rows = _run_link(engine, url, items, warmup_items, modes, max_new_tokens, link, progress, task)
             results.append({"link": link.name, "link_profile": link.as_dict(), "rows": rows})
@@ -125,11 +125,13 @@ def run_side_by_side(
 
 
 @contextmanager
-def _link_url(server: ServeProcess, link: LinkProfile) -> Iterator[str]:
+def link_url(server: ServeProcess, link: LinkProfile, *, shared: bool = False) -> Iterator[str]:
+    """The server's URL, behind an emulated ``link`` when it is shaped (``shared``: one cell every connection
+    through it shares)."""
     if not link.shaped:
         yield server.url
         return
-    with TcpRelay("127.0.0.1", server.port, link=link) as relay:
+    with TcpRelay("127.0.0.1", server.port, link=link, shared=shared) as relay:
         yield relay.url
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -110,14 +111,8 @@ def reduce(
             progress=progress,
         )
     result["engine"] = "onnxruntime-fp32" if bundle is not None else "torch-fp32"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "reduce.json").write_text(json.dumps(result, indent=2) + "\n")
-    plot_reduce_bench(result, out / "reduce.png")
-    if as_json:
-        typer.echo(json.dumps(result))
-        return
-    print_reduce_rows(result["rows"], f"bench reduce: {result['scenes']} scenes, drafter {result['engine']}")
-    typer.echo(f"wrote {out / 'reduce.json'} and {out / 'reduce.png'}")
+    if _written(result, out, "reduce", plot_reduce_bench, as_json):
+        print_reduce_rows(result["rows"], f"bench reduce: {result['scenes']} scenes, drafter {result['engine']}")
 
 
 @bench_app.command("load")
@@ -162,11 +157,17 @@ def load(
             pair, bundle=bundle, devices=counts, link=link, schedules=schedules, max_batch=max_batch,
             questions=questions, task=task, window_s=batch_window_ms / 1000, progress=progress,
         )  # fmt: skip
+    if _written(result, out, "load", plot_load, as_json):
+        print_load_rows(result["rows"], f"bench load: {result['scenario']}; drafter {result['engine']}")
+
+
+def _written(result: dict, out: Path, name: str, plot: Callable[[dict, Path], None], as_json: bool) -> bool:
+    """Write ``out/NAME.json`` and its plot; print the JSON instead of tables when asked. True: print the tables."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "load.json").write_text(json.dumps(result, indent=2) + "\n")
-    plot_load(result, out / "load.png")
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    plot(result, out / f"{name}.png")
     if as_json:
         typer.echo(json.dumps(result))
-        return
-    print_load_rows(result["rows"], f"bench load: {result['scenario']}; drafter {result['engine']}")
-    typer.echo(f"wrote {out / 'load.json'} and {out / 'load.png'}")
+        return False
+    typer.echo(f"wrote {out / f'{name}.json'} and {out / f'{name}.png'}")
+    return True

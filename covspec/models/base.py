@@ -204,6 +204,16 @@ class PromptSelection(Protocol):
 SelectPrompt = Callable[[np.ndarray, np.ndarray, np.ndarray], PromptSelection]
 
 
+@dataclass(frozen=True)
+class PromptStart:
+    """One ``LoadedModel.start`` call's arguments, for starting several sequences together (``start_many``)."""
+
+    image: Any | None
+    prompt: str
+    max_prompt_tokens: int | None = None
+    select: SelectPrompt | None = None
+
+
 class LoadedModel(abc.ABC):
     """Weights + tokenizer + processor of one checkpoint."""
 
@@ -249,6 +259,17 @@ class LoadedModel(abc.ABC):
         return the new sequence. A rendered prompt longer than ``max_prompt_tokens`` raises ``LimitError``
         (``prompt_too_long``) before the prefill is paid for. ``select`` (a drafter's visual-token reduction) picks
         the positions to prefill; the sequence's ids and positions stay the full prompt's."""
+
+    def start_many(self, requests: Sequence[PromptStart]) -> list[ModelSequence | Exception]:
+        """``start`` of each request, in order, each getting its sequence or its own exception; a model that can
+        prefills several prompts in one forward. Default: one by one."""
+        out: list[ModelSequence | Exception] = []
+        for r in requests:
+            try:
+                out.append(self.start(r.image, r.prompt, max_prompt_tokens=r.max_prompt_tokens, select=r.select))
+            except Exception as exc:  # this request's own failure (a prompt too long, a bad image)
+                out.append(exc)
+        return out
 
     @property
     def reserved_texts(self) -> frozenset[str]:

@@ -27,6 +27,7 @@ from covspec.models.base import (
     LoadedModel,
     ModelFingerprint,
     ModelSequence,
+    PromptStart,
     SelectPrompt,
     TokenSequence,
     check_token_ids,
@@ -163,6 +164,9 @@ def crop_cache(cache: Any, length: int) -> None:
             layer.crop(length - current)  # a negative count removes that many positions from the end
 
 
+_TEXT_INPUTS = ("input_ids", "attention_mask")  # padded per row in a batched prefill; every other input stacks
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Sequence
 # --------------------------------------------------------------------------------------------------------------
@@ -240,6 +244,7 @@ class HFLoadedModel(LoadedModel):
 
     family = "hf"
     model_class_name = "AutoModelForCausalLM"  # the transformers class ``load_model`` instantiates
+    batched_prefill = False  # True: prompts prefill together left-padded (positions 0..L-1 per row, no extra state)
     uses_processor = False  # True: load ``AutoProcessor`` (tokenizer inside); False: ``AutoTokenizer`` only
 
     def __init__(
@@ -339,15 +344,8 @@ class HFLoadedModel(LoadedModel):
     ) -> HFSequence:
         import torch
 
-        inputs = self.render(image, prompt)
+        inputs = self._rendered(image, prompt, max_prompt_tokens)
         input_ids = inputs["input_ids"]
-        if input_ids.shape[0] != 1:
-            raise ValueError("one prompt per sequence")
-        if max_prompt_tokens is not None and input_ids.shape[1] > max_prompt_tokens:
-            raise LimitError(
-                f"the rendered prompt has {input_ids.shape[1]} tokens; at most {max_prompt_tokens}",
-                code="prompt_too_long",
-            )
         position_ids, state = self.prompt_positions(inputs)
         skipped = 0
         if select is not None and image is not None:
@@ -373,6 +371,83 @@ class HFLoadedModel(LoadedModel):
             position_state=state,
             skipped=skipped,
         )
+
+    def _rendered(self, image: Any | None, prompt: str, max_prompt_tokens: int | None) -> Any:
+        """The model inputs of one prompt; one longer than ``max_prompt_tokens`` is refused before any forward."""
+        inputs = self.render(image, prompt)
+        input_ids = inputs["input_ids"]
+        if input_ids.shape[0] != 1:
+            raise ValueError("one prompt per sequence")
+        if max_prompt_tokens is not None and input_ids.shape[1] > max_prompt_tokens:
+            raise LimitError(
+                f"the rendered prompt has {input_ids.shape[1]} tokens; at most {max_prompt_tokens}",
+                code="prompt_too_long",
+            )
+        return inputs
+
+    def start_many(self, requests: Sequence[PromptStart]) -> list[ModelSequence | Exception]:
+        """Prompts without a reduction whose image tensors stack (same shapes) are prefilled in one left-padded
+        forward where the family numbers positions plainly (``batched_prefill``); the rest one by one."""
+        if not self.batched_prefill or len(requests) < 2:
+            return super().start_many(requests)
+        out: list[ModelSequence | Exception | None] = [None] * len(requests)
+        groups: dict[tuple, list[tuple[int, Any]]] = {}
+        for index, r in enumerate(requests):
+            if r.select is not None and r.image is not None:
+                out[index] = super().start_many([r])[0]
+                continue
+            try:
+                inputs = self._rendered(r.image, r.prompt, r.max_prompt_tokens)
+            except Exception as exc:
+                out[index] = exc
+                continue
+            shapes = tuple(sorted((k, tuple(v.shape[1:])) for k, v in inputs.items() if k not in _TEXT_INPUTS))
+            groups.setdefault(shapes, []).append((index, inputs))
+        for members in groups.values():
+            try:
+                sequences = self._prefill_together([inputs for _, inputs in members])
+            except Exception:  # not expected: say so, and still serve each prompt alone
+                logger.warning("a batched prefill of %d prompts failed; one by one", len(members), exc_info=True)
+                sequences = super().start_many([requests[i] for i, _ in members])
+            for (index, _), sequence in zip(members, sequences, strict=True):
+                out[index] = sequence
+        return [result for result in out if result is not None]
+
+    def _prefill_together(self, rendered: list[Any]) -> list[HFSequence]:
+        """One forward over several rendered prompts, left-padded (positions 0.. per row, padding masked), each
+        row's cache cut out of the batch's."""
+        import torch
+        from transformers import DynamicCache
+
+        lengths = [int(inputs["input_ids"].shape[1]) for inputs in rendered]
+        width = max(lengths)
+        input_ids = torch.full((len(rendered), width), self.pad_token_id or 0, dtype=torch.long, device=self.device)
+        mask = torch.zeros((len(rendered), width), dtype=torch.long, device=self.device)
+        for row, (inputs, length) in enumerate(zip(rendered, lengths, strict=True)):
+            input_ids[row, width - length :] = inputs["input_ids"][0]
+            mask[row, width - length :] = 1
+        others = {k: torch.cat([inputs[k] for inputs in rendered]) for k in rendered[0] if k not in _TEXT_INPUTS}
+        if self._logits_to_keep:
+            others["logits_to_keep"] = 1
+        cache = self.empty_cache()
+        with torch.inference_mode():
+            out = self.hf_model(
+                input_ids=input_ids,
+                attention_mask=mask,
+                position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                cache=cache,
+                use_cache=True,
+                **others,
+            )
+        sequences = []
+        for row, (inputs, length) in enumerate(zip(rendered, lengths, strict=True)):
+            own = [(layer.keys[row : row + 1, :, width - length :].clone(),
+                    layer.values[row : row + 1, :, width - length :].clone()) for layer in cache.layers]  # fmt: skip
+            prompt_ids = inputs["input_ids"][0].tolist()
+            image_tokens = sum(1 for t in prompt_ids if t == self.image_token_id) if self.image_token_id else 0
+            logits = logits_to_numpy(out.logits[row, -1])
+            sequences.append(HFSequence(self, DynamicCache(ddp_cache_data=own), prompt_ids, logits, image_tokens))
+        return sequences
 
     def _selected_inputs(self, inputs: Any, select: SelectPrompt) -> tuple[dict[str, Any], Any]:
         """The model inputs of a prefill that reads only the positions ``select`` keeps (embeddings: the family's

@@ -62,8 +62,14 @@ class EdgeMetrics:
         )
         self.model_busy = Counter(
             "covspec_model_busy_seconds",
-            "Seconds the model thread spent running target work: batched forwards (batch) and prefills (call)",
+            "Seconds the model thread spent running target work: batched forwards (batch) and prefills (prefill)",
             ["work"],
+            registry=r,
+        )
+        self.prefill_batch_size = Histogram(
+            "covspec_prefill_batch_size",
+            "Prompts prefilled together (one forward where the target's family can, else one each)",
+            buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64),
             registry=r,
         )
         self.accepted_per_round = Histogram(

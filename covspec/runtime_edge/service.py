@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from PIL import Image
 
 from covspec.errors import LimitError, ProtocolError
-from covspec.models.base import LoadedModel, ModelSequence
+from covspec.models.base import LoadedModel, ModelSequence, PromptStart
 from covspec.models.prompts import vlm_inputs
 from covspec.protocol import PROTOCOL_VERSION, RoundRequest, SessionSpec, Verdict, VerifyMode
 from covspec.protocol.errors import shown
@@ -30,7 +30,7 @@ from covspec.runtime_edge.metrics import EdgeMetrics
 from covspec.runtime_edge.scheduler import BatchRecord, Scheduler
 from covspec.runtime_edge.sessions import EdgeSession, SessionStore
 from covspec.runtime_edge.settings import EdgeSettings
-from covspec.runtime_edge.steps import Steps
+from covspec.runtime_edge.steps import Forward, Start, Steps
 from covspec.runtime_edge.verifier import RoundOutcome, round_steps, start_state
 
 T = TypeVar("T")
@@ -140,16 +140,12 @@ class EdgeService:
         self.store = SessionStore(settings.limits)
         self.images = DeviceImageCache(settings.limits.images_per_device, settings.limits.image_cache_bytes)
         self.metrics = EdgeMetrics()
-        self.scheduler = Scheduler(settings.batching, self._observe_batch, self.metrics.model_busy.labels("call").inc)
+        self.scheduler = Scheduler(settings.batching, self._observe_batch, self._observe_prefills)
         self.image_processor = describe_image_processor(model)  # before serving: the processor is not in use yet
 
     @property
     def model_name(self) -> str:
         return self.settings.model_name or self.model.name
-
-    async def run_model(self, fn: Callable[..., T], *args: Any, kind: str = "other") -> T:
-        """``fn(*args)`` on the model thread, alone, between two batches (a prefill)."""
-        return await self.scheduler.call(fn, *args, on_done=self._waited(kind))
 
     async def run_model_steps(
         self, steps: Steps[T], kind: str, key: str = "", value: Callable[[], float] | None = None
@@ -159,6 +155,10 @@ class EdgeService:
 
     def _waited(self, kind: str) -> Callable[[int], None]:
         return self.metrics.model_wait_steps.labels(kind).observe
+
+    def _observe_prefills(self, prompts: int, seconds: float) -> None:
+        self.metrics.prefill_batch_size.observe(prompts)
+        self.metrics.model_busy.labels("prefill").inc(seconds)
 
     def _observe_batch(self, batch: BatchRecord) -> None:
         m, schedule = self.metrics, batch.schedule.value
@@ -286,14 +286,15 @@ class EdgeService:
         prefill. ``continued``: tokens a lost session had committed, all but the newest fed after the prompt (the
         newest is the state's pending token). ``reduction``: the lossy target reduction a session asked for."""
         select = reduction.select if reduction is not None else None
+        request = PromptStart(image, prompt, self.limits.max_prompt_tokens, select)
 
-        def start() -> ModelSequence:
-            sequence = self.model.start(image, prompt, max_prompt_tokens=self.limits.max_prompt_tokens, select=select)
+        def start() -> Steps[ModelSequence]:
+            sequence = yield Start(self.model, request)  # prefilled with other waiting prompts where the model can
             if len(continued) > 1:
-                sequence.extend(continued[:-1])
+                yield Forward(sequence, continued[:-1])
             return sequence
 
-        return await self.run_model(start, kind="prefill")
+        return await self.run_model_steps(start(), "prefill")
 
     def attach(self, session_id: str, owner: object) -> EdgeSession:
         """The session, now served by ``owner`` (a reconnected device resuming it); its former connection is

@@ -65,3 +65,30 @@ def test_a_bad_request_fails_alone(loaded_target) -> None:
     assert sequences[1].length == before[1]
     for index in (0, 2, 3):
         assert isinstance(results[index], np.ndarray) and sequences[index].length == before[index] + len(ROWS[index][3])
+
+
+@pytest.mark.parametrize("arch", ["llava", "qwen2_vl"])
+def test_prompts_started_together_equal_each_started_alone(loaded_target, arch: str) -> None:
+    """LLaVA prefills them in one left-padded forward (prompts of different lengths); Qwen2-VL one by one. A prompt
+    past its limit fails alone."""
+    from covspec.errors import LimitError
+    from covspec.models.base import PromptStart
+
+    model = loaded_target(arch)
+    prompts = [PROMPTS[0], "Describe every shape you can see in this picture, and their colours.", PROMPTS[3]]
+    requests = [PromptStart(pil(image_bytes(60 + i)), p) for i, p in enumerate(prompts)]
+    requests.append(PromptStart(pil(image_bytes(70)), PROMPTS[2], max_prompt_tokens=5))
+    forwards = []
+    hook = model.hf_model.register_forward_pre_hook(lambda module, args: forwards.append(1))
+    try:
+        together = model.start_many(requests)
+    finally:
+        hook.remove()
+    assert len(forwards) == (1 if arch == "llava" else 3)
+    assert isinstance(together[3], LimitError) and together[3].code == "prompt_too_long"
+    for request, sequence in zip(requests[:3], together[:3], strict=True):
+        alone = model.start(request.image, request.prompt)
+        assert sequence.token_ids == alone.token_ids and sequence.image_tokens == alone.image_tokens
+        np.testing.assert_allclose(sequence.prefill_logits, alone.prefill_logits, rtol=0, atol=1e-9)
+        assert sequence.kv_bytes() == alone.kv_bytes() and sequence.batch_key is not None
+        np.testing.assert_allclose(sequence.extend([4, 9, 2]), alone.extend([4, 9, 2]), rtol=0, atol=1e-9)

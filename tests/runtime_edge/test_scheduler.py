@@ -8,9 +8,11 @@ import asyncio
 import numpy as np
 import pytest
 
+from covspec.errors import LimitError
+from covspec.models.base import PromptStart
 from covspec.runtime_edge.scheduler import BatchRecord, Scheduler
 from covspec.runtime_edge.settings import BatchSettings
-from covspec.runtime_edge.steps import Forward, Steps, run_to_end
+from covspec.runtime_edge.steps import Forward, Start, Steps, run_to_end
 from covspec.runtime_edge.target_only import completion_steps
 from covspec.spec import SamplingParams
 from tests.helpers import PROMPTS, image_bytes, pil
@@ -106,17 +108,20 @@ def test_a_cancelled_job_gets_no_more_forwards(loaded_target) -> None:
         scheduler.close()
 
 
-def test_a_prefill_runs_alone_between_batches(loaded_target) -> None:
-    """A round waiting beside a prefill waits for at most the batch in progress and that prefill."""
+def test_prefills_run_together_after_each_batch(loaded_target) -> None:
+    """Prompts waiting together are prefilled in one forward (LLaVA), after the batch of forwards in progress: a
+    job's forward waits for at most that batch and one batch of prefills."""
     model = loaded_target("llava")
     order: list[str] = []
     waited: dict[str, int] = {}
+    prefill_batches: list[int] = []
 
-    def prefill():
+    def prefill(i: int) -> Steps[object]:
+        sequence = yield Start(model, PromptStart(pil(image_bytes(80 + i)), PROMPTS[i]))
         order.append("prefill")
-        return model.start(pil(image_bytes(3)), PROMPTS[0])
+        return sequence
 
-    async def main(scheduler: Scheduler) -> None:
+    async def main(scheduler: Scheduler) -> list:
         sequence = _sequences(model, 1)[0]
 
         def job() -> Steps[None]:
@@ -124,29 +129,45 @@ def test_a_prefill_runs_alone_between_batches(loaded_target) -> None:
                 yield Forward(sequence, [2])
                 order.append("forward")
 
-        await asyncio.gather(
+        return await asyncio.gather(
             scheduler.run(job(), on_done=lambda n: waited.__setitem__("job", n)),
-            scheduler.call(prefill, on_done=lambda n: waited.__setitem__("prefill", n)),
-            scheduler.call(prefill),
+            *(scheduler.run(prefill(i), on_done=lambda n: waited.__setitem__("prefill", n)) for i in range(3)),
         )
+
+    scheduler = Scheduler(on_prefills=lambda prompts, seconds: prefill_batches.append(prompts))
+    try:
+        _, *sequences = asyncio.run(main(scheduler))
+    finally:
+        scheduler.close()
+    assert order.count("prefill") == 3 and order.count("forward") == 6
+    assert prefill_batches == [3]  # all three in one start_many
+    assert waited["job"] <= 1 and waited["prefill"] <= 1
+    for i, sequence in enumerate(sequences):
+        alone = model.start(pil(image_bytes(80 + i)), PROMPTS[i])
+        assert sequence.token_ids == alone.token_ids
+        np.testing.assert_allclose(sequence.prefill_logits, alone.prefill_logits, rtol=0, atol=1e-9)
+
+
+def test_a_prompt_past_its_limit_fails_only_its_job(loaded_target) -> None:
+    model = loaded_target("llava")
+
+    def prefill(limit: int | None) -> Steps[object]:
+        return (yield Start(model, PromptStart(pil(image_bytes(90)), PROMPTS[1], max_prompt_tokens=limit)))
 
     scheduler = Scheduler()
     try:
-        asyncio.run(main(scheduler))
+        got = asyncio.run(_run_all(scheduler, [prefill(None), prefill(4), prefill(None)]))
     finally:
         scheduler.close()
-    assert order.count("prefill") == 2 and order.count("forward") == 6
-    # no two prefills in a row while the job had a forward waiting
-    assert "prefill,prefill" not in ",".join(order[: order.index("forward") + 1])
-    assert waited["job"] == 2 and waited["prefill"] <= 1
+    assert isinstance(got[1], LimitError) and got[1].code == "prompt_too_long"
+    assert got[0].token_ids == got[2].token_ids == model.start(pil(image_bytes(90)), PROMPTS[1]).token_ids
 
 
-@pytest.mark.parametrize("window_s", [0.0, 0.05])
-def test_closing_cancels_what_waits(window_s: float) -> None:
+def test_a_closed_scheduler_refuses_jobs() -> None:
     async def main() -> None:
-        scheduler = Scheduler(BatchSettings(window_s=window_s))
+        scheduler = Scheduler()
         scheduler.close()
         with pytest.raises(RuntimeError, match="closed"):
-            await scheduler.call(lambda: None)
+            await scheduler.run(_completion(None))
 
     asyncio.run(main())

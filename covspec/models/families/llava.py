@@ -23,6 +23,7 @@ from covspec.models.families.base import (
 class LlavaAdapter(HFVisionLanguageModel):
     family = "llava"
     model_class_name = "LlavaForConditionalGeneration"
+    batched_prefill = True  # plain positions, one pixel_values tensor per image of one size: prompts prefill together
     uses_processor = True
 
 
