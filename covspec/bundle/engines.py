@@ -24,7 +24,8 @@ ENGINE_FILES = {
 
 
 def check_compatible(recorded: dict[str, Any], platform: PlatformInfo) -> None:
-    """Refuse plans built under another TensorRT version or for another GPU (BundleError saying what differs)."""
+    """Refuse plans built under another TensorRT version, for another GPU or (on a Jetson) under another Jetson Linux
+    release (BundleError saying what differs). The JetPack label alone is not compared."""
     problems = []
     if recorded.get("tensorrt_version") != platform.tensorrt_version:
         problems.append(f"TensorRT {recorded.get('tensorrt_version')} (this machine: {platform.tensorrt_version})")
@@ -34,8 +35,10 @@ def check_compatible(recorded: dict[str, Any], platform: PlatformInfo) -> None:
         )
     if recorded.get("device_name") != platform.device_name:
         problems.append(f"GPU {recorded.get('device_name')!r} (this machine: {platform.device_name!r})")
-    if recorded.get("jetpack") and platform.jetpack and recorded["jetpack"] != platform.jetpack:
-        problems.append(f"JetPack {recorded['jetpack']} (this machine: {platform.jetpack})")
+    # A plan depends on the TensorRT and CUDA libraries and the driver, which on a Jetson come with Jetson Linux (L4T):
+    # compare that release, not the JetPack label (the nvidia-jetpack meta-package can move on the same L4T).
+    if recorded.get("l4t") and platform.l4t and recorded["l4t"] != platform.l4t:
+        problems.append(f"Jetson Linux {recorded['l4t']} (this machine: {platform.l4t})")
     if problems:
         raise BundleError(
             "the bundle's TensorRT engines were built for " + "; ".join(problems) + ". TensorRT plans run only "

@@ -7,32 +7,15 @@ on machines without it, and says what to install when asked for it.
 
 from __future__ import annotations
 
-import re
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from covspec.bundle.jetson import RELEASES, jetpack_for_l4t, parse_l4t_release
 from covspec.errors import EngineUnavailableError
 
 NV_TEGRA_RELEASE = Path("/etc/nv_tegra_release")
-# Jetson Linux (L4T) release -> JetPack, longest prefix first; a release missing here is recorded as L4T only.
-L4T_TO_JETPACK = (
-    ("35.1", "5.0.2"),
-    ("35.2", "5.1"),
-    ("35.3", "5.1.1"),
-    ("35.4", "5.1.2"),
-    ("35.5", "5.1.3"),
-    ("35.6", "5.1.4"),
-    ("36.2", "6.0 DP"),
-    ("36.3", "6.0"),
-    ("36.4.0", "6.1"),
-    ("36.4.3", "6.2"),
-    ("36.4.4", "6.2.1"),
-    ("36.4", "6.1+"),
-    ("38.2", "7.0"),
-    ("38.4", "7.1"),
-)
 
 
 def install_hint(*, jetson: bool | None = None) -> str:
@@ -40,9 +23,10 @@ def install_hint(*, jetson: bool | None = None) -> str:
     jetson = is_jetson() if jetson is None else jetson
     if jetson:
         return (
-            "on a Jetson, TensorRT comes with JetPack: `sudo apt install python3-libnvinfer python3-libnvinfer-dev` "
-            "(JetPack 6 / 7), then use the system Python 3 or a venv made with --system-site-packages; the PyPI "
-            "tensorrt wheels do not install on Tegra. See docs/jetson.md"
+            "on a Jetson, TensorRT comes with JetPack: `sudo apt install python3-libnvinfer python3-libnvinfer-dev`, "
+            "then use the system Python 3 or a venv made with --system-site-packages. On JetPack 7 (Ubuntu 24.04, "
+            "the SBSA stack) PyPI's `pip install tensorrt-cu13` also installs; on JetPack 5 / 6 it does not. "
+            "See docs/jetson.md"
         )
     return (
         "on an x86-64 (or SBSA arm64) GPU server: `pip install tensorrt-cu12` (CUDA 12 drivers) or "
@@ -67,22 +51,6 @@ def trt_major(version: str) -> int:
     return int(version.split(".")[0])
 
 
-def parse_l4t_release(text: str) -> str | None:
-    """``# R36 (release), REVISION: 4.3, GCID: ...`` (``/etc/nv_tegra_release``) -> ``"36.4.3"``."""
-    match = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", text)
-    return f"{match.group(1)}.{match.group(2)}" if match else None
-
-
-def jetpack_for_l4t(l4t: str | None) -> str | None:
-    """The JetPack release that ships Jetson Linux ``l4t`` (best known; None when not in the table)."""
-    if not l4t:
-        return None
-    for prefix, jetpack in L4T_TO_JETPACK:
-        if l4t == prefix or l4t.startswith(prefix + "."):
-            return jetpack
-    return None
-
-
 def _dpkg_version(package: str) -> str | None:
     try:
         out = subprocess.run(
@@ -99,8 +67,10 @@ def jetson_release() -> tuple[str | None, str | None]:
     if l4t is None:
         core = _dpkg_version("nvidia-l4t-core")  # e.g. "36.4.3-20250107174145"
         l4t = core.split("-")[0] if core else None
-    jetpack_pkg = _dpkg_version("nvidia-jetpack")  # e.g. "6.2+b77"
-    jetpack = jetpack_pkg.split("+")[0].split("-")[0] if jetpack_pkg else jetpack_for_l4t(l4t)
+    jetpack = jetpack_for_l4t(l4t)
+    if jetpack is None:  # an L4T missing from the table: the meta-package's version, if installed
+        jetpack_pkg = _dpkg_version("nvidia-jetpack")  # e.g. "6.2+b77"
+        jetpack = jetpack_pkg.split("+")[0].split("-")[0] if jetpack_pkg else None
     return l4t, jetpack
 
 
@@ -151,7 +121,7 @@ def detect_platform(trt: Any | None = None, device: int = 0) -> PlatformInfo:
 
 
 __all__ = [
-    "L4T_TO_JETPACK",
+    "RELEASES",
     "NV_TEGRA_RELEASE",
     "PlatformInfo",
     "cuda_device",

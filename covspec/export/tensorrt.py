@@ -14,6 +14,11 @@ rather than two profiles of one: each gets tactics tuned for its shapes and the 
 Precision: TensorRT >= 11 builds only strongly typed networks, so precision comes from the ONNX (an ``fp16`` or
 ``int8_qdq`` bundle from ``covspec quantize``). TensorRT 10 (JetPack 6 and 7) also builds strongly typed when the
 bundle's precision is baked in, and falls back to the builder flags (FP16, INT8 for QDQ graphs) for an fp32 bundle.
+``int8`` (dynamic: MatMulInteger, a standard ONNX operator TensorRT's parser does not support) and ``int4``
+(MatMulNBits, an ONNX Runtime contrib operator) bundles are refused.
+
+DLA: only engines with fixed shapes (the vision encoder) may go to a DLA core; the decoder and embedding engines have
+dynamic token and cache lengths, which DLA cannot run, so they always build for the GPU.
 
 Profile shapes are sized on one reference sample (its image's pixel shape, its prompt's length), drawn from the
 ``SampleSource`` the caller passes: export knows no dataset of its own.
@@ -135,9 +140,15 @@ def choose_typing(trt_version: str, bundle_precision: str, settings: TensorRTSet
     major = trt_major(trt_version)
     baked = bundle_precision in ("fp16", "int8_qdq")
     if bundle_precision in ("int8", "int4"):
+        op = "MatMulInteger" if bundle_precision == "int8" else "MatMulNBits"
+        why = (
+            "a standard ONNX operator that TensorRT's ONNX parser does not support"
+            if op == "MatMulInteger"
+            else "an ONNX Runtime contrib operator (com.microsoft), which TensorRT does not parse"
+        )
         raise ExportError(
-            f"a {bundle_precision} bundle holds ONNX Runtime contrib ops (MatMulInteger / MatMulNBits) that TensorRT "
-            "does not build; quantize with --precision fp16, or int8 with calibration (int8_qdq), for TensorRT"
+            f"a {bundle_precision} bundle's matmuls are {op}, {why}; quantize with --precision fp16, or int8 with "
+            "calibration (int8_qdq: QuantizeLinear/DequantizeLinear pairs), for TensorRT"
         )
     if major >= 11:
         note = "" if baked else "fp32 bundle on TensorRT >= 11: the engine computes in fp32 (quantize to fp16 first)"
@@ -173,6 +184,28 @@ def _load_timing_cache(config: Any, path: Path | None) -> Any:
     return cache
 
 
+def set_optimization_level(config: Any, level: int) -> bool:
+    """Set the builder optimization level where this TensorRT has it (8.6 and later); TensorRT 8.5, JetPack 5's on
+    Xavier, has no such attribute and builds at its default. Returns whether it was set."""
+    if not hasattr(config, "builder_optimization_level"):
+        log.info("TensorRT has no builder_optimization_level (TensorRT < 8.6); building at its default")
+        return False
+    config.builder_optimization_level = level
+    return True
+
+
+def dla_core_for(spec: EngineSpec, settings: TensorRTSettings) -> int | None:
+    """The DLA core ``spec`` may be built for, or None (GPU). DLA takes no dynamic dimensions (a profile's min, opt
+    and max must be equal), so the decoder and embedding engines, whose token and cache lengths vary, always build
+    for the GPU; only an engine with fixed shapes (the vision encoder) can use ``settings.dla_core``."""
+    if settings.dla_core is None:
+        return None
+    if any(shape.min != shape.max for shape in spec.shapes.values()):
+        log.warning("%s has dynamic shapes, which DLA cannot run: building it for the GPU", spec.name)
+        return None
+    return settings.dla_core
+
+
 def build_engine(
     trt: Any, spec: EngineSpec, typing: Typing, settings: TensorRTSettings, timing_cache: Path | None
 ) -> dict:
@@ -191,12 +224,13 @@ def build_engine(
         raise ExportError(f"TensorRT could not parse {spec.onnx_path.name}: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_mib << 20)
-    config.builder_optimization_level = settings.builder_optimization_level
+    set_optimization_level(config, settings.builder_optimization_level)
     for flag in typing.flags:
         config.set_flag(getattr(trt.BuilderFlag, flag))
-    if settings.dla_core is not None:
+    dla_core = dla_core_for(spec, settings)
+    if dla_core is not None:
         config.default_device_type = trt.DeviceType.DLA
-        config.DLA_core = settings.dla_core
+        config.DLA_core = dla_core
         config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
     if settings.timing_cache:
         _load_timing_cache(config, timing_cache)
@@ -216,6 +250,7 @@ def build_engine(
         "file": f"{TRT_DIR}/{spec.out_path.name}",
         "onnx": spec.onnx_path.name,
         "profile": {name: shape.to_dict() for name, shape in spec.shapes.items()},
+        "device": f"dla{dla_core}" if dla_core is not None else "gpu",
         "build_s": round(time.perf_counter() - started, 2),
         "bytes": spec.out_path.stat().st_size,
         **spec.info,
@@ -334,9 +369,11 @@ __all__ = [
     "build_bundle_engines",
     "build_engine",
     "choose_typing",
+    "dla_core_for",
     "decoder_shapes",
     "embed_shapes",
     "fixed_shapes",
     "graph_inputs",
     "plan_engines",
+    "set_optimization_level",
 ]

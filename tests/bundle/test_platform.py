@@ -34,6 +34,9 @@ def test_missing_tensorrt_says_how_to_install(monkeypatch):
         ),
         ("# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref, EABI: aarch64", "35.4.1", "5.1.2"),
         ("# R36 (release), REVISION: 3.0, GCID: 36191598", "36.3.0", "6.0"),
+        ("# R35 (release), REVISION: 6.1, GCID: 39258573, BOARD: generic, EABI: aarch64", "35.6.1", "5.1.5"),
+        ("# R36 (release), REVISION: 5.0, GCID: 42132812, BOARD: generic, EABI: aarch64", "36.5.0", "6.2.2"),
+        ("# R38 (release), REVISION: 2.1, GCID: 41844464, BOARD: generic, EABI: aarch64", "38.2.1", "7.0"),
         ("not a release file", None, None),
     ],
 )

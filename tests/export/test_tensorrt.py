@@ -258,3 +258,51 @@ def test_fp32_bundle_on_tensorrt_10_uses_the_fp16_flag(tiny_fp32_bundle, fake_tr
     assert section["bundle_precision"] == "fp32" and not section["strongly_typed"]
     assert section["builder_flags"] == ["FP16"]
     assert all(config.flags == ["FP16"] for _, config in fake_trt.calls)
+
+
+def test_refusals_name_the_operator_and_why():
+    with pytest.raises(ExportError, match="MatMulInteger, a standard ONNX operator that TensorRT's ONNX parser"):
+        trt_build.choose_typing("10.3.0", "int8", ORIN.tensorrt)
+    with pytest.raises(ExportError, match="MatMulNBits, an ONNX Runtime contrib operator"):
+        trt_build.choose_typing("10.3.0", "int4", ORIN.tensorrt)
+
+
+class _ConfigTRT85:
+    """TensorRT 8.5's IBuilderConfig (JetPack 5 on Xavier) has no builder_optimization_level: setting one on the
+    real binding raises AttributeError, so this fake refuses unknown attributes the same way."""
+
+    __slots__ = ("flags",)
+
+    def __init__(self):
+        self.flags = []
+
+
+class _ConfigTRT10:
+    def __init__(self):
+        self.builder_optimization_level = 3
+
+
+def test_optimization_level_is_set_only_where_tensorrt_has_it():
+    old = _ConfigTRT85()
+    assert trt_build.set_optimization_level(old, 5) is False
+    assert not hasattr(old, "builder_optimization_level")
+    new = _ConfigTRT10()
+    assert trt_build.set_optimization_level(new, 5) is True and new.builder_optimization_level == 5
+
+
+def test_dla_only_for_engines_with_fixed_shapes():
+    import dataclasses
+
+    dla = dataclasses.replace(ORIN.tensorrt, dla_core=0)
+    fixed = trt_build.EngineSpec(
+        "vision_encoder", Path("v.onnx"), trt_build.fixed_shapes({"pixel_values": (1, 3, 8, 8)}), Path("v.plan")
+    )
+    decoder = trt_build.EngineSpec(
+        "decoder_decode",
+        Path("d.onnx"),
+        trt_build.decoder_shapes(_decoder_inputs(), MODEL, ORIN, "decode", 16),
+        Path("d.plan"),
+    )
+    assert trt_build.dla_core_for(fixed, dla) == 0
+    assert trt_build.dla_core_for(decoder, dla) is None  # DLA takes no dynamic dimensions
+    assert trt_build.dla_core_for(fixed, ORIN.tensorrt) is None  # the profile leaves DLA off
