@@ -6,7 +6,9 @@
 # Environment: PYTHON (default .venv/bin/python if present, else python3); REQUIRE_TENSORRT=1 makes a missing
 # tensorrt module a failure instead of a warning (its tests then skip).
 #
-# It says what the machine lacks (GPU, CUDA torch, tensorrt, onnxruntime's CUDA / TensorRT providers), runs the
+# It says what the machine lacks (GPU, CUDA torch, tensorrt, onnxruntime's CUDA / TensorRT providers), proves
+# onnxruntime's CUDA provider by running a tiny model on it against the CPU, on a Jetson describes the board
+# (covspec.bundle.jetson) and names the maximum power mode from /etc/nvpmodel.conf by name, runs the
 # tests marked `gpu` or `tensorrt` (the files that hold such marks, so a module missing elsewhere cannot break the
 # collection), and writes under RESULTS_DIR: summary.txt, env.json, nvidia-smi.txt, pytest.log, junit.xml,
 # summary.json and the benchmark JSON the tests write (COVSPEC_RESULTS_DIR). Exit status: 0 all passed (skips
@@ -31,7 +33,20 @@ if [ -f /etc/nv_tegra_release ]; then
     platform=jetson
     say "Jetson: $(head -n 1 /etc/nv_tegra_release)"
     command -v nvpmodel >/dev/null && say "power mode: $(nvpmodel -q 2>/dev/null | tr '\n' ' ')"
-    say "for stable timings run 'sudo nvpmodel -m 0 && sudo jetson_clocks' first (docs/jetson.md)"
+    # the maximum mode by name (MAXN_SUPER / MAXN / most watts): mode 0 is 15 W on an Orin Nano/NX Super
+    best=$("$PY" - 2>/dev/null <<'PYEOF'
+from pathlib import Path
+from covspec.bundle.jetson import max_performance_mode, parse_nvpmodel_conf
+conf = Path("/etc/nvpmodel.conf")
+mode = max_performance_mode(parse_nvpmodel_conf(conf.read_text())) if conf.exists() else None
+print(f"{mode.id} {mode.name}" if mode else "")
+PYEOF
+)
+    if [ -n "$best" ]; then
+        say "for stable timings run 'sudo nvpmodel -m ${best%% *} && sudo jetson_clocks' first (mode ${best#* }; docs/jetson.md)"
+    else
+        say "for stable timings pick the MAXN mode by name from /etc/nvpmodel.conf, then 'sudo jetson_clocks' (docs/jetson.md)"
+    fi
 elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
     platform=gpu
     nvidia-smi >"$RESULTS/nvidia-smi.txt" 2>&1
@@ -55,6 +70,42 @@ def version(name):
         return getattr(importlib.import_module(name), "__version__", "present")
     except Exception as exc:  # ImportError, or a broken CUDA library behind it
         return None if isinstance(exc, ImportError) else f"broken: {exc}"
+
+
+def cuda_inference(ort):
+    """Run a tiny MatMul + Relu graph on the CUDA provider and compare it with the CPU: the provider list only says
+    what the wheel was built with, and a session whose CUDA libraries fail to load falls back to the CPU silently."""
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return "no CUDAExecutionProvider in this onnxruntime build"
+    try:
+        import numpy as np
+        import onnx
+        from onnx import TensorProto, helper, numpy_helper
+    except ImportError as exc:
+        return f"cannot build the test model ({exc}); pip install onnx"
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((64, 32)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"]), helper.make_node("Relu", ["y"], ["z"])],
+        "cuda_check",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [8, 64])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, [8, 32])],
+        [numpy_helper.from_array(weight, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = min(model.ir_version, 9)
+    data = model.SerializeToString()
+    x = rng.standard_normal((8, 64)).astype(np.float32)
+    try:
+        gpu = ort.InferenceSession(data, providers=["CUDAExecutionProvider"])
+        if gpu.get_providers()[0] != "CUDAExecutionProvider":
+            return f"the session fell back to {gpu.get_providers()} (CUDA libraries not loadable?)"
+        cpu = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+        got, want = gpu.run(None, {"x": x})[0], cpu.run(None, {"x": x})[0]
+    except Exception as exc:  # a CUDA / cuDNN load or launch failure
+        return f"failed: {exc}"
+    err = float(np.max(np.abs(got - want)))
+    return "ok" if err < 1e-2 else f"CUDA result differs from the CPU's by {err:.3g}"
 
 
 for name in ("torch", "tensorrt", "onnxruntime", "onnx", "transformers", "cuda.bindings"):
@@ -86,9 +137,28 @@ if env["onnxruntime"]:
             env["missing"].append(
                 f"onnxruntime {provider} (onnxruntime-gpu; on Jetson the Jetson AI Lab build): GPU ORT runs skip"
             )
+    env["onnxruntime_cuda_inference"] = cuda_inference(onnxruntime)
+    if env["onnxruntime_cuda_inference"] != "ok":
+        env["missing"].append(f"onnxruntime CUDA inference: {env['onnxruntime_cuda_inference']}")
 else:
     env["missing"].append("onnxruntime")
-for key in ("torch", "tensorrt", "onnxruntime", "gpu", "compute_capability", "onnxruntime_providers"):
+if machine == "jetson":
+    from pathlib import Path
+
+    from covspec.bundle.jetson import describe_jetson
+
+    def read(path):
+        try:
+            return Path(path).read_text(errors="replace")
+        except OSError:
+            return None
+
+    info = describe_jetson(read("/etc/nv_tegra_release"), read("/proc/device-tree/model"), read("/var/lib/dpkg/status"))
+    env["jetson"] = info.to_dict() if info else None
+    for note in info.notes if info else ():
+        env["missing"].append(note)
+keys = ("torch", "tensorrt", "onnxruntime", "gpu", "compute_capability", "onnxruntime_providers")
+for key in (*keys, "onnxruntime_cuda_inference", "jetson"):
     print(f"[gpu_check] {key}: {env.get(key)}")
 for item in env["missing"]:
     print(f"[gpu_check] MISSING: {item}")
