@@ -145,13 +145,16 @@ class SampledMeter:
             self._times.append(self.clock())
             self._samples.append(watts)
 
+    def _safe_sample(self) -> None:
+        try:
+            self._sample()
+        except (OSError, ValueError) as exc:  # a rail vanished or returned garbage: keep the other samples
+            if len(self._notes) < 5:
+                self._notes.append(f"a sample failed: {exc}")
+
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
-            try:
-                self._sample()
-            except (OSError, ValueError) as exc:  # a rail vanished or returned garbage: keep the other samples
-                if len(self._notes) < 5:
-                    self._notes.append(f"a sample failed: {exc}")
+            self._safe_sample()
 
     def start(self) -> None:
         if self._thread is not None:
@@ -168,7 +171,7 @@ class SampledMeter:
         self._stop.set()
         self._thread.join()
         self._thread = None
-        self._sample()
+        self._safe_sample()
         with self._lock:
             times, samples = list(self._times), list(self._samples)
         rails_j = integrate_rails(times, samples)
