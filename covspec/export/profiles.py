@@ -58,8 +58,10 @@ _XAVIER_REASONS = (
 )
 _ARM_REASONS = (
     "Phones, Raspberry Pi-class boards and Jetsons without a usable GPU: a drafter step on a CPU is bound by memory "
-    "bandwidth, so the fewest weight bytes win: int4 weight-only (MatMulNBits, block 32), whose ONNX Runtime kernels "
-    "use the NEON int8 dot product. No calibration needed. CPU provider only; 4 threads suit the big cores of "
+    "bandwidth, so the fewest weight bytes win: int4 weight-only (MatMulNBits, block 32), a quarter of fp32's weight "
+    "bytes. The bundle keeps MatMulNBits at accuracy_level 0 (fp32 arithmetic on dequantized blocks); ONNX Runtime's "
+    "NEON int8 dot-product kernels run only at accuracy_level 4, which is not set (it changes the numerics; not "
+    "measured). No calibration needed. CPU provider only; 4 threads suit the big cores of "
     "common big.LITTLE chips (more threads land on little cores and slow every step)."
 )
 _X86_REASONS = (
