@@ -6,7 +6,17 @@ import logging
 
 import typer
 
-from covspec.cli import bench_cmd, demo_cmd, distill_cmd, export_cmd, link_cmd, run_cmd, serve_cmd, tiny_cmd
+from covspec.cli import (
+    bench_cmd,
+    demo_cmd,
+    distill_cmd,
+    export_cmd,
+    info_cmd,
+    link_cmd,
+    run_cmd,
+    serve_cmd,
+    tiny_cmd,
+)
 
 app = typer.Typer(
     name="covspec",
@@ -32,6 +42,7 @@ app.command("export")(export_cmd.export)
 app.command("quantize")(export_cmd.quantize)
 app.command("distill")(distill_cmd.distill)
 app.command("link")(link_cmd.link)
+app.command("info")(info_cmd.info)
 app.add_typer(bench_cmd.bench_app, name="bench")
 
 if __name__ == "__main__":
