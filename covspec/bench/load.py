@@ -17,7 +17,7 @@ import time
 import urllib.request
 from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -65,7 +65,7 @@ class _Device:
     up: int = 0
     down: int = 0
     identical: bool = True
-    round_ms: list[float] | None = None
+    round_ms: list[float] = field(default_factory=list)
     error: str | None = None
 
 
@@ -144,7 +144,7 @@ def run_load(
 def _run_devices(engine, records, times, items, n, questions, url, mode, config) -> tuple[list[_Device], int]:
     """``n`` devices at once, started together; each answers ``questions`` items on one connection, device i
     starting at item i."""
-    devices = [_Device(round_ms=[]) for _ in range(n)]
+    devices = [_Device() for _ in range(n)]
     orders = [[(i + q) % len(items) for q in range(questions)] for i in range(n)]
     engines: list[Any] = [
         engine if i == 0 else ReplayEngine(engine, [records[j] for j in order], times) for i, order in enumerate(orders)
@@ -186,7 +186,6 @@ def _add(state: _Device, result: GenerationResult, item: BenchItem) -> None:
     state.up += s["uplink_bytes"] + s["setup_uplink_bytes"]
     state.down += s["downlink_bytes"] + s["setup_downlink_bytes"]
     state.identical &= result.tokens == item.reference
-    assert state.round_ms is not None
     state.round_ms += [o.exchange_s * 1000 for o in result.rounds]
 
 
@@ -210,7 +209,7 @@ def _row(mode: LoadMode, n: int, devices: list[_Device], wall: float, edge: dict
     ok = [d for d in devices if d.error is None]
     tokens = sum(d.tokens for d in ok)
     per_device = [d.tokens / d.seconds if d.seconds else 0.0 for d in ok]
-    rounds = [ms for d in ok for ms in (d.round_ms or [])]
+    rounds = [ms for d in ok for ms in d.round_ms]
     committed = edge.get("committed", 0.0) + edge.get("chat_tokens", 0.0)
     busy = edge.get("busy_s", 0.0)
     return {

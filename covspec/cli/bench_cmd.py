@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -32,14 +33,12 @@ def ablation(
 
     from covspec.demo.ablation import plot_ablation, run_ablation
     from covspec.demo.scenes import TASKS
-    from covspec.demo.store import ensure_bundle, ensure_pair
 
     for name in task:
         if name != "all" and name not in TASKS:
             raise typer.BadParameter(f"unknown task {name!r}; choose all or {', '.join(TASKS)}", param_hint="--task")
     with Progress(console=Console(stderr=True), transient=True) as progress:
-        pair = ensure_pair(progress=progress)
-        bundle = ensure_bundle(pair, progress=progress) if engine is DemoEngine.ONNXRUNTIME else None
+        pair, bundle = _demo_pair(engine, progress)
         result = run_ablation(pair, bundle=bundle, links=link, tasks=task, n_scenes=scenes, progress=progress)
     out.mkdir(parents=True, exist_ok=True)
     (out / "ablation.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -79,7 +78,6 @@ def reduce(
     from covspec.bench.reduction import plot_reduce_bench, run_reduce_bench
     from covspec.cpus import split_cpus
     from covspec.demo.runner import MAX_NEW_TOKENS, demo_items, load_drafter
-    from covspec.demo.store import ensure_bundle, ensure_pair
     from covspec.models import load_model
     from covspec.models.loading import quiet_transformers
     from covspec.reduce import reducer_named
@@ -94,8 +92,7 @@ def reduce(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     with Progress(console=Console(stderr=True), transient=True) as progress:
-        pair = ensure_pair(progress=progress)
-        bundle = ensure_bundle(pair, progress=progress) if engine is DemoEngine.ONNXRUNTIME else None
+        pair, bundle = _demo_pair(engine, progress)
         drafter = load_drafter(pair, bundle, len(split_cpus().device))
         with quiet_transformers():
             target = load_model(str(pair.target), dtype="float32")
@@ -138,7 +135,6 @@ def load(
     from covspec.bench.load import plot_load
     from covspec.demo.load import run_demo_load
     from covspec.demo.scenes import TASKS
-    from covspec.demo.store import ensure_bundle, ensure_pair
     from covspec.runtime_edge.schedules import Schedule
 
     if task not in TASKS:
@@ -151,8 +147,7 @@ def load(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     with Progress(console=Console(stderr=True), transient=True) as progress:
-        pair = ensure_pair(progress=progress)
-        bundle = ensure_bundle(pair, progress=progress) if engine is DemoEngine.ONNXRUNTIME else None
+        pair, bundle = _demo_pair(engine, progress)
         result = run_demo_load(
             pair, bundle=bundle, devices=counts, link=link, schedules=schedules, max_batch=max_batch,
             questions=questions, task=task, window_s=batch_window_ms / 1000, progress=progress,
@@ -171,3 +166,11 @@ def _written(result: dict, out: Path, name: str, plot: Callable[[dict, Path], No
         return False
     typer.echo(f"wrote {out / f'{name}.json'} and {out / f'{name}.png'}")
     return True
+
+
+def _demo_pair(engine: DemoEngine, progress: Any) -> tuple[Any, Path | None]:
+    """The demo pair, and its device bundle when the drafter runs on ONNX Runtime (built on first use)."""
+    from covspec.demo.store import ensure_bundle, ensure_pair
+
+    pair = ensure_pair(progress=progress)
+    return pair, ensure_bundle(pair, progress=progress) if engine is DemoEngine.ONNXRUNTIME else None

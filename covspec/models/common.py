@@ -192,6 +192,7 @@ class HFSequence(TokenSequence):
         # prompt positions the prefill left out (visual tokens a reducer dropped): the cache holds that many fewer
         # entries than the ids, whose positions keep the full prompt's numbering
         self._skipped = skipped
+        self._batchable = plain_cache(cache)  # its layer types are fixed once prefilled: asked every batch
 
     def extend(self, tokens: Sequence[int]) -> np.ndarray:
         ids = self._owner.check_token_ids(tokens)
@@ -214,7 +215,7 @@ class HFSequence(TokenSequence):
 
     @property
     def batch_key(self) -> object | None:
-        return self._owner if plain_cache(self._cache) else None
+        return self._owner if self._batchable else None
 
     @classmethod
     def extend_group(cls, requests: Sequence[tuple[ModelSequence, Sequence[int]]]) -> list[np.ndarray]:
@@ -359,9 +360,7 @@ class HFLoadedModel(LoadedModel):
         with torch.inference_mode():
             out = self.hf_model(**kwargs, position_ids=position_ids, cache=cache, use_cache=True)
         prompt_ids = input_ids[0].tolist()
-        image_tokens = 0
-        if self.image_token_id is not None:
-            image_tokens = sum(1 for t in prompt_ids if t == self.image_token_id) - skipped
+        image_tokens = self._image_tokens(prompt_ids) - skipped
         return HFSequence(
             self,
             cache,
@@ -444,10 +443,14 @@ class HFLoadedModel(LoadedModel):
             own = [(layer.keys[row : row + 1, :, width - length :].clone(),
                     layer.values[row : row + 1, :, width - length :].clone()) for layer in cache.layers]  # fmt: skip
             prompt_ids = inputs["input_ids"][0].tolist()
-            image_tokens = sum(1 for t in prompt_ids if t == self.image_token_id) if self.image_token_id else 0
             logits = logits_to_numpy(out.logits[row, -1])
-            sequences.append(HFSequence(self, DynamicCache(ddp_cache_data=own), prompt_ids, logits, image_tokens))
+            cache_row = DynamicCache(ddp_cache_data=own)
+            sequences.append(HFSequence(self, cache_row, prompt_ids, logits, self._image_tokens(prompt_ids)))
         return sequences
+
+    def _image_tokens(self, prompt_ids: list[int]) -> int:
+        """Image placeholder positions in a rendered prompt (0 for a model without images)."""
+        return 0 if self.image_token_id is None else sum(1 for t in prompt_ids if t == self.image_token_id)
 
     def _selected_inputs(self, inputs: Any, select: SelectPrompt) -> tuple[dict[str, Any], Any]:
         """The model inputs of a prefill that reads only the positions ``select`` keeps (embeddings: the family's

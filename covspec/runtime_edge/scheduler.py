@@ -48,7 +48,7 @@ class _Job:
     on_done: Callable[[int], None] | None
     submitted_at: int  # the scheduler's forward count at submission
     key: str
-    value: Callable[[], float]
+    value: float  # what each of its forwards is expected to commit (the schedule's measure)
     own_forwards: int = 0
     reply: Any = None  # the answer to its last request, not yet delivered (an exception is raised in the job)
     request: Request | None = None  # the request it waits on
@@ -79,7 +79,7 @@ class Scheduler:
         on_done: Callable[[int], None] | None = None,
         *,
         key: str = "",
-        value: Callable[[], float] = lambda: 1.0,
+        value: float = 1.0,
     ) -> T:
         """Run a job to its end, its requests batched with other jobs'. ``key`` names whose job it is (a session,
         a completion) and ``value`` what its next forward is expected to commit, for the schedule."""
@@ -147,7 +147,7 @@ class Scheduler:
         if not waiting:
             return
         now = time.monotonic()
-        rows = [Waiting(job.key, job.ready_at, len(job.request.tokens), job.value()) for job in waiting]
+        rows = [Waiting(job.key, job.ready_at, len(job.request.tokens), job.value) for job in waiting]
         indices = self._scheduling.choose(rows, self.settings.max_batch, now)
         chosen = [waiting[i] for i in indices]
         started = time.perf_counter()

@@ -147,11 +147,9 @@ class EdgeService:
     def model_name(self) -> str:
         return self.settings.model_name or self.model.name
 
-    async def run_model_steps(
-        self, steps: Steps[T], kind: str, key: str = "", value: Callable[[], float] | None = None
-    ) -> T:
+    async def run_model_steps(self, steps: Steps[T], kind: str, key: str = "", value: float = 1.0) -> T:
         """A job whose forwards are batched with other jobs' (``key``, ``value``: see ``Scheduler.run``)."""
-        return await self.scheduler.run(steps, on_done=self._waited(kind), key=key, value=value or _one_token)
+        return await self.scheduler.run(steps, on_done=self._waited(kind), key=key, value=value)
 
     def _waited(self, kind: str) -> Callable[[int], None]:
         return self.metrics.model_wait_steps.labels(kind).observe
@@ -342,7 +340,3 @@ class EdgeService:
 
     def close(self) -> None:
         self.scheduler.close()
-
-
-def _one_token() -> float:
-    return 1.0

@@ -43,16 +43,14 @@ class EdgeSession:
         if drafted > 0:
             self.acceptance.record(drafted, accepted)
 
-    def expected_tokens(self, request: RoundRequest) -> Callable[[], float]:
+    def expected_tokens(self, request: RoundRequest) -> float:
         """What the round's next forward is expected to commit, from the session's past acceptance: a burst's
         forward one token, a draft round 1 + the expected accepted drafts (the schedule's ``value``)."""
         drafted = int(np.asarray(request.draft_tokens).size)
         if request.burst or drafted == 0:
-            return lambda: 1.0
+            return 1.0
         probs = self.acceptance.probabilities()
-        probs = np.concatenate([probs, np.full(max(drafted - probs.size, 0), probs[-1])])[:drafted]
-        value = expected_committed(probs)
-        return lambda: value
+        return expected_committed(np.concatenate([probs, np.full(max(drafted - probs.size, 0), probs[-1])])[:drafted])
 
 
 class SessionStore:
