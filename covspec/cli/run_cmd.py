@@ -13,12 +13,15 @@ from covspec.protocol import VerifyMode
 from covspec.reduce import Budget, TokenReduction
 from covspec.runtime_device.client import RetryPolicy
 from covspec.runtime_device.loop import GenerationConfig
+from covspec.spec.cost_model import Objective
 from covspec.spec.policy import PolicyKind
 
 _D = GenerationConfig()
+_PAIRED = ("verify_mode", "policy", "draft_len", "max_burst")  # what --pairing sets unless given on the command line
 
 
 def run(
+    ctx: typer.Context,
     drafter: str | None = typer.Option(None, "--drafter", help="Drafter checkpoint (torch engine): folder or hub id."),
     bundle: Path | None = typer.Option(
         None, "--bundle", file_okay=False, help="Device bundle from `covspec export` (ONNX Runtime engine)."
@@ -44,6 +47,21 @@ def run(
     ),
     max_burst: int = typer.Option(
         _D.max_burst, "--max-burst", min=0, help="Longest burst of target tokens (cost policy; 0: never)."
+    ),
+    objective: Objective = typer.Option(
+        _D.objective,
+        "--objective",
+        help="What the cost policy maximises: tokens/s (latency), tokens per device joule (energy), or both "
+        "(balanced: tokens^2 per second-joule). energy and balanced need --power-profile.",
+    ),
+    power_profile: str | None = typer.Option(
+        None,
+        "--power-profile",
+        help="The device's power for --objective energy|balanced, from the documented ESTIMATE (docs/energy.md): "
+        "orin-nano-15w, orin-nano-25w, orin-nx-25w, agx-orin-50w, phone-soc, laptop-cpu-28w.",
+    ),
+    radio: str = typer.Option(
+        "none", "--radio", help="The device's radio for the energy objectives: wifi, lte, 5g, or none (wired)."
     ),
     keep: str = typer.Option(
         "1.0",
@@ -86,6 +104,14 @@ def run(
         min=0.0,
         help="Seconds to keep reconnecting to an edge lost mid-generation (a restart), then continue on a new session.",
     ),
+    pairing: Path | None = typer.Option(
+        None,
+        "--pairing",
+        exists=True,
+        dir_okay=False,
+        help="Start warm from `covspec pair`'s file: its verify mode, policy, draft length for the link in use and "
+        "warm start (flags given here win). Refused for another drafter or target.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (DESIGN.md §7)."),
 ) -> None:
     """Generate an answer about IMAGE: drafted here, verified by the edge; identical to the target's own output."""
@@ -94,9 +120,11 @@ def run(
     from covspec.errors import CovspecError, GenerationInterrupted
     from covspec.link.presets import link_profile
     from covspec.link.relay import TcpRelay
+    from covspec.profile.energy.objective import energy_inputs
     from covspec.runtime_device.client import EdgeClient
     from covspec.runtime_device.engines import load_engine
     from covspec.runtime_device.loop import generate
+    from covspec.runtime_device.pairing_file import Pairing
 
     try:
         api_key = read_api_key_file(api_key_file) if api_key_file else None
@@ -109,6 +137,14 @@ def run(
         else:
             engine = load_engine("torch", drafter, dtype=dtype, threads=resolve_threads(threads))
         reduction = TokenReduction(reducer, Budget.parse(keep))
+        energy = None
+        if power_profile is not None:
+            on_gpu = bundle is not None and (ep in ("cuda", "tensorrt") or engine_kind == "tensorrt")
+            energy = energy_inputs(
+                power_profile, None if radio == "none" else radio, resolve_threads(threads), drafter_on_gpu=on_gpu
+            )
+        elif objective is not Objective.LATENCY:
+            raise ValueError(f"--objective {objective.value} needs --power-profile (the device's watts)")
         config = GenerationConfig(
             max_new_tokens,
             temperature,
@@ -123,6 +159,8 @@ def run(
             reduce_target=reduce_target,
             upload_resize=upload_resize,
             upload_quality=upload_quality,
+            objective=objective,
+            energy=energy,
         )
         with ExitStack() as stack:
             url = edge
@@ -132,7 +170,15 @@ def run(
                 url = stack.enter_context(relay).url
             client = EdgeClient(url, api_key=api_key, retry=RetryPolicy(reconnect_window_s=reconnect_window_s))
             stack.callback(client.close)
+            paired = None
+            if pairing is not None:
+                explicit = {n for n in _PAIRED if ctx.get_parameter_source(n).name == "COMMANDLINE"}
+                if power_profile is not None:
+                    explicit.add("energy")
+                config, paired = Pairing.load(pairing).apply(config, engine.fingerprint, client.info(), link, explicit)
             result = generate(engine, client, image.read_bytes(), prompt, config)
+            if paired is not None:
+                result.stats["pairing"] = {"path": str(pairing), **paired}
     except (CovspecError, ValueError) as exc:
         code = getattr(exc, "code", "bad_config")
         if isinstance(exc, GenerationInterrupted):  # what was committed is the target's own output: show it
@@ -158,6 +204,7 @@ def _print_stats(stats: dict) -> None:
         ("draft rounds / bursts", f"{stats['draft_rounds']} / {stats['bursts']} ({stats['burst_tokens']} tokens)"),
         ("acceptance rate", f"{stats['acceptance_rate']:.3f}"),
         ("tokens/s", f"{stats['tokens_per_s']:.1f}"),
+        ("device joules (ESTIMATE)", _joules_row(stats)),
         ("uplink bytes (rounds)", f"{stats['uplink_bytes']}  ({stats['uplink_bytes_per_token']:.1f}/token)"),
         ("downlink bytes (rounds)", f"{stats['downlink_bytes']}  ({stats['downlink_bytes_per_token']:.1f}/token)"),
         ("setup bytes up / down", f"{stats['setup_uplink_bytes']} / {stats['setup_downlink_bytes']}"),
@@ -168,6 +215,14 @@ def _print_stats(stats: dict) -> None:
     for key, value in rows:
         table.add_row(key, value)
     Console().print(table)
+
+
+def _joules_row(stats: dict) -> str:
+    joules = stats["device_joules"]
+    if joules is None:
+        return "not estimated (give --power-profile)"
+    per_token = joules / stats["generated_tokens"] if stats["generated_tokens"] else 0.0
+    return f"{joules:.3f} J ({per_token * 1000:.1f} mJ/token; objective {stats['objective']})"
 
 
 def _upload_row(stats: dict) -> str:

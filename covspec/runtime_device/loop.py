@@ -33,7 +33,8 @@ from covspec.runtime_device.engines.base import DrafterEngine
 from covspec.runtime_device.pairing import check_pair
 from covspec.runtime_device.upload import Upload, decode_rgb, prepare_upload
 from covspec.spec import SamplingParams, SpecStats
-from covspec.spec.policy import CostConfig, DraftPolicy, PolicyKind, RoundObservation, make_policy
+from covspec.spec.cost_model import EnergyInputs, Objective
+from covspec.spec.policy import CostConfig, DraftPolicy, PolicyKind, RoundObservation, WarmStart, make_policy
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,9 @@ class GenerationConfig:
     """One generation's settings; `covspec run` flags map one to one onto these fields.
 
     ``draft_len`` is K for the ``fixed`` policy and the largest K for the adaptive ones (``margin`` stops a block
-    early; ``cost`` chooses each round's K, or a burst of up to ``max_burst`` target tokens).
+    early; ``cost`` chooses each round's K, or a burst of up to ``max_burst`` target tokens, by ``objective``:
+    tokens/s, or tokens per joule of the device from ``energy``). ``warm``: a calibration's estimates
+    (`covspec pair`), so the cost policy plans from the first round.
     """
 
     max_new_tokens: int = 64
@@ -55,6 +58,9 @@ class GenerationConfig:
     verify_mode: VerifyMode = VerifyMode.COMPACT
     policy: PolicyKind = PolicyKind.COST
     max_burst: int = CostConfig().max_burst
+    objective: Objective = CostConfig().objective
+    energy: EnergyInputs | None = None
+    warm: WarmStart | None = None
     reduction: TokenReduction | None = None  # the visual tokens the drafter reads (the target reads all)
     reduce_target: bool = False  # lossy: the target reads only the tokens ``reduction`` keeps, too
     upload_resize: bool = True  # upload the image the target's processor works on (exact), when the edge says how
@@ -73,7 +79,8 @@ class GenerationConfig:
         return SamplingParams(self.temperature, self.top_k, self.top_p, self.seed)
 
     def make_policy(self) -> DraftPolicy:
-        return make_policy(self.policy, draft_len=self.draft_len, cost=CostConfig(max_burst=self.max_burst))
+        cost = CostConfig(max_burst=self.max_burst, objective=self.objective, energy=self.energy)
+        return make_policy(self.policy, draft_len=self.draft_len, cost=cost, warm=self.warm)
 
     def upload(self, image_bytes: bytes, info: dict[str, Any]) -> Upload:
         """What goes up for ``image_bytes`` to the edge whose ``/v1/info`` is ``info`` (``runtime_device.upload``)."""
@@ -172,6 +179,9 @@ def generate(
         "draft_len": config.draft_len,
         "verify_mode": mode.value,
         "policy": config.policy.value,
+        "objective": config.objective.value,
+        "warm_start": config.warm is not None,
+        "device_joules": _device_joules(config.energy, elapsed, trace, uplink, downlink),
         "wall_s": elapsed,
         "setup_s": setup_s,
         "edge_prefill_s": connection.opened.prefill_s if connection.opened is not None else None,
@@ -185,11 +195,21 @@ def generate(
     return GenerationResult(engine.decode(tokens), tokens, result_stats, trace)
 
 
+def _device_joules(
+    energy: EnergyInputs | None, wall_s: float, rounds: list[RoundObservation], uplink: int, downlink: int
+) -> float | None:
+    """The energy model applied to the generation as measured (None without energy inputs): a model, not a meter."""
+    if energy is None:
+        return None
+    drafting_s = sum(r.draft_s + r.catchup_s for r in rounds)
+    return energy.joules(wall_s, drafting_s, uplink, downlink)
+
+
 def _policy_for(connection: EdgeConnection, config: GenerationConfig, drafter: str) -> DraftPolicy:
     """One policy per drafter and kind on a connection, kept across its generations: what it learnt of the link, the
     edge's verify time, the drafter and its acceptance carries over (the cost policy forgets old rounds as it goes)."""
     policies = connection.policies
-    key = (drafter, config.policy, config.draft_len, config.max_burst)
+    key = (drafter, config.policy, config.draft_len, config.max_burst, config.objective, config.energy, config.warm)
     if key not in policies:
         policies[key] = config.make_policy()
     return policies[key]

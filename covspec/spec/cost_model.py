@@ -16,11 +16,19 @@ and verification frequency from a device/edge/link cost model, falling back to t
 - a burst of B target tokens commits B and takes ``B * t_target + link_burst(B) + catchup(B)``; when the answer is
   expected to end after ``L < B`` more tokens, it commits L and takes ``L * t_target + link_burst(L)`` (no drafting
   follows to catch up);
-- the plan maximises expected committed tokens per second, ``E / T``.
+- the plan maximises the objective (:class:`Objective`): expected committed tokens per second ``E / T`` (latency),
+  per joule ``E / J`` (energy), or their product ``E^2 / (T * J)`` (balanced: the inverse of the energy-delay
+  product per token, so a 10% loss of either is traded for a 10% gain of the other);
+- the device's joules of a round, radio included (:class:`EnergyInputs`): ``J = T * P_wait + drafting_s *
+  (P_draft - P_wait) + up_bytes * e_up + down_bytes * e_down``. The device draws ``P_wait`` for the whole round
+  (idle SoC plus a radio kept connected by rounds that come faster than its tail), and ``P_draft - P_wait`` more
+  while the drafter computes, including drafting hidden behind a prefill (free in time, not in joules). A burst's
+  drafting is its catch-up.
 """
 
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,16 +37,41 @@ import numpy as np
 
 __all__ = [
     "CostInputs",
+    "EnergyInputs",
     "Linear",
+    "Objective",
     "RoundPlan",
     "analytical_tokens_per_s",
     "best_plan",
-    "burst_tokens_per_s",
+    "burst_score",
     "expected_committed",
     "expected_committed_by_length",
+    "plan_score",
     "plan_tokens_per_s",
     "round_time",
+    "score",
 ]
+
+
+class Objective(str, enum.Enum):
+    """What a plan maximises (`covspec run --objective`): tokens per second, tokens per joule, or their product."""
+
+    LATENCY = "latency"
+    ENERGY = "energy"
+    BALANCED = "balanced"
+
+
+def score(
+    objective: Objective, tokens: np.ndarray | float, seconds: np.ndarray | float, joules: np.ndarray | float | None
+) -> np.ndarray:
+    """The objective's figure of merit, higher is better: E/T, E/J or E^2/(T*J). ``joules`` None only for latency."""
+    tokens = np.asarray(tokens, dtype=np.float64)
+    if objective is Objective.LATENCY:
+        return tokens / np.asarray(seconds, dtype=np.float64)
+    if joules is None:
+        raise ValueError(f"objective {objective.value} needs the round's joules (EnergyInputs)")
+    per_joule = tokens / np.asarray(joules, dtype=np.float64)
+    return per_joule if objective is Objective.ENERGY else per_joule * tokens / np.asarray(seconds, dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -69,6 +102,36 @@ class Linear:
         return self.base + self.slope * np.asarray(x, dtype=np.float64)
 
 
+@dataclass(frozen=True)
+class EnergyInputs:
+    """The device's power by activity, in watts, and the radio's joules per byte moved, beyond ``wait_w``.
+
+    ``wait_w``: the whole device's draw while it waits on the link and the edge (idle SoC plus the radio held
+    connected). ``draft_w``: its draw while the drafter computes (>= wait_w). From a meter (`covspec pair
+    --energy`) or the documented estimate (:mod:`covspec.profile.energy`).
+    """
+
+    draft_w: float
+    wait_w: float
+    up_joules_per_byte: float = 0.0
+    down_joules_per_byte: float = 0.0
+
+    def joules(self, wall_s: float, drafting_s: float, up_bytes: float, down_bytes: float) -> float:
+        """The device's joules over ``wall_s`` seconds of which ``drafting_s`` computed, with these bytes moved
+        (the model of a round, applied to what a run measured)."""
+        moved = up_bytes * self.up_joules_per_byte + down_bytes * self.down_joules_per_byte
+        return wall_s * self.wait_w + drafting_s * (self.draft_w - self.wait_w) + moved
+
+    def __post_init__(self) -> None:
+        values = (self.draft_w, self.wait_w, self.up_joules_per_byte, self.down_joules_per_byte)
+        if not all(math.isfinite(v) and v >= 0 for v in values):
+            raise ValueError(f"energy inputs must be finite and >= 0, got {values}")
+        if self.draft_w < self.wait_w:
+            raise ValueError(f"draft_w ({self.draft_w} W) must be >= wait_w ({self.wait_w} W): drafting adds work")
+        if self.draft_w <= 0:
+            raise ValueError("draft_w must be > 0: a round that costs no joules cannot be rated per joule")
+
+
 @dataclass(frozen=True, eq=False)
 class CostInputs:
     """Everything the model needs about one session, in seconds, bytes and bytes/s.
@@ -80,7 +143,8 @@ class CostInputs:
     trip, including per-round overheads that do not scale with bytes. ``*_bytes_per_s``: bandwidth (inf: free).
     ``draft_*_bytes``: bytes of a draft round, in K; ``burst_*_bytes``: bytes of a burst, in B.
     ``catchup_s``: drafter seconds to catch up on a burst's B tokens, in B. ``hidden_draft_s``: drafting seconds
-    this round costs nothing for (a first round drafts while the edge prefills).
+    this round costs nothing for (a first round drafts while the edge prefills). ``energy``: the device's power and
+    radio, needed by the energy and balanced objectives only.
     """
 
     accept_probs: np.ndarray
@@ -96,6 +160,7 @@ class CostInputs:
     burst_downlink_bytes: Linear = field(default_factory=Linear)
     catchup_s: Linear = field(default_factory=Linear)
     hidden_draft_s: float = 0.0
+    energy: EnergyInputs | None = None
 
     def __post_init__(self) -> None:
         accept_probs = _check_probs(self.accept_probs)
@@ -148,6 +213,26 @@ class CostInputs:
         decoded = tokens * self.target_step_s + self.burst_link_s(burst_len)
         return decoded + self.catchup_s(burst_len) if catch_up else decoded
 
+    def draft_round_j(self, draft_len: np.ndarray | int, *, overlap: bool = False) -> np.ndarray | None:
+        """J(K): the device's joules of a draft round (None without :attr:`energy`)."""
+        if self.energy is None:
+            return None
+        e = self.energy
+        drafting = np.asarray(draft_len, dtype=np.float64) * self.draft_step_s
+        moved = self.draft_uplink_bytes(draft_len) * e.up_joules_per_byte
+        moved = moved + self.draft_downlink_bytes(draft_len) * e.down_joules_per_byte
+        return self.draft_round_s(draft_len, overlap=overlap) * e.wait_w + drafting * (e.draft_w - e.wait_w) + moved
+
+    def burst_round_j(self, burst_len: np.ndarray | float, *, catch_up: bool = True) -> np.ndarray | None:
+        """J(B) of a burst: waiting while the target decodes, the bytes, and the drafter's catch-up."""
+        if self.energy is None:
+            return None
+        e = self.energy
+        moved = self.burst_uplink_bytes(burst_len) * e.up_joules_per_byte
+        moved = moved + self.burst_downlink_bytes(burst_len) * e.down_joules_per_byte
+        catchup = self.catchup_s(burst_len) * (e.draft_w - e.wait_w) if catch_up else 0.0
+        return self.burst_round_s(burst_len, catch_up=catch_up) * e.wait_w + catchup + moved
+
 
 def _check_probs(accept_probs: np.ndarray | Sequence[float]) -> np.ndarray:
     probs = np.asarray(accept_probs, dtype=np.float64).reshape(-1)
@@ -174,24 +259,41 @@ def round_time(inputs: CostInputs, plan: RoundPlan, *, overlap: bool = False) ->
     return float(inputs.draft_round_s(plan.length, overlap=overlap))
 
 
+def _plan_tokens(inputs: CostInputs, plan: RoundPlan) -> float:
+    if plan.burst:
+        return float(plan.length)
+    if plan.length > inputs.accept_probs.size:
+        raise ValueError(f"draft length {plan.length} exceeds the {inputs.accept_probs.size} known positions")
+    return expected_committed(inputs.accept_probs[: plan.length])
+
+
 def plan_tokens_per_s(inputs: CostInputs, plan: RoundPlan, *, overlap: bool = False) -> float:
     """Expected committed tokens per second of repeating ``plan``: E / T (B / T for a burst)."""
+    return _plan_tokens(inputs, plan) / round_time(inputs, plan, overlap=overlap)
+
+
+def plan_score(
+    inputs: CostInputs, plan: RoundPlan, objective: Objective = Objective.LATENCY, *, overlap: bool = False
+) -> float:
+    """``objective``'s figure of merit of repeating ``plan`` (tokens/s for latency)."""
     if plan.burst:
-        tokens = float(plan.length)
+        joules = inputs.burst_round_j(plan.length)
     else:
-        if plan.length > inputs.accept_probs.size:
-            raise ValueError(f"draft length {plan.length} exceeds the {inputs.accept_probs.size} known positions")
-        tokens = expected_committed(inputs.accept_probs[: plan.length])
-    return tokens / round_time(inputs, plan, overlap=overlap)
+        joules = inputs.draft_round_j(plan.length, overlap=overlap)
+    return float(score(objective, _plan_tokens(inputs, plan), round_time(inputs, plan, overlap=overlap), joules))
 
 
-def burst_tokens_per_s(inputs: CostInputs, length: int, answer_left: float | None = None) -> float:
-    """Expected committed tokens per second of a burst of ``length``, given that the answer is expected to end after
-    ``answer_left`` more tokens (None: unknown, the burst runs its length and the drafter catches up after it)."""
+def burst_score(
+    inputs: CostInputs, length: int, answer_left: float | None = None, objective: Objective = Objective.LATENCY
+) -> float:
+    """The objective's figure of merit (tokens/s for latency) of a burst of ``length``, given that the answer is
+    expected to end after ``answer_left`` more tokens (None: unknown, the burst runs its length and the drafter
+    catches up after it)."""
     if answer_left is None or answer_left >= length:
-        return plan_tokens_per_s(inputs, RoundPlan(burst=True, length=length))
+        return plan_score(inputs, RoundPlan(burst=True, length=length), objective)
     tokens = max(float(answer_left), 1.0)
-    return tokens / float(inputs.burst_round_s(tokens, catch_up=False))
+    seconds = inputs.burst_round_s(tokens, catch_up=False)
+    return float(score(objective, tokens, seconds, inputs.burst_round_j(tokens, catch_up=False)))
 
 
 def best_plan(
@@ -202,12 +304,14 @@ def best_plan(
     *,
     min_draft_len: int = 0,
     overlap: bool = False,
+    objective: Objective = Objective.LATENCY,
 ) -> tuple[RoundPlan, float]:
-    """The plan with the most expected committed tokens per second, and that rate.
+    """The plan with the best figure of merit under ``objective`` (tokens/s for latency), and that figure.
 
     Draft candidates: K = min_draft_len..min(max_draft_len, remaining - 1, N). Burst candidates: each B of
     ``burst_lengths`` capped at ``remaining``. Ties go to the first candidate in that order (drafts by K, then
-    bursts). Raises ValueError when no candidate is left or a round would take no time.
+    bursts). Raises ValueError when no candidate is left, a round would take no time, or the objective needs
+    joules that ``inputs`` lack.
     """
     if remaining < 1:
         raise ValueError(f"remaining must be >= 1, got {remaining}")
@@ -221,7 +325,12 @@ def best_plan(
         raise ValueError("no candidate plan: widen max_draft_len / min_draft_len or pass burst lengths")
     if not (seconds > 0).all():
         raise ValueError("every round must take some time; check the inputs (all-zero costs)")
-    rates = tokens / seconds
+    joules = None
+    if inputs.energy is not None:
+        joules = np.concatenate(
+            [inputs.draft_round_j(draft_lens, overlap=overlap), inputs.burst_round_j(burst_lens)]
+        )  # [n_draft + n_burst]
+    rates = score(objective, tokens, seconds, joules)
     best = int(np.argmax(rates))
     if best < draft_lens.size:
         return RoundPlan(burst=False, length=int(draft_lens[best])), float(rates[best])

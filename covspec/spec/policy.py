@@ -22,7 +22,15 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from covspec.spec.cost_model import CostInputs, Linear, RoundPlan, best_plan, burst_tokens_per_s
+from covspec.spec.cost_model import (
+    CostInputs,
+    EnergyInputs,
+    Linear,
+    Objective,
+    RoundPlan,
+    best_plan,
+    burst_score,
+)
 from covspec.spec.estimators import (
     CalibrationConfig,
     DecayedLine,
@@ -44,6 +52,7 @@ __all__ = [
     "PolicyStats",
     "RoundObservation",
     "RoundPlan",
+    "WarmStart",
     "draft_margin",
     "make_policy",
 ]
@@ -271,6 +280,33 @@ class CostConfig:
     bandwidth_prior_bytes: float = 256.0  # byte differences below about this say nothing about bandwidth
     burst_token_bytes: float = 4.0  # downlink bytes per burst token assumed before a burst was seen
     calibration: CalibrationConfig = CalibrationConfig()  # the margin calibration keep_drafting uses
+    objective: Objective = Objective.LATENCY  # what a plan maximises: tokens/s, tokens/J, or both (cost_model)
+    energy: EnergyInputs | None = None  # the device's watts and radio joules; the energy objectives need them
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    """What a calibration measured on this pair and link (`covspec pair`), so that a cost policy plans from its
+    first round instead of drafting ``warmup_rounds`` blind rounds. Seeded as ``weight`` rounds' worth of evidence,
+    so the session's own rounds outweigh it within a few rounds (the estimates forget at their usual decay).
+
+    ``accept_probs``: a_i of positions 1..n. ``verify_base_s`` + ``verify_slope_s`` * K: the edge's verify time.
+    ``rtt_s``: the link's round trip with the per-round overheads.
+    """
+
+    accept_probs: tuple[float, ...]
+    draft_step_s: float
+    verify_base_s: float
+    verify_slope_s: float
+    rtt_s: float
+    weight: float = 4.0
+
+    def __post_init__(self) -> None:
+        if not self.accept_probs or not all(0.0 <= a <= 1.0 for a in self.accept_probs):
+            raise ValueError(f"accept_probs must be a non-empty list of values in [0, 1], got {self.accept_probs}")
+        values = (self.draft_step_s, self.verify_base_s, self.verify_slope_s, self.rtt_s)
+        if not all(math.isfinite(v) and v >= 0 for v in values) or not self.weight > 0:
+            raise ValueError("warm-start timings must be finite and >= 0, and its weight > 0")
 
 
 class CostPolicy:
@@ -285,26 +321,31 @@ class CostPolicy:
     (:func:`covspec.spec.cost_model.best_plan`): it bursts unless a draft length beats the target alone by
     ``draft_margin``, and drafts again when acceptance (kept current by shadow matches) or timings make drafting pay;
     every ``probe_every`` bursts in a row it drafts once to re-measure. The first ``warmup_rounds`` rounds draft
-    max_draft_len to measure. A generation's first round drafts while the edge prefills: the drafting seconds earlier
-    first rounds hid behind the prefill (their drafting plus their wait for it) are free in its plan. A burst is
-    rated by the tokens the answer is expected to have left (the usual answer length on this connection, while this
-    one is shorter): a short answer ends a burst early, and no catch-up follows it.
+    max_draft_len to measure, unless a :class:`WarmStart` seeds the estimates. A generation's first round drafts
+    while the edge prefills: the drafting seconds earlier first rounds hid behind the prefill (their drafting plus
+    their wait for it) are free in its plan. A burst is rated by the tokens the answer is expected to have left (the
+    usual answer length on this connection, while this one is shorter): a short answer ends a burst early, and no
+    catch-up follows it. With ``config.objective`` energy or balanced, "fastest" reads "most tokens per joule" or
+    "most tokens^2 per second-joule" throughout, bursts and the marginal rule included
+    (:func:`covspec.spec.cost_model.score`).
 
     ``keep_drafting`` is the marginal rule: with E and T the expected tokens and seconds of the block kept so far,
     one more token (acceptance p from the margin calibration once ready, else a_{j+1}) adds S*p expected tokens (S:
     survival of the block so far) and ΔT = t_draft + v(j+1) - v(j) + Δlink seconds; keep it iff S*p*T >= E*ΔT, i.e.
-    iff it raises the block's rate E/T.
+    iff it raises the block's rate E/T (for the other objectives: iff it raises E/J, or E^2/(T*J)).
     """
 
     uses_margins = True
 
-    def __init__(self, max_draft_len: int, config: CostConfig | None = None) -> None:
+    def __init__(self, max_draft_len: int, config: CostConfig | None = None, warm: WarmStart | None = None) -> None:
         if max_draft_len < 1:
             raise ValueError(f"max_draft_len must be >= 1, got {max_draft_len}")
         self.max_draft_len = max_draft_len
         self.config = config = config or CostConfig()
         if config.max_burst < 0 or config.probe_every < 1 or config.warmup_rounds < 1 or config.draft_margin < 0:
             raise ValueError("max_burst and draft_margin must be >= 0, probe_every and warmup_rounds >= 1")
+        if config.objective is not Objective.LATENCY and config.energy is None:
+            raise ValueError(f"the {config.objective.value} objective needs the device's energy inputs (watts)")
         for name in ("acceptance_decay", "timing_decay", "link_decay"):
             check_decay(getattr(config, name), name)
         self.acceptance = PositionAcceptance(
@@ -330,6 +371,20 @@ class CostPolicy:
         self._inputs: CostInputs | None = None  # the inputs of the current round's plan, for keep_drafting
         self._kept_tokens = 1.0  # E of the block kept so far
         self._survival = 1.0  # S of the block kept so far
+        if warm is not None:
+            self._seed(warm)
+
+    def _seed(self, warm: WarmStart) -> None:
+        """Enter ``warm``'s measurements as ``warm.weight`` rounds of evidence and skip the warm-up."""
+        probs = np.asarray(warm.accept_probs[: self.max_draft_len], dtype=np.float64)
+        self.acceptance.trials[: probs.size] += warm.weight
+        self.acceptance.accepts[: probs.size] += warm.weight * probs
+        self.draft_step.add(warm.draft_step_s * warm.weight, warm.weight)
+        for k in (0, self.max_draft_len):  # two points fix the line; their weight is warm.weight rounds' worth
+            for _ in range(max(1, round(warm.weight / 2))):
+                self.verify.add(k, warm.verify_base_s + warm.verify_slope_s * k)
+        self.link.add(warm.rtt_s, 0.0)
+        self._measured_rounds = self.config.warmup_rounds
 
     @property
     def measured(self) -> bool:
@@ -363,6 +418,7 @@ class CostPolicy:
             burst_uplink_bytes=burst_up,
             burst_downlink_bytes=burst_down,
             catchup_s=catchup,
+            energy=self.config.energy,
         )
 
     def plan(self, remaining: int, first_round: bool = False) -> RoundPlan:
@@ -378,16 +434,18 @@ class CostPolicy:
             self.last_rate = None
             return RoundPlan(burst=False, length=min(self.max_draft_len, remaining - 1))
         if self._bursts_in_a_row >= self.config.probe_every and remaining > 1:
-            plan, self.last_rate = best_plan(self._inputs, remaining, self.max_draft_len, min_draft_len=1)
+            plan, self.last_rate = best_plan(
+                self._inputs, remaining, self.max_draft_len, min_draft_len=1, objective=self.config.objective
+            )
             self.stats.probe_rounds += 1
             return plan
         answer_left = self.answer_left()
         # drafts past the answer's likely end are work for nothing: K stops short of it
         likely = remaining if answer_left is None else min(remaining, max(1, math.ceil(answer_left)))
-        plan, self.last_rate = best_plan(self._inputs, likely, self.max_draft_len)
+        plan, self.last_rate = best_plan(self._inputs, likely, self.max_draft_len, objective=self.config.objective)
         if self.config.max_burst > 0:
             burst = RoundPlan(burst=True, length=min(self.config.max_burst, remaining))
-            burst_rate = burst_tokens_per_s(self._inputs, burst.length, answer_left)
+            burst_rate = burst_score(self._inputs, burst.length, answer_left, self.config.objective)
             if burst_rate * (1.0 + self.config.draft_margin) >= self.last_rate:
                 plan, self.last_rate = burst, burst_rate
         return plan
@@ -408,15 +466,25 @@ class CostPolicy:
             chance = self.calibration.accept_probability(margin)
         else:
             chance = float(inputs.accept_probs[position])
-        seconds_now = float(inputs.draft_round_s(position))
-        extra_s = float(inputs.draft_round_s(position + 1)) - seconds_now
         gain = self._survival * chance
-        if gain * seconds_now < self._kept_tokens * extra_s:
+        if not self._raises_score(inputs, position, gain):
             self.stats.gated_stops += 1
             return False
         self._survival = gain
         self._kept_tokens += gain
         return True
+
+    def _raises_score(self, inputs: CostInputs, position: int, gain: float) -> bool:
+        """Whether one more drafted token, worth ``gain`` expected tokens, keeps the block's figure of merit from
+        falling (cross-multiplied: a block of no seconds or joules is never divided by)."""
+        kept, grown = self._kept_tokens, self._kept_tokens + gain
+        seconds = float(inputs.draft_round_s(position)), float(inputs.draft_round_s(position + 1))
+        if self.config.objective is Objective.LATENCY:
+            return grown * seconds[0] >= kept * seconds[1]
+        joules = float(inputs.draft_round_j(position)), float(inputs.draft_round_j(position + 1))
+        if self.config.objective is Objective.ENERGY:
+            return grown * joules[0] >= kept * joules[1]
+        return grown * grown * seconds[0] * joules[0] >= kept * kept * seconds[1] * joules[1]
 
     def observe(self, observation: RoundObservation) -> None:
         self.stats.record(observation)
@@ -454,11 +522,13 @@ def make_policy(
     draft_len: int,
     margin: MarginConfig | None = None,
     cost: CostConfig | None = None,
+    warm: WarmStart | None = None,
 ) -> DraftPolicy:
-    """The policy ``kind`` with maximum draft length ``draft_len``; ``margin``/``cost`` override their defaults."""
+    """The policy ``kind`` with maximum draft length ``draft_len``; ``margin``/``cost`` override their defaults;
+    ``warm`` seeds the cost policy's estimates (the other policies have none)."""
     kind = PolicyKind(kind)
     if kind is PolicyKind.FIXED:
         return FixedPolicy(draft_len)
     if kind is PolicyKind.MARGIN:
         return MarginPolicy(draft_len, margin)
-    return CostPolicy(draft_len, cost)
+    return CostPolicy(draft_len, cost, warm)

@@ -229,3 +229,35 @@ def test_run_uploads_the_resized_image_and_says_so(served, loaded_target, tmp_pa
     assert json.loads(lossy.stdout)["stats"]["upload_quality"] == 40
     out_of_range = _run([*common, "--upload-quality", "0"])
     assert out_of_range.returncode != 0 and "upload-quality" in out_of_range.stderr
+
+
+def test_run_with_the_energy_objective_reports_the_estimated_joules(served, loaded_target, tmp_path) -> None:
+    """--objective energy plans by tokens per joule of the estimate's watts: the same tokens, the joules reported
+    within what the model allows for the measured wall time (waiting the whole time, or drafting the whole time)."""
+    from covspec.profile.energy.objective import energy_inputs
+
+    pair, url, key_file, _ = served
+    img = tmp_path / "scene.png"
+    img.write_bytes(image_bytes(43))
+    common = ["--drafter", str(pair.drafter), "--image", str(img), "--prompt", PROMPTS[2], "--max-new-tokens", "16",
+              "--dtype", "float64", "--api-key-file", str(key_file), "--edge", url, "--policy", "cost"]  # fmt: skip
+    want = loaded_target("llava").generate(pil(img.read_bytes()), PROMPTS[2], max_new_tokens=16)
+    done = _run([*common, "--json", "--objective", "energy", "--power-profile", "orin-nano-15w", "--radio", "lte"])
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    stats = data["stats"]
+    assert data["tokens"] == want and stats["objective"] == "energy"
+    watts = energy_inputs("orin-nano-15w", "lte", 1)
+    moved = stats["uplink_bytes"] * watts.up_joules_per_byte + stats["downlink_bytes"] * watts.down_joules_per_byte
+    assert stats["wall_s"] * watts.wait_w + moved <= stats["device_joules"]
+    assert stats["device_joules"] <= stats["wall_s"] * watts.draft_w + moved
+
+    plain = json.loads(_run([*common, "--json"]).stdout)["stats"]
+    assert plain["objective"] == "latency" and plain["device_joules"] is None
+    human = _run([*common, "--objective", "balanced", "--power-profile", "phone-soc"])
+    assert human.returncode == 0, human.stderr
+    assert "device joules (ESTIMATE)" in human.stdout and "objective balanced" in human.stdout
+    refused = _run([*common, "--objective", "energy"])
+    assert refused.returncode == 2 and "needs --power-profile" in refused.stderr
+    unknown = _run([*common, "--power-profile", "toaster"])
+    assert unknown.returncode == 2 and "unknown power profile 'toaster'" in unknown.stderr

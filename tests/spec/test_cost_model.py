@@ -11,15 +11,19 @@ import pytest
 
 from covspec.spec.cost_model import (
     CostInputs,
+    EnergyInputs,
     Linear,
+    Objective,
     RoundPlan,
     analytical_tokens_per_s,
     best_plan,
-    burst_tokens_per_s,
+    burst_score,
     expected_committed,
     expected_committed_by_length,
+    plan_score,
     plan_tokens_per_s,
     round_time,
+    score,
 )
 
 
@@ -250,11 +254,11 @@ def test_a_burst_past_the_answers_end_is_rated_by_the_tokens_it_will_give() -> N
     inputs = CostInputs(accept_probs=np.array([0.9]), draft_step_s=0.01, verify_s=Linear(0.02), target_step_s=0.01,
                         rtt_s=0.02, catchup_s=Linear(0.005, 0.001))  # fmt: skip
     full = plan_tokens_per_s(inputs, RoundPlan(True, 40))
-    assert burst_tokens_per_s(inputs, 40) == full == burst_tokens_per_s(inputs, 40, answer_left=40.0)
+    assert burst_score(inputs, 40) == full == burst_score(inputs, 40, answer_left=40.0)
     assert full == pytest.approx(40 / (40 * 0.01 + 0.02 + 0.005 + 0.04))
     # the answer ends 5 tokens in: 5 tokens for their decoding and one round trip, no catch-up after the answer
-    assert burst_tokens_per_s(inputs, 40, answer_left=5.0) == pytest.approx(5 / (5 * 0.01 + 0.02))
-    assert burst_tokens_per_s(inputs, 40, answer_left=0.2) == pytest.approx(1 / (0.01 + 0.02))  # at least one token
+    assert burst_score(inputs, 40, answer_left=5.0) == pytest.approx(5 / (5 * 0.01 + 0.02))
+    assert burst_score(inputs, 40, answer_left=0.2) == pytest.approx(1 / (0.01 + 0.02))  # at least one token
 
 
 def test_invalid_plans_and_inputs_are_rejected() -> None:
@@ -268,3 +272,74 @@ def test_invalid_plans_and_inputs_are_rejected() -> None:
         CostInputs(
             accept_probs=np.ones(2), draft_step_s=0.01, verify_s=Linear(0.01), target_step_s=0.01, uplink_bytes_per_s=0
         )
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# the energy objectives
+
+
+def _disagreeing_inputs() -> CostInputs:
+    """A drafter on a power-hungry accelerator (12 W while drafting, 4 W waiting) with middling acceptance: each
+    extra draft token pays in time only while it is likely accepted, in joules sooner."""
+    return CostInputs(
+        accept_probs=np.full(8, 0.7), draft_step_s=0.01, verify_s=Linear(0.02, 0.001), target_step_s=0.02,
+        rtt_s=0.03, draft_uplink_bytes=Linear(40, 4), draft_downlink_bytes=Linear(12, 0),
+        energy=EnergyInputs(draft_w=12.0, wait_w=4.0, up_joules_per_byte=1e-5, down_joules_per_byte=2e-6),
+    )  # fmt: skip
+
+
+def test_round_joules_by_hand() -> None:
+    inputs = _disagreeing_inputs()
+    seconds = 2 * 0.01 + 0.02 + 0.002 + 0.03  # K = 2: drafting, v(2), rtt
+    joules = seconds * 4.0 + 2 * 0.01 * (12.0 - 4.0) + (40 + 8) * 1e-5 + 12 * 2e-6
+    assert float(inputs.draft_round_j(2)) == pytest.approx(joules)
+    assert inputs.energy.joules(seconds, 0.02, 48, 12) == pytest.approx(joules)
+    burst = dataclasses.replace(inputs, catchup_s=Linear(0.005, 0.001))
+    burst_s = 10 * 0.02 + 0.03 + 0.015  # decode, rtt, catch-up (no burst bytes given)
+    assert float(burst.burst_round_j(10)) == pytest.approx(burst_s * 4.0 + 0.015 * 8.0)
+    assert float(burst.burst_round_j(10, catch_up=False)) == pytest.approx((burst_s - 0.015) * 4.0)
+    assert CostInputs(np.full(2, 0.5), 0.01, Linear(0.02), 0.02).draft_round_j(1) is None
+
+
+def test_the_objectives_pick_different_draft_lengths_where_energy_and_latency_disagree() -> None:
+    """Latency, balanced and energy each pick the argmax of their own figure, computed here independently, and the
+    three differ: drafting costs 3x the waiting power, so the energy objective drafts shortest."""
+    inputs = _disagreeing_inputs()
+    picks = {}
+    for objective in Objective:
+        figures = []
+        for k in range(9):
+            tokens = sum(0.7**j for j in range(k + 1))
+            seconds = k * 0.01 + 0.02 + 0.001 * k + 0.03
+            joules = seconds * 4.0 + k * 0.01 * 8.0 + (40 + 4 * k) * 1e-5 + 12 * 2e-6
+            figures.append(
+                {"latency": tokens / seconds, "energy": tokens / joules, "balanced": tokens**2 / (seconds * joules)}[
+                    objective.value
+                ]
+            )
+        plan, figure = best_plan(inputs, 100, 8, objective=objective)
+        assert plan == RoundPlan(burst=False, length=int(np.argmax(figures)))
+        assert figure == pytest.approx(max(figures))
+        assert figure == pytest.approx(plan_score(inputs, plan, objective))
+        picks[objective] = plan.length
+    assert picks[Objective.ENERGY] < picks[Objective.BALANCED] < picks[Objective.LATENCY]
+    assert picks == {Objective.LATENCY: 3, Objective.BALANCED: 2, Objective.ENERGY: 1}
+
+
+def test_equal_powers_make_the_energy_objective_the_latency_objective() -> None:
+    """With drafting no dearer than waiting and no radio, joules are seconds times a constant: same choice."""
+    inputs = dataclasses.replace(_disagreeing_inputs(), energy=EnergyInputs(draft_w=4.0, wait_w=4.0))
+    for remaining in (2, 5, 100):
+        plans = {o: best_plan(inputs, remaining, 8, [16], objective=o)[0] for o in Objective}
+        assert len(set(plans.values())) == 1
+
+
+def test_an_energy_objective_needs_energy_inputs() -> None:
+    inputs = dataclasses.replace(_disagreeing_inputs(), energy=None)
+    with pytest.raises(ValueError, match="needs the round's joules"):
+        best_plan(inputs, 100, 8, objective=Objective.ENERGY)
+    with pytest.raises(ValueError, match="must be >= wait_w"):
+        EnergyInputs(draft_w=1.0, wait_w=2.0)
+    with pytest.raises(ValueError, match="finite"):
+        EnergyInputs(draft_w=math.inf, wait_w=2.0)
+    assert score(Objective.BALANCED, 4.0, 2.0, 8.0) == pytest.approx(1.0)  # 4^2 / (2 * 8)

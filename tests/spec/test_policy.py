@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pytest
 
+from covspec.spec.cost_model import CostInputs, EnergyInputs, Linear, Objective, best_plan
 from covspec.spec.policy import (
     CostConfig,
     CostPolicy,
@@ -18,6 +19,7 @@ from covspec.spec.policy import (
     PolicyKind,
     RoundObservation,
     RoundPlan,
+    WarmStart,
     draft_margin,
     make_policy,
 )
@@ -413,3 +415,80 @@ def test_drafting_must_beat_a_burst_by_the_margin(draft_step_s, bursts) -> None:
     assert (draft_rate / burst_rate < 1.1) is bursts and draft_rate > burst_rate  # drafting is faster either way
     assert _Constructed(inputs, 0.1).plan(40).burst is bursts
     assert _Constructed(inputs, 0.0).plan(40) == draft_plan  # no margin: the model's own best
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# the energy objectives and the warm start
+
+_HUNGRY = EnergyInputs(draft_w=12.0, wait_w=4.0)  # a drafter on an accelerator: 3x the waiting draw
+
+
+def test_the_energy_objectives_draft_shorter_blocks_from_the_same_rounds() -> None:
+    """The same session (acceptance 0.85, 10 ms drafter, 20 ms + 1 ms/K verify, 30 ms round trip, a drafter that
+    draws 10 W against 4 W waiting) planned online by each objective: every extra draft pays in time for longer
+    than it pays in joules, so energy drafts the shortest blocks. (Balanced lies between per the model, but its
+    online choice between K = 3 and 4 is within the estimates' noise, so only its order against energy is asserted.)"""
+    scenario = Scenario(accept=0.85, draft_step_s=0.01, verify_base_s=0.02, verify_per_token_s=0.001, rtt_s=0.03)
+    lengths = {}
+    for objective in Objective:
+        rng = np.random.default_rng(41)
+        policy = CostPolicy(6, CostConfig(max_burst=0, objective=objective, energy=EnergyInputs(10.0, 4.0)))
+        plans = _run(policy, scenario, 100, rng)[policy.config.warmup_rounds :]
+        lengths[objective] = float(np.mean([plan.length for plan in plans]))
+    assert lengths[Objective.ENERGY] < 2.5 and lengths[Objective.LATENCY] > 3.5
+    assert lengths[Objective.ENERGY] + 1 < lengths[Objective.BALANCED]
+
+
+def test_the_energy_objective_stops_a_block_where_latency_goes_on() -> None:
+    """The marginal rule under each objective: a second token is worth its seconds, not its joules."""
+    inputs = CostInputs(
+        accept_probs=np.full(6, 0.7), draft_step_s=0.01, verify_s=Linear(0.02, 0.001), target_step_s=0.02,
+        rtt_s=0.03, energy=_HUNGRY,
+    )  # fmt: skip
+
+    class Given(CostPolicy):
+        def cost_inputs(self):
+            return inputs
+
+    kept = {}
+    for objective in (Objective.LATENCY, Objective.ENERGY, Objective.BALANCED):
+        policy = Given(6, CostConfig(max_burst=0, objective=objective, energy=_HUNGRY))
+        policy.plan(100)
+        kept[objective] = next(p for p in range(6) if not policy.keep_drafting(p, 0.5))
+    assert kept == {Objective.LATENCY: 3, Objective.BALANCED: 2, Objective.ENERGY: 1}  # as best_plan picks K
+
+
+def test_an_energy_objective_without_watts_is_refused() -> None:
+    with pytest.raises(ValueError, match="needs the device's energy inputs"):
+        CostPolicy(4, CostConfig(objective=Objective.BALANCED))
+
+
+def test_a_warm_start_plans_from_the_first_round() -> None:
+    warm = WarmStart(accept_probs=(0.9, 0.85, 0.8), draft_step_s=0.002, verify_base_s=0.02, verify_slope_s=0.001,
+                     rtt_s=0.02)  # fmt: skip
+    cold = CostPolicy(6)
+    policy = make_policy(PolicyKind.COST, draft_len=6, warm=warm)
+    assert isinstance(policy, CostPolicy) and policy.measured and not cold.measured
+    inputs = policy.cost_inputs()
+    assert inputs.draft_step_s == pytest.approx(0.002)
+    assert inputs.verify_time(0) == pytest.approx(0.02, rel=0.01)
+    assert inputs.verify_time(6) == pytest.approx(0.026, rel=0.05)
+    assert inputs.rtt_s == pytest.approx(0.02)
+    assert inputs.accept_probs[:3] == pytest.approx([0.9, 0.85, 0.8], abs=0.1)  # shrunk a little to the pooled rate
+    plan = policy.plan(100)
+    assert plan == best_plan(inputs, 100, 6)[0] and not plan.burst  # the model's plan, not a warm-up round
+    assert (
+        policy.last_rate is not None and cold.plan(100) == RoundPlan(burst=False, length=6) and cold.last_rate is None
+    )
+
+
+def test_a_wrong_warm_start_gives_way_to_what_the_session_measures() -> None:
+    warm = WarmStart(accept_probs=(0.95,) * 4, draft_step_s=0.001, verify_base_s=0.02, verify_slope_s=0.0,
+                     rtt_s=0.01)  # fmt: skip
+    policy = CostPolicy(4, CostConfig(max_burst=0), warm)
+    assert policy.acceptance.pooled_rate() > 0.85
+    _run(policy, Scenario(accept=0.2, draft_step_s=0.004), 60, np.random.default_rng(42))
+    assert policy.acceptance.pooled_rate() < 0.4  # true 0.2, seen through censoring and the policy's 0.6 prior
+    assert policy.cost_inputs().draft_step_s == pytest.approx(0.004, rel=0.05)
+    with pytest.raises(ValueError, match="accept_probs"):
+        WarmStart(accept_probs=(), draft_step_s=0.0, verify_base_s=0.0, verify_slope_s=0.0, rtt_s=0.0)

@@ -1,0 +1,56 @@
+"""The device's power for the cost model's energy objectives (:class:`covspec.spec.cost_model.EnergyInputs`), from
+the documented estimate: a power profile of :mod:`covspec.profile.energy.estimate` and a radio of
+:mod:`covspec.profile.energy.radio`.
+
+While a device runs rounds it waits on the link and the edge most of the time, and rounds come every few tens of
+milliseconds, far inside any radio's tail: the radio never returns to idle during a generation. So the waiting draw
+is the SoC's idle power plus the radio's connected (tail) power, drafting adds the busy cores (or the GPU), and each
+byte adds the radio's throughput-proportional term (alpha of Huang et al.'s model; its time term beta is the
+connected power already counted while waiting). A model, labelled as one wherever shown (docs/energy.md).
+"""
+
+from __future__ import annotations
+
+from covspec.errors import ConfigError
+from covspec.profile.energy.estimate import PROFILES as POWER_PROFILES
+from covspec.profile.energy.estimate import PowerProfile
+from covspec.profile.energy.radio import RadioProfile, radio_profile
+from covspec.spec.cost_model import EnergyInputs
+
+_MJ_PER_MBIT_TO_J_PER_BYTE = 8 / 1e6 / 1000.0  # alpha mW per Mbps = mJ per Mbit
+
+
+def power_profile(name: str | PowerProfile) -> PowerProfile:
+    if isinstance(name, PowerProfile):
+        return name
+    if name not in POWER_PROFILES:
+        raise ConfigError(f"unknown power profile {name!r}; choose one of {', '.join(POWER_PROFILES)}")
+    return POWER_PROFILES[name]
+
+
+def energy_inputs(
+    power: str | PowerProfile,
+    radio: str | RadioProfile | None,
+    busy_cores: int = 1,
+    *,
+    drafter_on_gpu: bool = False,
+) -> EnergyInputs:
+    """The estimate's watts for a drafter on ``busy_cores`` CPU cores (or the GPU) and the radio's joules per byte
+    (``radio`` None: a wired link, no radio energy)."""
+    profile = power_profile(power)
+    if busy_cores < 1:
+        raise ValueError(f"busy_cores must be >= 1, got {busy_cores}")
+    if drafter_on_gpu and not profile.has_gpu:
+        raise ConfigError(f"power profile {profile.name} has no GPU to draft on")
+    link = radio_profile(radio) if isinstance(radio, str) else radio
+    wait_w = profile.idle_w + (link.tail_mw / 1000.0 if link is not None else 0.0)
+    compute_w = profile.gpu_w if drafter_on_gpu else min(busy_cores, profile.cores) * profile.core_w
+    return EnergyInputs(
+        draft_w=wait_w + compute_w,
+        wait_w=wait_w,
+        up_joules_per_byte=link.alpha_up_mw_per_mbps * _MJ_PER_MBIT_TO_J_PER_BYTE if link is not None else 0.0,
+        down_joules_per_byte=link.alpha_down_mw_per_mbps * _MJ_PER_MBIT_TO_J_PER_BYTE if link is not None else 0.0,
+    )
+
+
+__all__ = ["energy_inputs", "power_profile"]
