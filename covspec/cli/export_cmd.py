@@ -14,13 +14,13 @@ def export(
     model: str = typer.Argument(..., help="Drafter checkpoint: a local folder or a hub id."),
     out: Path = typer.Option(..., "--out", help="Bundle folder to write."),
     precision: str | None = typer.Option(
-        None, "--precision", help="fp32 | fp16 | int8 | int8_qdq | int4 (default: the --device profile's, else fp32)."
+        None, "--precision", help="fp32 | fp16 | int8 | int8_qdq | int4 (default: the --device preset's, else fp32)."
     ),
     opset: int | None = typer.Option(None, "--opset", min=14, help="ONNX opset (default: the exporter's)."),
     device: str | None = typer.Option(
         None,
         "--device",
-        help="Device profile: jetson-orin, jetson-xavier, arm64-cpu, x86-cpu (see docs/device-profiles.md).",
+        help="Device preset: jetson-orin, jetson-xavier, arm64-cpu, x86-cpu (see docs/device-presets.md).",
     ),
     tensorrt: bool = typer.Option(False, "--tensorrt", help="Also build TensorRT engines (needs TensorRT and a GPU)."),
     calibration_images: Path | None = typer.Option(
@@ -51,7 +51,7 @@ def export(
             validate=validate,
             tolerance=tolerance,
             calibration_images=calibration_images,
-            samples=SCENES,  # the demo's scenes: calibration and TensorRT profile shapes
+            samples=SCENES,  # the demo's scenes: calibration and TensorRT optimization-profile shapes
             quantize=functools.partial(
                 quantize_and_measure,
                 samples=SCENES,  # ... and the quantization report's held-out samples

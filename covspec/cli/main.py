@@ -13,6 +13,7 @@ from covspec.cli import (
     export_cmd,
     info_cmd,
     link_cmd,
+    profile_cmd,
     run_cmd,
     serve_cmd,
     tiny_cmd,
@@ -43,6 +44,7 @@ app.command("quantize")(export_cmd.quantize)
 app.command("distill")(distill_cmd.distill)
 app.command("link")(link_cmd.link)
 app.command("info")(info_cmd.info)
+app.command("profile")(profile_cmd.profile)
 app.add_typer(bench_cmd.bench_app, name="bench")
 
 if __name__ == "__main__":

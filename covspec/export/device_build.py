@@ -1,6 +1,6 @@
 """One call from a drafter checkpoint to a device bundle: export (fp32, validated), quantize, TensorRT engines.
 
-``covspec export`` is this function; a device profile (``--device``) supplies the precision when none is given and the
+``covspec export`` is this function; a device preset (``--device``) supplies the precision when none is given and the
 TensorRT settings. Missing TensorRT is reported before any work starts, so a long export never ends in that error.
 """
 
@@ -19,7 +19,7 @@ from covspec.bundle.writing import update_manifest
 from covspec.errors import ExportError
 from covspec.export.calibration import calibrate_bundle
 from covspec.export.onnx_export import DEFAULT_OPSET, export_bundle
-from covspec.export.profiles import get_profile
+from covspec.export.presets import get_preset
 from covspec.export.tensorrt import build_bundle_engines
 from covspec.models.loading import quiet_transformers
 from covspec.quant.bundle import quantize_bundle, resolve_scheme
@@ -54,14 +54,15 @@ def build_device_bundle(
     overwrite: bool = False,
     progress: Any = None,
 ) -> dict[str, Any]:
-    """Write the bundle of ``model`` into ``out`` at ``precision`` (default: the device profile's, else fp32) and
+    """Write the bundle of ``model`` into ``out`` at ``precision`` (default: the device preset's, else fp32) and
     return its manifest as a dict. ``calibration_images`` makes int8 the calibrated QDQ form (what TensorRT reads).
 
     Export knows no dataset: ``samples`` is where static int8 (without ``calibration_images``) calibrates and the
-    TensorRT profiles draw their prompts and images; ``covspec export`` passes the demo's scenes, and a missing one is
-    refused here, before the export. ``quantize`` replaces the plain quantization step (see ``QuantizeStep``)."""
-    profile = get_profile(device) if device else None
-    precision = precision or (profile.precision if profile else "fp32")
+    TensorRT optimization profiles draw their prompts and images; ``covspec export`` passes the demo's scenes, and a
+    missing one is refused here, before the export. ``quantize`` replaces the plain quantization step (see
+    ``QuantizeStep``)."""
+    preset = get_preset(device) if device else None
+    precision = precision or (preset.precision if preset else "fp32")
     if precision not in PRECISIONS:
         raise ExportError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     static = precision == "int8_qdq" or (precision == "int8" and calibration_images is not None)
@@ -72,13 +73,13 @@ def build_device_bundle(
             raise ExportError("static int8 calibrates on sample images: pass calibration_images (a folder) or samples")
     step = quantize or _plain_quantize(calibration_images, samples, progress)
     if tensorrt:
-        if profile is None:
-            profile = get_profile("jetson-orin")
-        if profile.tensorrt is None:
-            raise ExportError(f"device profile {profile.name} does not use TensorRT; pick jetson-orin or jetson-xavier")
+        if preset is None:
+            preset = get_preset("jetson-orin")
+        if preset.tensorrt is None:
+            raise ExportError(f"device preset {preset.name} does not use TensorRT; pick jetson-orin or jetson-xavier")
         import_tensorrt()  # fails now, with the install hint, rather than after the export
         if samples is None:
-            raise ExportError("TensorRT profiles are sized on a reference sample: pass samples")
+            raise ExportError("TensorRT optimization profiles are sized on a reference sample: pass samples")
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         if not overwrite:
@@ -99,11 +100,11 @@ def build_device_bundle(
             fp32 = Path(tmp) / "fp32"
             export_fp32(fp32)
             step(fp32, out, quant_precision, static=static)
-    if profile is not None:
-        update_manifest(out, device_profile=profile.to_dict())
+    if preset is not None:
+        update_manifest(out, device_profile=preset.to_dict())  # old key name: existing bundles still load
     if tensorrt:
         assert samples is not None  # checked above, before the export
-        build_bundle_engines(out, profile, samples=samples, progress=progress)
+        build_bundle_engines(out, preset, samples=samples, progress=progress)
     return read_manifest(out).to_dict()
 
 

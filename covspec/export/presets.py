@@ -1,6 +1,10 @@
-"""Device profiles: what a bundle for one kind of device should be (precision, ONNX Runtime providers, TensorRT
-build settings, sequence limits), each with the reasons for its choices. ``docs/device-profiles.md`` explains them
+"""Device presets: what a bundle for one kind of device should be (precision, ONNX Runtime providers, TensorRT
+build settings, sequence limits), each with the reasons for its choices. ``docs/device-presets.md`` explains them
 at length; ``covspec export --device NAME`` and ``covspec quantize`` take their defaults from here.
+
+Called "device profiles" before ``covspec profile`` (latency and energy profiling) took the word. What is written
+to disk kept its old names so existing bundles still load: the manifest's ``device_profile`` section and
+``tensorrt.device_profile`` key, and the CLI flag ``--device``.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ class TensorRTSettings:
 
 
 @dataclass(frozen=True)
-class DeviceProfile:
+class DevicePreset:
     name: str
     precision: str  # bundle precision: fp32 | fp16 | int8 | int8_qdq | int4
     providers: tuple[str, ...]  # ONNX Runtime execution providers, most preferred first
@@ -70,8 +74,8 @@ _X86_REASONS = (
     "only; ONNX Runtime's default thread count (the physical cores)."
 )
 
-PROFILES: dict[str, DeviceProfile] = {
-    "jetson-orin": DeviceProfile(
+PRESETS: dict[str, DevicePreset] = {
+    "jetson-orin": DevicePreset(
         name="jetson-orin",
         precision="fp16",
         providers=("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
@@ -82,7 +86,7 @@ PROFILES: dict[str, DeviceProfile] = {
         threads=None,
         reasons=_ORIN_REASONS,
     ),
-    "jetson-xavier": DeviceProfile(
+    "jetson-xavier": DevicePreset(
         name="jetson-xavier",
         precision="fp16",
         providers=("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
@@ -93,7 +97,7 @@ PROFILES: dict[str, DeviceProfile] = {
         threads=None,
         reasons=_XAVIER_REASONS,
     ),
-    "arm64-cpu": DeviceProfile(
+    "arm64-cpu": DevicePreset(
         name="arm64-cpu",
         precision="int4",
         providers=("CPUExecutionProvider",),
@@ -104,7 +108,7 @@ PROFILES: dict[str, DeviceProfile] = {
         threads=4,
         reasons=_ARM_REASONS,
     ),
-    "x86-cpu": DeviceProfile(
+    "x86-cpu": DevicePreset(
         name="x86-cpu",
         precision="int8",
         providers=("CPUExecutionProvider",),
@@ -118,14 +122,14 @@ PROFILES: dict[str, DeviceProfile] = {
 }
 
 
-def get_profile(name: str | DeviceProfile) -> DeviceProfile:
-    """The profile called ``name`` (a ``DeviceProfile`` passes through)."""
-    if isinstance(name, DeviceProfile):
+def get_preset(name: str | DevicePreset) -> DevicePreset:
+    """The preset called ``name`` (a ``DevicePreset`` passes through)."""
+    if isinstance(name, DevicePreset):
         return name
     try:
-        return PROFILES[name]
+        return PRESETS[name]
     except KeyError:
-        raise ConfigError(f"unknown device profile {name!r}; choose one of {', '.join(PROFILES)}") from None
+        raise ConfigError(f"unknown device preset {name!r}; choose one of {', '.join(PRESETS)}") from None
 
 
-__all__ = ["PROFILES", "DeviceProfile", "TensorRTSettings", "get_profile"]
+__all__ = ["PRESETS", "DevicePreset", "TensorRTSettings", "get_preset"]

@@ -41,7 +41,7 @@ from covspec.bundle.engines import ENGINE_FILES, TIMING_CACHE, TRT_DIR
 from covspec.bundle.platform import detect_platform, import_tensorrt, trt_major
 from covspec.bundle.writing import update_manifest
 from covspec.errors import ExportError
-from covspec.export.profiles import DeviceProfile, TensorRTSettings, get_profile
+from covspec.export.presets import DevicePreset, TensorRTSettings, get_preset
 from covspec.quant.calibration import SampleSource, record_feeds
 
 log = logging.getLogger(__name__)
@@ -82,17 +82,17 @@ def _fixed(dim: int | str, fallback: int) -> int:
 
 
 def decoder_shapes(
-    inputs: dict[str, list[int | str]], model: dict[str, Any], profile: DeviceProfile, phase: str, opt_prompt: int
+    inputs: dict[str, list[int | str]], model: dict[str, Any], preset: DevicePreset, phase: str, opt_prompt: int
 ) -> dict[str, ShapeRange]:
     """Profile shapes for the merged decoder in ``phase`` ("prefill": a prompt of 1..max_prompt_tokens tokens over
     an empty cache; "decode": 1..max_step_tokens tokens over a cache of 1..max_context - max_step positions).
     ``model`` is the manifest's ``model`` section (hidden size, KV heads, head dim); batch is 1."""
     if phase == "prefill":
-        seq = (1, min(opt_prompt, profile.max_prompt_tokens), profile.max_prompt_tokens)
+        seq = (1, min(opt_prompt, preset.max_prompt_tokens), preset.max_prompt_tokens)
         past = (0, 0, 0)
     elif phase == "decode":
-        seq = (1, 1, profile.max_step_tokens)
-        past_max = profile.max_context_tokens - profile.max_step_tokens
+        seq = (1, 1, preset.max_step_tokens)
+        past_max = preset.max_context_tokens - preset.max_step_tokens
         past = (1, min(max(opt_prompt, 1) + 64, past_max), past_max)
     else:
         raise ValueError(f"unknown decoder phase {phase!r}")
@@ -115,9 +115,9 @@ def decoder_shapes(
     return shapes
 
 
-def embed_shapes(inputs: dict[str, list[int | str]], profile: DeviceProfile, opt_prompt: int) -> dict[str, ShapeRange]:
+def embed_shapes(inputs: dict[str, list[int | str]], preset: DevicePreset, opt_prompt: int) -> dict[str, ShapeRange]:
     """``input_ids`` [1, 1..max_prompt_tokens]."""
-    seq = (1, min(opt_prompt, profile.max_prompt_tokens), profile.max_prompt_tokens)
+    seq = (1, min(opt_prompt, preset.max_prompt_tokens), preset.max_prompt_tokens)
     return {name: ShapeRange(*[(1, s) for s in seq]) for name in inputs}
 
 
@@ -266,8 +266,8 @@ def _reference_feeds(bundle_dir: Path, samples: SampleSource) -> dict[str, list[
     return record_feeds(engine, samples("train", 1), decode_steps=1, max_per_role=4)
 
 
-def plan_engines(bundle: Any, profile: DeviceProfile, feeds: dict[str, list[dict[str, Any]]]) -> list[EngineSpec]:
-    """The engines a bundle needs on ``profile``, with their profile shapes."""
+def plan_engines(bundle: Any, preset: DevicePreset, feeds: dict[str, list[dict[str, Any]]]) -> list[EngineSpec]:
+    """The engines a bundle needs on ``preset``, with their optimization-profile shapes."""
     manifest = bundle.manifest
     out_dir = Path(bundle.root) / TRT_DIR
     decoder_feeds = feeds.get("decoder") or []
@@ -291,7 +291,7 @@ def plan_engines(bundle: Any, profile: DeviceProfile, feeds: dict[str, list[dict
         EngineSpec(
             "embed_tokens",
             embed,
-            embed_shapes(graph_inputs(embed), profile, opt_prompt),
+            embed_shapes(graph_inputs(embed), preset, opt_prompt),
             out_dir / ENGINE_FILES["embed_tokens"],
         )
     )
@@ -303,7 +303,7 @@ def plan_engines(bundle: Any, profile: DeviceProfile, feeds: dict[str, list[dict
             EngineSpec(
                 name,
                 decoder,
-                decoder_shapes(inputs, manifest.model, profile, phase, opt_prompt),
+                decoder_shapes(inputs, manifest.model, preset, phase, opt_prompt),
                 out_dir / ENGINE_FILES[name],
                 {"phase": phase},
             )
@@ -313,48 +313,48 @@ def plan_engines(bundle: Any, profile: DeviceProfile, feeds: dict[str, list[dict
 
 def build_bundle_engines(
     bundle_dir: Path | str,
-    device: str | DeviceProfile = "jetson-orin",
+    device: str | DevicePreset = "jetson-orin",
     *,
     samples: SampleSource,
     progress: Any = None,
 ) -> dict[str, Any]:
-    """Build the TensorRT engines of the bundle at ``bundle_dir`` for ``device`` (a profile name or
-    ``DeviceProfile``) on this machine's GPU, store them under ``BUNDLE/tensorrt/`` with a timing cache, record them
+    """Build the TensorRT engines of the bundle at ``bundle_dir`` for ``device`` (a preset name or
+    ``DevicePreset``) on this machine's GPU, store them under ``BUNDLE/tensorrt/`` with a timing cache, record them
     in the manifest's ``"tensorrt"`` section and return that section.
 
     ``samples`` gives the reference sample that sizes the profiles (its image shape, its prompt length): pass images
     like the ones the drafter will see; ``covspec export`` passes the demo's scenes (``covspec.demo.samples.SCENES``).
     """
-    profile = get_profile(device)
-    if profile.tensorrt is None:
-        raise ExportError(f"device profile {profile.name} does not use TensorRT; pick jetson-orin or jetson-xavier")
+    preset = get_preset(device)
+    if preset.tensorrt is None:
+        raise ExportError(f"device preset {preset.name} does not use TensorRT; pick jetson-orin or jetson-xavier")
     trt = import_tensorrt()
     platform = detect_platform(trt)
     bundle = load_bundle(bundle_dir, verify=True)
     precision = bundle.manifest.precision or "fp32"
-    typing = choose_typing(platform.tensorrt_version, precision, profile.tensorrt)
+    typing = choose_typing(platform.tensorrt_version, precision, preset.tensorrt)
     if typing.note:
         log.info("TensorRT typing: %s", typing.note)
-    specs = plan_engines(bundle, profile, _reference_feeds(Path(bundle_dir), samples))
+    specs = plan_engines(bundle, preset, _reference_feeds(Path(bundle_dir), samples))
     cache = Path(bundle.root) / TRT_DIR / TIMING_CACHE
     task = progress.add_task("tensorrt", total=len(specs)) if progress is not None else None
     engines = {}
     for spec in specs:
         log.info("building TensorRT engine %s from %s", spec.name, spec.onnx_path.name)
-        engines[spec.name] = build_engine(trt, spec, typing, profile.tensorrt, cache)
+        engines[spec.name] = build_engine(trt, spec, typing, preset.tensorrt, cache)
         if task is not None:
             progress.update(task, advance=1)
     section = {
         **platform.to_dict(),
-        "device_profile": profile.name,
+        "device_profile": preset.name,  # the key keeps its old name: existing bundles still load
         "bundle_precision": precision,
         "strongly_typed": typing.strongly_typed,
         "builder_flags": list(typing.flags),
-        "settings": asdict(profile.tensorrt),
-        "max_prompt_tokens": profile.max_prompt_tokens,
-        "max_context_tokens": profile.max_context_tokens,
-        "max_step_tokens": profile.max_step_tokens,
-        "timing_cache": f"{TRT_DIR}/{TIMING_CACHE}" if profile.tensorrt.timing_cache else None,
+        "settings": asdict(preset.tensorrt),
+        "max_prompt_tokens": preset.max_prompt_tokens,
+        "max_context_tokens": preset.max_context_tokens,
+        "max_step_tokens": preset.max_step_tokens,
+        "timing_cache": f"{TRT_DIR}/{TIMING_CACHE}" if preset.tensorrt.timing_cache else None,
         "engines": engines,
         "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }

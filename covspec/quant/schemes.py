@@ -81,7 +81,7 @@ SCHEMES: dict[str, Scheme] = {
 
 def scheme_for(precision: str, *, static: bool = False) -> Scheme:
     """The scheme for a user's ``precision`` (``int8`` + ``static`` -> ``int8_qdq``; ``int8_qdq`` itself, as a
-    device profile names it, is accepted too)."""
+    device preset names it, is accepted too)."""
     if precision == "int8_qdq":
         return SCHEMES["int8_qdq"]
     if precision not in PRECISIONS:

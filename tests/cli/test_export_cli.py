@@ -21,12 +21,12 @@ def _covspec(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run([COVSPEC, *map(str, args)], capture_output=True, text=True, timeout=timeout)
 
 
-def test_export_with_a_device_profile_takes_its_precision(tiny_pair, tmp_path) -> None:
+def test_export_with_a_device_preset_takes_its_precision(tiny_pair, tmp_path) -> None:
     out = tmp_path / "x86"
     done = _covspec("export", tiny_pair("llava").drafter, "--out", out, "--device", "x86-cpu", "--json")
     assert done.returncode == 0, done.stderr[-3000:]
     manifest = json.loads(done.stdout)
-    assert manifest["precision"] == "int8"  # the x86-cpu profile's choice
+    assert manifest["precision"] == "int8"  # the x86-cpu preset's choice
     assert manifest["device_profile"]["name"] == "x86-cpu"
     assert manifest["quantization"]["scheme"] == "int8"
     assert manifest["quantization"]["source_bundle"]["validation"]["top1_agreement"] == 1.0

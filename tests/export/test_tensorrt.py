@@ -16,11 +16,11 @@ from covspec.bundle.platform import PlatformInfo
 from covspec.demo.samples import SCENES
 from covspec.errors import BundleError, EngineUnavailableError, ExportError
 from covspec.export import tensorrt as trt_build
-from covspec.export.profiles import get_profile
+from covspec.export.presets import get_preset
 from tests.helpers import tensorrt_missing
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
-ORIN = get_profile("jetson-orin")
+ORIN = get_preset("jetson-orin")
 
 
 MISSING = tensorrt_missing()
@@ -32,7 +32,7 @@ def test_build_without_tensorrt_raises_engine_unavailable(tmp_path):
         trt_build.build_bundle_engines(tmp_path, "jetson-orin", samples=SCENES)
 
 
-def test_cpu_profiles_refuse_tensorrt(tmp_path):
+def test_cpu_presets_refuse_tensorrt(tmp_path):
     with pytest.raises(ExportError, match="does not use TensorRT"):
         trt_build.build_bundle_engines(tmp_path, "x86-cpu", samples=SCENES)
 
@@ -305,4 +305,4 @@ def test_dla_only_for_engines_with_fixed_shapes():
     )
     assert trt_build.dla_core_for(fixed, dla) == 0
     assert trt_build.dla_core_for(decoder, dla) is None  # DLA takes no dynamic dimensions
-    assert trt_build.dla_core_for(fixed, ORIN.tensorrt) is None  # the profile leaves DLA off
+    assert trt_build.dla_core_for(fixed, ORIN.tensorrt) is None  # the preset leaves DLA off

@@ -1,5 +1,5 @@
 """A documented model, not a sensor: joules = CPU seconds x watts per busy core + GPU seconds x GPU watts
-+ idle watts x wall seconds, from a device profile. Every reading says ``estimated: true``.
++ idle watts x wall seconds, from a power profile. Every reading says ``estimated: true``.
 
 Each profile starts from a published power budget (a Jetson power mode, a laptop CPU's base power, a phone's
 sustained SoC budget) and splits it by one fixed rule: idle = 20 % of the budget, the GPU at full load = 50 %,
