@@ -13,6 +13,7 @@ from covspec.cli import (
     export_cmd,
     info_cmd,
     link_cmd,
+    pair_cmd,
     profile_cmd,
     run_cmd,
     serve_cmd,
@@ -45,6 +46,7 @@ app.command("distill")(distill_cmd.distill)
 app.command("link")(link_cmd.link)
 app.command("info")(info_cmd.info)
 app.command("profile")(profile_cmd.profile)
+app.command("pair")(pair_cmd.pair)
 app.add_typer(bench_cmd.bench_app, name="bench")
 
 if __name__ == "__main__":

@@ -242,6 +242,11 @@ class LoadedModel(abc.ABC):
     def accepts_images(self) -> bool: ...
 
     @property
+    def image_token_id(self) -> int | None:
+        """The id of the prompt's image placeholder (None: a text-only model); pairing compares the two sides'."""
+        return None
+
+    @property
     @abc.abstractmethod
     def vocabulary(self) -> Vocabulary:
         """What each token id means (``covspec.models.vocabulary``): what pairing compares across tokenizers."""

@@ -141,6 +141,10 @@ class EdgeClient:
             "POST", "/v1/chat/completions", json.dumps(body).encode(), {"Content-Type": "application/json"}
         )
 
+    def link_probe(self) -> LinkProbe:
+        """One kept-alive HTTP connection for timing the link (``covspec pair``); the caller closes it."""
+        return LinkProbe(self)
+
     def connection(self) -> EdgeConnection:
         """The device's one connection to this edge, kept open across generations (opened on first use)."""
         if self._connection is None:
@@ -154,6 +158,73 @@ class EdgeClient:
 
     def _delay(self, attempt: int) -> float:
         return min(self.retry.max_delay_s, self.retry.first_delay_s * (2**attempt))
+
+
+class LinkProbe:
+    """Times requests on one kept-alive HTTP connection to the edge, from the request's first byte to the response's
+    last: ``/healthz`` for the round trip, ``/v1/link/sink`` and ``/v1/link/source`` (feature ``link.probe``) for each
+    direction's throughput. Its bytes count under the counter's ``probe`` phase; a refusal raises ``EdgeError``."""
+
+    FEATURE = "link.probe"  # what an edge with these routes lists in /v1/info "features"
+
+    def __init__(self, client: EdgeClient) -> None:
+        self.client = client
+        self._conn = _CountingHTTPConnection(client.host, client.port, client.counter, client.retry.timeout_s)
+
+    def round_trip(self) -> float:
+        """Seconds of one ``GET /healthz`` (the cheapest route: no key, no body)."""
+        return self._timed("GET", "/healthz", None)[0]
+
+    def upload(self, data: bytes) -> float:
+        """Seconds to send ``data`` to the sink and read its count back (checked against what was sent)."""
+        seconds, body = self._timed("POST", "/v1/link/sink", data, {"Content-Type": "application/octet-stream"})
+        received = json.loads(body).get("bytes")
+        if received != len(data):
+            raise EdgeError(f"the edge's sink counted {received} of {len(data)} bytes", code="malformed_message")
+        return seconds
+
+    def download(self, n_bytes: int) -> float:
+        """Seconds to ask the source for ``n_bytes`` and read all of them."""
+        seconds, body = self._timed("GET", f"/v1/link/source?bytes={int(n_bytes)}", None)
+        if len(body) != n_bytes:
+            raise EdgeError(f"the edge's source sent {len(body)} of {n_bytes} bytes", code="malformed_message")
+        return seconds
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> LinkProbe:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _timed(self, method: str, path: str, body: bytes | None, headers: dict | None = None) -> tuple[float, bytes]:
+        counter = self.client.counter
+        previous, counter.phase = counter.phase, "probe"
+        try:
+            if self._conn.sock is None:
+                self._conn.connect()  # the connection's own setup is not part of any timing
+            started = time.perf_counter()
+            self._conn.request(
+                method, self.client.base_path + path, body=body, headers={**self.client._headers(), **(headers or {})}
+            )
+            response = self._conn.getresponse()
+            payload = response.read()
+            seconds = time.perf_counter() - started
+        except (ConnectionError, OSError, http.client.HTTPException) as exc:
+            self._conn.close()
+            raise EdgeUnavailableError(f"link probe {method} {path} failed: {exc}") from None
+        finally:
+            counter.phase = previous
+        if response.status >= 400:
+            try:
+                error = json.loads(payload)["error"]
+                code, message = str(error["code"]), str(error["message"])
+            except (ValueError, KeyError, TypeError):
+                code, message = "internal_error", payload[:200].decode(errors="replace")
+            raise EdgeError(f"edge answered {response.status} to {method} {path}: {message}", code=code)
+        return seconds, payload
 
 
 class EdgeConnection:

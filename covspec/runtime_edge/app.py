@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import Depends, FastAPI, Request, WebSocket
+from fastapi import Depends, FastAPI, Query, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from covspec.errors import CovspecError, ProtocolError
 from covspec.models.base import LoadedModel
 from covspec.protocol import PROTOCOL_VERSION, SessionSpec
+from covspec.runtime_edge import link_probe
 from covspec.runtime_edge.connection import serve_device_connection, serve_session_rounds
 from covspec.runtime_edge.gate import EdgeGate
 from covspec.runtime_edge.images import decode_data_uri
@@ -87,6 +88,17 @@ def _add_routes(app: FastAPI) -> None:
     @app.get("/v1/info")
     async def info(service: Service) -> dict[str, Any]:
         return service.info()
+
+    @app.post("/v1/link/sink")
+    async def link_sink(request: Request, service: Service) -> dict[str, int]:
+        return await link_probe.sink(request, service.limits.max_link_probe_bytes)
+
+    @app.get("/v1/link/source")
+    async def link_source(service: Service, size: int = Query(..., alias="bytes", ge=0)) -> Response:
+        link_probe.check_source_size(size, service.limits.max_link_probe_bytes)
+        return StreamingResponse(
+            link_probe.source(size), media_type="application/octet-stream", headers={"Content-Length": str(size)}
+        )
 
     @app.get("/v1/vocabulary")
     async def vocabulary(service: Service) -> Response:

@@ -62,6 +62,7 @@ FEATURES = [
     "reduce_target",  # a session's lossy target_reduction: the target reads only the visual tokens a reducer keeps
     "upload.image_processor",  # model.image_processor: what a device needs to upload the image already resized
     "batching",  # rounds and completion tokens of many sessions verified in one target forward (info: batching)
+    "link.probe",  # POST /v1/link/sink, GET /v1/link/source: the device times the link (covspec pair)
     "sampling",
     "http_sessions",
     "openai.chat_completions",
@@ -175,6 +176,8 @@ class EdgeService:
                 "name": self.model_name,
                 "chat_probe": list(self.model.vocabulary.probe_ids),
                 "image_processor": self.image_processor,
+                "accepts_images": self.model.accepts_images,
+                "image_token_id": self.model.image_token_id,
             },
             "features": FEATURES,
             "verify_modes": [m.value for m in VerifyMode],  # "auto" is answered with the mode it resolves to

@@ -28,6 +28,7 @@ class EdgeLimits:
     retry_after_s: int = 2  # the Retry-After of a refusal for capacity (503 too_many_sessions / kv_memory_exhausted)
     header_timeout_s: float = 10.0  # a connection must deliver its request head within this (slow clients)
     idle_timeout_s: float = 30.0  # an idle keep-alive HTTP connection is closed after this
+    max_link_probe_bytes: int = 8 << 20  # request_too_large: the most one link probe (/v1/link/sink, source) moves
 
     def to_dict(self) -> dict[str, float | int]:
         return {**self.__dict__, "max_body_bytes": self.max_body_bytes}

@@ -36,6 +36,10 @@ class TorchDrafterEngine:
         return self._model.accepts_images
 
     @property
+    def image_token_id(self) -> int | None:
+        return self._model.image_token_id
+
+    @property
     def vocabulary(self) -> Vocabulary:
         return self._model.vocabulary
 
