@@ -48,6 +48,18 @@ def pair(
         callback=lambda name: name if name is None else check_links(name),
         help="Measure through an emulated link (a preset of `covspec link`).",
     ),
+    energy: str | None = typer.Option(
+        None,
+        "--energy",
+        help="Also measure the device's watts idle and drafting with this meter (auto, jetson, nvml, rapl, battery, "
+        "estimate) for `covspec run --objective energy|balanced`.",
+    ),
+    power_profile: str | None = typer.Option(
+        None, "--power-profile", help="The estimate meter's power profile (docs/energy.md)."
+    ),
+    radio: str | None = typer.Option(
+        None, "--radio", help="The device's radio, added by its model: wifi, lte, 5g (a SoC meter does not see it)."
+    ),
     out: Path = typer.Option(Path("pairing.json"), "--out", dir_okay=False, help="Where to write the pairing file."),
     api_key_file: Path | None = typer.Option(None, "--api-key-file"),
     as_json: bool = typer.Option(False, "--json", help="Print the pairing file's content as JSON."),
@@ -64,7 +76,9 @@ def pair(
     from covspec.runtime_device.engines import load_engine
     from covspec.runtime_device.pairing_file import MEASURED
 
-    config = PairConfig(calibration=calibration, max_new_tokens=max_new_tokens)
+    config = PairConfig(
+        calibration=calibration, max_new_tokens=max_new_tokens, energy=energy, power_profile=power_profile, radio=radio
+    )
     try:
         api_key = read_api_key_file(api_key_file) if api_key_file else None
         if (drafter is None) == (bundle is None):
@@ -158,4 +172,10 @@ def _print(pairing: Any, out: Path, link: str) -> None:
             "yes" if c.drafting_pays else "no (bursts)",
         )  # fmt: skip
     console.print(table)
+    if pairing.energy is not None:
+        e, how = pairing.energy, m["energy"]
+        label = " (an ESTIMATE)" if how["estimated"] else ""
+        radio = f", radio {how['radio']} by its model" if how["radio_modelled"] else ""
+        console.print(f"device watts{label}, {how['meter']} meter{radio}: waiting {e.wait_w:.2f} W, drafting "
+                      f"{e.draft_w:.2f} W")  # fmt: skip
     console.print(f"wrote {out}")

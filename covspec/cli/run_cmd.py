@@ -143,8 +143,6 @@ def run(
             energy = energy_inputs(
                 power_profile, None if radio == "none" else radio, resolve_threads(threads), drafter_on_gpu=on_gpu
             )
-        elif objective is not Objective.LATENCY:
-            raise ValueError(f"--objective {objective.value} needs --power-profile (the device's watts)")
         config = GenerationConfig(
             max_new_tokens,
             temperature,
@@ -176,6 +174,11 @@ def run(
                 if power_profile is not None:
                     explicit.add("energy")
                 config, paired = Pairing.load(pairing).apply(config, engine.fingerprint, client.info(), link, explicit)
+            if config.objective is not Objective.LATENCY and config.energy is None:
+                raise ValueError(
+                    f"--objective {config.objective.value} needs --power-profile (the device's watts) or a pairing "
+                    "file with measured watts (`covspec pair --energy`)"
+                )
             result = generate(engine, client, image.read_bytes(), prompt, config)
             if paired is not None:
                 result.stats["pairing"] = {"path": str(pairing), **paired}

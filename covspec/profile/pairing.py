@@ -2,6 +2,8 @@
 drafter's step by context length, the edge's verify line v(K) = base + slope*K and the per-position acceptance from
 real calibration rounds, then the draft length the cost model rates best on each link condition
 (:func:`covspec.spec.cost_model.best_plan`) with its expected speedup over the target alone through that link.
+With an energy meter, also the device's watts while it idles and while it drafts (the cost model's
+:class:`~covspec.spec.cost_model.EnergyInputs`, for `covspec run --objective energy|balanced`).
 
 The fitting functions are pure (rounds in, numbers out) so tests check them on constructed rounds; ``measure_link``,
 ``drafter_steps`` and ``calibrate`` do the real work against an engine and an edge.
@@ -20,6 +22,10 @@ import numpy as np
 
 from covspec.errors import EdgeError
 from covspec.link.presets import LINK_PRESETS, LinkProfile
+from covspec.profile.energy import EnergyMeter
+from covspec.profile.energy.objective import measured_energy_inputs, radio_terms
+from covspec.profile.run import profile_meter
+from covspec.profile.stage_energy import measure_idle, measure_steps, window_seconds
 from covspec.protocol import VerifyMode
 from covspec.protocol.modes import resolve_verify_mode
 from covspec.runtime_device.client import EdgeClient, LinkProbe
@@ -28,7 +34,7 @@ from covspec.runtime_device.loop import GenerationConfig, GenerationResult, gene
 from covspec.runtime_device.pairing import check_pair_fully
 from covspec.runtime_device.pairing_file import MEASURED, Identity, LinkChoice, Pairing
 from covspec.runtime_device.upload import decode_rgb
-from covspec.spec.cost_model import CostInputs, Linear, best_plan
+from covspec.spec.cost_model import CostInputs, EnergyInputs, Linear, best_plan
 from covspec.spec.estimators import PositionAcceptance
 from covspec.spec.policy import CostConfig, PolicyKind, RoundObservation, WarmStart
 
@@ -46,6 +52,10 @@ class PairConfig:
     probe_repeats: int = 3  # transfers timed at the chosen size (median)
     drafter_steps: int = 48  # single-token drafter steps timed after a prefill
     context_buckets: int = 4  # the drafter's step time is reported in this many context-length bands
+    energy: str | None = None  # a meter kind (covspec.profile.energy.MeterKind): measure the device's watts
+    power_profile: str | None = None  # the estimate meter's power profile (its default when None)
+    radio: str | None = None  # the device's radio, added by its model (a SoC meter does not see the modem)
+    energy_window_s: float = 1.0  # the least each energy window (idle, drafting) lasts
 
 
 # ---- the link ------------------------------------------------------------------------------------------------------
@@ -136,6 +146,28 @@ def drafter_steps(engine: DrafterEngine, image: Any, prompt: str, config: PairCo
         "prompt_length": sequence.prompt_length,
         "step_s": statistics.median(s for _, s in timed),
         "by_context": by_context,
+    }
+
+
+def measure_watts(
+    meter: EnergyMeter, engine: DrafterEngine, image: Any, prompt: str, config: PairConfig
+) -> tuple[EnergyInputs, dict[str, Any]]:
+    """The device's mean watts while it sleeps (as it does waiting on the edge) and while its drafter steps, each in
+    its own meter window, as the cost model's EnergyInputs with ``config.radio``'s model added; and the readings."""
+    seconds = window_seconds(meter, config.energy_window_s)
+    idle = measure_idle(meter, seconds)
+    drafting = measure_steps(meter, engine, image if engine.accepts_images else None, prompt, None, seconds, 32)
+    idle_w, drafting_w = idle.reading.mean_watts, drafting.reading.mean_watts
+    if idle_w is None or drafting_w is None:
+        raise EdgeError(f"the {meter.name} meter gave no joules; pick another with --energy", code="bad_config")
+    inputs = measured_energy_inputs(idle_w, drafting_w, config.radio)
+    return inputs, {
+        "meter": meter.name,
+        "estimated": idle.reading.estimated or drafting.reading.estimated,
+        "idle": idle.to_dict(),
+        "drafting": drafting.to_dict(),
+        "radio": config.radio,
+        "radio_modelled": config.radio is not None,
     }
 
 
@@ -390,6 +422,10 @@ def measure_pair(
             f"the edge does not offer {LinkProbe.FEATURE} (/v1/link/sink and /v1/link/source): update its covspec",
             code="bad_config",
         )
+    meter = None
+    if config.energy is not None:  # an unavailable meter or unknown radio fails before any measuring
+        meter = profile_meter(config.energy, config.power_profile)
+        radio_terms(config.radio)
     limits = info.get("limits", {})
     max_draft = int(limits.get("max_draft_tokens", max(config.draft_lens)))
     stage("measuring the link")
@@ -401,6 +437,10 @@ def measure_pair(
     results = calibrate(engine, client, items, config, max_draft, lambda i, _: stage("calibrating", i + 1,
                                                                                      config.calibration))  # fmt: skip
     ks = calibration_draft_lens(config.draft_lens, max_draft)
+    energy, energy_readings = None, None
+    if meter is not None:
+        stage("measuring the device's watts")
+        energy, energy_readings = measure_watts(meter, engine, decode_rgb(items[0][0]), items[0][1], config)
     numbers = pair_numbers(results, link, max(ks))
     acceptance = acceptance_from_rounds([r for result in results for r in result.rounds], max(ks))
     mode = resolve_verify_mode(VerifyMode.AUTO)
@@ -416,6 +456,7 @@ def measure_pair(
         warm=warm_start(numbers),
         links=recommend(numbers, through),
         measured_link=name,
+        energy=energy,
         measurements={
             "link": link.to_dict(),
             "drafter": {"engine": engine.name, **steps, "draft_step_s": numbers.draft_step_s},
@@ -435,12 +476,12 @@ def measure_pair(
                 "policy": PolicyKind.FIXED.value,
             },
             "edge_protocol_version": info.get("protocol_version"),
+            "energy": energy_readings,
         },
     )
 
 
 __all__ = [
-    "measure_pair",
     "Acceptance",
     "LinkMeasurement",
     "PairConfig",
@@ -455,6 +496,8 @@ __all__ = [
     "fit_verify",
     "link_conditions",
     "measure_link",
+    "measure_pair",
+    "measure_watts",
     "pair_numbers",
     "recommend",
     "recommend_link",

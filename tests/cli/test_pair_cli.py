@@ -162,3 +162,39 @@ def test_pair_refuses_a_drafter_whose_vocabulary_differs(demo, tmp_path) -> None
                        str(tmp_path / "p.json"))  # fmt: skip
     assert done.exit_code == 2, done.stderr[-3000:]
     assert f"token id 300 is {by_id[301]!r} for the drafter but {by_id[300]!r} for the target" in done.stderr
+
+
+@pytest.mark.e2e
+def test_pair_measures_the_device_watts_and_run_plans_by_them(paired, demo, tmp_path) -> None:
+    """`pair --energy estimate` stores the device's watts idle and drafting (the estimate meter: idle share of the
+    power profile, plus one busy core while the drafter steps on its one thread) with the radio's model on top;
+    `run --pairing --objective energy` then plans by tokens per joule with them, still committing the target's own
+    tokens. A file without watts cannot drive the energy objective."""
+    from covspec.profile.energy.estimate import PROFILES
+    from covspec.profile.energy.radio import PROFILES as RADIOS
+
+    out = tmp_path / "energy.json"
+    done = _covspec("pair", "--bundle", str(demo["bundle"]), "--edge", demo["url"], "--calibration", "2",
+                    "--threads", "1", "--energy", "estimate", "--power-profile", "orin-nano-15w", "--radio", "lte",
+                    "--out", str(out), "--json")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    written = json.loads(out.read_text())
+    orin, lte_w = PROFILES["orin-nano-15w"], RADIOS["lte"].tail_mw / 1000
+    energy, readings = written["energy"], written["measurements"]["energy"]
+    assert readings["meter"] == "estimate" and readings["estimated"] and readings["radio"] == "lte"
+    assert energy["wait_w"] == pytest.approx(orin.idle_w + lte_w, abs=0.1)  # a sleeping process: idle + radio
+    assert energy["draft_w"] - energy["wait_w"] == pytest.approx(orin.core_w, rel=0.35)  # about one busy core
+    assert energy["up_joules_per_byte"] > energy["down_joules_per_byte"] > 0
+
+    args = ["run", "--bundle", str(demo["bundle"]), "--edge", demo["url"], "--image", str(demo["image"]),
+            "--prompt", demo["prompt"], "--max-new-tokens", str(MAX_NEW), "--threads", "1", "--json",
+            "--objective", "energy"]  # fmt: skip
+    run = _covspec(*args, "--pairing", str(out))
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout)
+    stats = result["stats"]
+    assert result["tokens"] == demo["reference"]
+    assert stats["objective"] == "energy" and stats["pairing"]["set"]["energy"] == energy
+    assert stats["device_joules"] >= stats["wall_s"] * energy["wait_w"]
+    refused = _in_process(*args, "--pairing", str(demo["out"]))  # the file without watts
+    assert refused.exit_code == 2 and "needs --power-profile" in refused.stderr

@@ -35,3 +35,14 @@ def test_bad_names_are_refused() -> None:
         energy_inputs("phone-soc", "carrier-pigeon")
     with pytest.raises(ConfigError, match="no GPU"):
         energy_inputs("laptop-cpu-28w", None, drafter_on_gpu=True)
+
+
+def test_measured_watts_get_the_radio_on_top_and_never_draft_below_waiting() -> None:
+    from covspec.profile.energy.objective import measured_energy_inputs, radio_terms
+
+    connected, up, down = radio_terms("wifi")
+    assert connected == pytest.approx(RADIOS["wifi"].tail_mw / 1000) and up > down > 0
+    inputs = measured_energy_inputs(2.0, 3.5, "wifi")
+    assert (inputs.wait_w, inputs.draft_w) == pytest.approx((2.0 + connected, 3.5 + connected))
+    noisy = measured_energy_inputs(2.0, 1.9, None)  # a meter's noise put drafting under idling: clamp, not refuse
+    assert noisy.draft_w == noisy.wait_w == 2.0 and radio_terms(None) == (0.0, 0.0, 0.0)

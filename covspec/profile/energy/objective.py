@@ -28,6 +28,26 @@ def power_profile(name: str | PowerProfile) -> PowerProfile:
     return POWER_PROFILES[name]
 
 
+def radio_terms(radio: str | RadioProfile | None) -> tuple[float, float, float]:
+    """(connected watts, joules per byte up, joules per byte down) of ``radio`` (None: a wired link, all zero)."""
+    link = radio_profile(radio) if isinstance(radio, str) else radio
+    if link is None:
+        return 0.0, 0.0, 0.0
+    return (
+        link.tail_mw / 1000.0,
+        link.alpha_up_mw_per_mbps * _MJ_PER_MBIT_TO_J_PER_BYTE,
+        link.alpha_down_mw_per_mbps * _MJ_PER_MBIT_TO_J_PER_BYTE,
+    )
+
+
+def measured_energy_inputs(idle_w: float, drafting_w: float, radio: str | RadioProfile | None) -> EnergyInputs:
+    """EnergyInputs from a meter's mean watts while the device idled and while it drafted (`covspec pair
+    --energy`), plus the radio's model: a SoC meter does not see the modem (a battery meter does; then pass None)."""
+    connected_w, up, down = radio_terms(radio)
+    wait_w = idle_w + connected_w
+    return EnergyInputs(max(drafting_w + connected_w, wait_w), wait_w, up, down)
+
+
 def energy_inputs(
     power: str | PowerProfile,
     radio: str | RadioProfile | None,
@@ -42,15 +62,8 @@ def energy_inputs(
         raise ValueError(f"busy_cores must be >= 1, got {busy_cores}")
     if drafter_on_gpu and not profile.has_gpu:
         raise ConfigError(f"power profile {profile.name} has no GPU to draft on")
-    link = radio_profile(radio) if isinstance(radio, str) else radio
-    wait_w = profile.idle_w + (link.tail_mw / 1000.0 if link is not None else 0.0)
     compute_w = profile.gpu_w if drafter_on_gpu else min(busy_cores, profile.cores) * profile.core_w
-    return EnergyInputs(
-        draft_w=wait_w + compute_w,
-        wait_w=wait_w,
-        up_joules_per_byte=link.alpha_up_mw_per_mbps * _MJ_PER_MBIT_TO_J_PER_BYTE if link is not None else 0.0,
-        down_joules_per_byte=link.alpha_down_mw_per_mbps * _MJ_PER_MBIT_TO_J_PER_BYTE if link is not None else 0.0,
-    )
+    return measured_energy_inputs(profile.idle_w, profile.idle_w + compute_w, radio)
 
 
-__all__ = ["energy_inputs", "power_profile"]
+__all__ = ["energy_inputs", "measured_energy_inputs", "power_profile", "radio_terms"]
