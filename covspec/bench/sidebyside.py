@@ -192,7 +192,7 @@ def _add(total: _Totals, result: GenerationResult, item: BenchItem, link: LinkPr
         total.scored += 1
         total.correct += result.text.strip() == item.answer.strip()
     if result.rounds:
-        total.bound_seconds += _bound_s(result, link)
+        total.bound_seconds += bound_seconds(result, link)
         draft_rounds = [o for o in result.rounds if not o.burst]
         total.drafted += sum(o.drafted for o in draft_rounds)
         total.accepted += sum(o.accepted for o in draft_rounds)
@@ -202,18 +202,18 @@ def _add(total: _Totals, result: GenerationResult, item: BenchItem, link: LinkPr
     total.by_task[item.task][1] += s["wall_s"]
 
 
-def _bound_s(result: GenerationResult, link: LinkProfile) -> float:
+def bound_seconds(result: GenerationResult, link: LinkProfile) -> float:
     """A generation with no overhead. The first round goes up behind the open frame: the edge verifies it once its
     prefill is done and the round is there (a draft needs the drafter's prefill and drafting first, a burst nothing);
     every later round follows the one before."""
     first, later = result.rounds[0], result.rounds[1:]
     drafter_ready = 0.0 if first.burst else result.stats["setup_s"] + first.draft_s
     start = max(result.stats.get("edge_prefill_s") or 0.0, drafter_ready)
-    first_s = start + _round_bound_s(first, link) - first.draft_s
-    return first_s + sum(_round_bound_s(o, link) for o in later)
+    first_s = start + round_bound_seconds(first, link) - first.draft_s
+    return first_s + sum(round_bound_seconds(o, link) for o in later)
 
 
-def _round_bound_s(observation: RoundObservation, link: LinkProfile) -> float:
+def round_bound_seconds(observation: RoundObservation, link: LinkProfile) -> float:
     """A round with no overhead: its measured compute, and the link's nominal delay (mean jitter included) and
     serialisation."""
     wire = link.rtt_s + link.jitter_s  # uniform jitter in [0, jitter) each way

@@ -11,6 +11,9 @@ import typer
 
 from covspec.cli.options import DemoEngine, check_links
 from covspec.cli.tables import print_load_rows, print_reduce_rows, print_rows
+from covspec.demo.pareto import ParetoSettings
+
+_PARETO = ParetoSettings()
 
 bench_app = typer.Typer(help="Side-by-side benchmarks.", no_args_is_help=True)
 
@@ -156,6 +159,58 @@ def load(
         print_load_rows(result["rows"], f"bench load: {result['scenario']}; drafter {result['engine']}")
 
 
+@bench_app.command("pareto")
+def pareto(
+    links: str = typer.Option(
+        ",".join(_PARETO.links), "--links", help="Link presets (comma-separated): the first is the base point's."
+    ),
+    questions: int = typer.Option(_PARETO.questions, "--questions", min=1, help="Held-out questions per point."),
+    power_profile: str = typer.Option(
+        _PARETO.power_profile, "--power-profile", help="Device power profile of the energy estimate."
+    ),
+    radio: str = typer.Option(_PARETO.radio, "--radio", help="The device's radio: wifi, lte or 5g (energy per byte)."),
+    quick: bool = typer.Option(_PARETO.quick, "--quick", help="Three points, one question: a smoke run."),
+    out: Path = typer.Option(
+        Path("covspec-pareto"), "--out", help="Folder for pareto.json, pareto.png and report.html."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of the tables."),
+) -> None:
+    """Operating points of the demo pair side by side (verify mode, draft length and policy, keep ratio and reducer,
+    lossy target reduction, drafter precision, link; one factor at a time around a base point, plus K x link) and
+    the Pareto fronts of tokens/s, bytes per token, joules per token (estimated) and accuracy, with the point each
+    objective (latency, energy, balanced) picks."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from covspec.bench.pareto import write_outputs
+    from covspec.demo.pareto import run_demo_pareto
+    from covspec.errors import ConfigError
+
+    try:
+        settings = ParetoSettings(
+            links=tuple(name.strip() for name in links.split(",") if name.strip()),
+            questions=questions,
+            power_profile=power_profile,
+            radio=radio,
+            quick=quick,
+        )
+    except (ValueError, ConfigError) as exc:
+        raise typer.BadParameter(str(exc)) from None
+    with Progress(console=Console(stderr=True), transient=True) as progress:
+        pair, bundle = _demo_pair(DemoEngine.ONNXRUNTIME, progress)
+        result = run_demo_pareto(pair, bundle=bundle, settings=settings, progress=progress)
+    paths = write_outputs(result, out)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    _print_pareto_rows(result["points"], f"bench pareto: questions per point: {result['items']}; {result['design']}")
+    for key, title in (("lossless", "lossless"), ("lossy_allowed", "lossy points allowed")):
+        picks = ", ".join(f"{objective} -> {name}" for objective, name in result["picks"][key].items())
+        typer.echo(f"picks ({title}): {picks}")
+    typer.echo(f"joules per token are {result['energy']['label']}")
+    typer.echo(f"wrote {paths['json']}, {paths['png']} and {paths['html']}")
+
+
 def _written(result: dict, out: Path, name: str, plot: Callable[[dict, Path], None], as_json: bool) -> bool:
     """Write ``out/NAME.json`` and its plot; print the JSON instead of tables when asked. True: print the tables."""
     out.mkdir(parents=True, exist_ok=True)
@@ -174,3 +229,33 @@ def _demo_pair(engine: DemoEngine, progress: Any) -> tuple[Any, Path | None]:
 
     pair = ensure_pair(progress=progress)
     return pair, ensure_bundle(pair, progress=progress) if engine is DemoEngine.ONNXRUNTIME else None
+
+
+def _print_pareto_rows(rows: list[dict], title: str) -> None:
+    """One line per operating point: the four axes, the bound, and whether it is lossless."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for column in ("point", "factor", "link", "tok/s", "speedup", "bound", "B/tok", "mJ/tok (est.)", "acc", "AAL",
+                   "same"):  # fmt: skip
+        table.add_column(column, justify="left" if column in ("point", "factor", "link") else "right", no_wrap=True)
+    for row in rows:
+        table.add_row(
+            row["name"],
+            row["factor"],
+            row["link"],
+            f"{row['tokens_per_s']:.1f}",
+            _fmt(row["speedup"], "{:.2f}x"),
+            _fmt(row["bound_tokens_per_s"], "{:.0f}"),
+            f"{row['bytes_per_token']:.1f}",
+            f"{row['joules_per_token'] * 1e3:.3f}",
+            _fmt(row["accuracy"], "{:.0%}"),
+            _fmt(row["aal"], "{:.2f}"),
+            "yes" if row["identical_to_target"] else ("LOSSY" if row["lossy"] else "NO"),
+        )
+    Console(width=max(Console().width, 150)).print(table)
+
+
+def _fmt(value: Any, fmt: str) -> str:
+    return "-" if value is None else fmt.format(value)
