@@ -11,7 +11,7 @@ import typer
 
 from covspec.cli.options import DemoEngine, check_links
 from covspec.cli.tables import print_load_rows, print_reduce_rows, print_rows
-from covspec.demo.pareto import ParetoSettings
+from covspec.demo.pareto_settings import ParetoSettings
 
 _PARETO = ParetoSettings()
 

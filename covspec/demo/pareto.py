@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -16,39 +16,16 @@ from covspec.bench.pareto import ESTIMATED, quick_points, run_pareto, sweep_poin
 from covspec.bench.sidebyside import pinned
 from covspec.bundle import load_bundle
 from covspec.cpus import split_cpus
+from covspec.demo.pareto_settings import ParetoSettings
 from covspec.demo.runner import MAX_NEW_TOKENS, WARMUP_QUESTIONS, WARMUP_SCENE, demo_items
 from covspec.demo.store import BUNDLE_DIR, cache_root
 from covspec.demo.train import PairPaths
 from covspec.errors import BundleError
 from covspec.link.presets import link_profile
 from covspec.models.loading import quiet_transformers
-from covspec.profile.energy.objective import energy_inputs, power_profile
-from covspec.profile.energy.radio import radio_profile
+from covspec.profile.energy.objective import energy_inputs
 from covspec.quant.bundle import quantize_bundle
 from covspec.runtime_device.engines import load_engine
-
-
-@dataclass(frozen=True)
-class ParetoSettings:
-    """`covspec bench pareto` flags, one to one; the CLI reads its defaults from here."""
-
-    links: tuple[str, ...] = ("loopback", "wifi", "lte")
-    questions: int = 60
-    power_profile: str = "orin-nano-15w"
-    radio: str = "wifi"
-    quick: bool = False  # three points, one question, one warm-up question: a smoke run
-
-    def __post_init__(self) -> None:
-        if not self.links:
-            raise ValueError("--links needs at least one link preset")
-        if len(set(self.links)) != len(self.links):
-            raise ValueError(f"--links names a preset twice: {', '.join(self.links)}")
-        for name in self.links:
-            link_profile(name)  # ValueError naming the presets
-        if self.questions < 1:
-            raise ValueError("--questions must be at least 1")
-        power_profile(self.power_profile)  # ConfigError naming the profiles
-        radio_profile(self.radio)
 
 
 def run_demo_pareto(
@@ -128,4 +105,4 @@ def _usable(path: Path) -> bool:
     return True
 
 
-__all__ = ["ParetoSettings", "quantized_bundle", "run_demo_pareto"]
+__all__ = ["quantized_bundle", "run_demo_pareto"]
