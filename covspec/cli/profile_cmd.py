@@ -158,7 +158,11 @@ def _print_summary(summary: dict[str, Any]) -> None:
         console.print("energy: not measured")
     if summary.get("radio"):
         radio = summary["radio"]
-        console.print(f"radio {radio['profile']} (ESTIMATE): {radio['joules_per_token']['median'] * 1e3:.3f} mJ/token")
+        alone, chained = radio["joules_per_token"]["median"], radio["back_to_back"]["joules_per_token"]["median"]
+        console.print(
+            f"radio {radio['profile']} (ESTIMATE): {alone * 1e3:.3f} mJ/token with each generation alone (promotion "
+            f"and full tail), {chained * 1e3:.3f} mJ/token back to back (kept connected)"
+        )
     console.print(f"peak RSS: {summary['memory']['peak_rss_kib'] / 1024:.1f} MiB")
     for line in meter["not_measured"]:
         console.print(f"not measured: {line}", markup=False)

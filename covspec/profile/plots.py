@@ -88,7 +88,10 @@ def plot_energy(profile: dict[str, Any], path: Path) -> Path | None:
         per_token["measured total (device)"] = energy["joules_per_token"]["median"]
     radio = profile.get("radio")
     if radio is not None:
-        per_token[f"radio ({radio['profile']}, model)"] = radio["joules_per_token"]["median"]
+        per_token[f"radio ({radio['profile']}, model), back to back"] = radio["back_to_back"]["joules_per_token"][
+            "median"
+        ]
+        per_token[f"radio ({radio['profile']}, model), each generation alone"] = radio["joules_per_token"]["median"]
     fig, ax = plt.subplots(figsize=(WIDTH_IN, HEIGHT_IN), dpi=DPI)
     names = list(per_token)[::-1]
     ax.barh(range(len(names)), [per_token[n] * 1e3 for n in names], color="#55a868")

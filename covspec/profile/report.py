@@ -148,7 +148,9 @@ def _edge(profile: dict[str, Any]) -> str:
         f"({radio['bytes_joules_per_generation']['median']:.6f} J for the bytes, "
         f"{radio['overhead_joules_per_generation']['median']:.4f} J promotion and tail over "
         f"{radio['transfers_per_generation']['median']:g} transfers), "
-        f"{radio['joules_per_token']['median'] * 1e3:.3f} mJ per token. {_e(radio['label'])}"
+        f"{radio['joules_per_token']['median'] * 1e3:.3f} mJ per token when each generation is alone; "
+        f"{radio['back_to_back']['joules_per_token']['median'] * 1e3:.3f} mJ per token back to back (the radio kept "
+        f"connected at {radio['back_to_back']['connected_w']:.2f} W). {_e(radio['label'])}"
         + ("" if radio["verified_figures"] else " Its figures are not verified against the source.")
         + "</p>"
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from covspec.profile.energy.radio import radio_profile
 from covspec.profile.run import GenerationRecord, ProfileRun
 from covspec.profile.stage_energy import split_by_time
 from covspec.profile.stages import PREFILL_STAGES, bucket_steps, spread_dict
@@ -199,19 +200,32 @@ def _edge(records: list[GenerationRecord]) -> dict[str, Any]:
 
 
 def _radio(records: list[GenerationRecord], radio: str) -> dict[str, Any] | None:
+    """Two scenarios of the same bytes: each generation alone (the radio idle before it, so each transfer pays a
+    promotion and a full tail: a question now and then), and generations back to back (the radio kept connected:
+    its connected power for the generation's wall time, plus the bytes)."""
     found = [r for r in records if r.radio is not None]
     if radio == "none" or not found:
         return None
+    connected_w = radio_profile(radio).tail_mw / 1000.0
     return {
         "profile": radio,
         "estimated": True,
         "label": "ESTIMATE from published radio figures (docs/energy.md), applied to the bytes counted on the socket",
         "verified_figures": all(r.radio.verified for r in found),
+        "scenario": "each generation alone: the radio idle before it, one promotion and one full tail per transfer",
         "joules_per_generation": spread_dict(r.radio.joules for r in found),
         "bytes_joules_per_generation": spread_dict(r.radio.bytes_j for r in found),
         "overhead_joules_per_generation": spread_dict(r.radio.overhead_j for r in found),
         "transfers_per_generation": spread_dict(r.radio.transfers for r in found),
         "joules_per_token": spread_dict(r.radio.joules / len(r.tokens) for r in found if r.tokens),
+        "back_to_back": {
+            "scenario": "generations back to back: the radio stays connected, drawing its tail power for the "
+            "generation's wall time, plus the bytes",
+            "connected_w": connected_w,
+            "joules_per_token": spread_dict(
+                (r.radio.bytes_j + connected_w * r.wall_s) / len(r.tokens) for r in found if r.tokens
+            ),
+        },
     }
 
 

@@ -121,6 +121,11 @@ def test_edge_profile_numbers_plots_and_page(tmp_path: Path) -> None:
     assert per_generation["steps"] == pytest.approx(0.0009 * 9)  # every decoder call at a step's joules
     assert per_generation["edge_wait"] == pytest.approx(3.0 * 0.012)  # idle watts x two 6 ms exchanges
     assert saved["radio"]["estimated"] and saved["radio"]["transfers_per_generation"]["median"] == 1
+    wifi = radio_energy("wifi", 380, 130, 1)
+    assert saved["radio"]["joules_per_token"]["median"] == pytest.approx(wifi.joules / 8)  # promotion + full tail
+    back_to_back = saved["radio"]["back_to_back"]  # kept connected: tail power for the wall time, plus the bytes
+    wall = saved["generation"]["wall_s"]["median"]
+    assert back_to_back["joules_per_token"]["median"] == pytest.approx((wifi.bytes_j + 0.1193 * wall) / 8)
     assert saved["meter"]["name"] == "estimate" and saved["meter"]["not_measured"]
     assert saved["memory"]["generation_rss_growth_kib"]["median"] == 10
     for name in ("stages", "steps", "energy"):
