@@ -6,6 +6,12 @@ import enum
 
 import typer
 
+from covspec.profile.energy.estimate import PROFILES as _POWER
+from covspec.profile.energy.radio import PROFILES as _RADIO
+
+POWER_PROFILES = ", ".join(_POWER)  # for help texts: the estimate's power profiles (docs/energy.md)
+RADIOS = ", ".join(_RADIO)  # the radio models
+
 
 class DemoEngine(str, enum.Enum):
     """Where the demo drafter runs: its device bundle on ONNX Runtime (exported on first use), or the checkpoint."""

@@ -10,7 +10,7 @@ from typing import Any
 
 import typer
 
-from covspec.cli.options import check_links
+from covspec.cli.options import POWER_PROFILES, RADIOS, check_links
 from covspec.profile.pairing import PairConfig
 
 _D = PairConfig()
@@ -55,10 +55,10 @@ def pair(
         "estimate) for `covspec run --objective energy|balanced`.",
     ),
     power_profile: str | None = typer.Option(
-        None, "--power-profile", help="The estimate meter's power profile (docs/energy.md)."
+        None, "--power-profile", help=f"The estimate meter's power profile: {POWER_PROFILES}."
     ),
     radio: str | None = typer.Option(
-        None, "--radio", help="The device's radio, added by its model: wifi, lte, 5g (a SoC meter does not see it)."
+        None, "--radio", help=f"The device's radio, added by its model: {RADIOS} (a SoC meter does not see it)."
     ),
     out: Path = typer.Option(Path("pairing.json"), "--out", dir_okay=False, help="Where to write the pairing file."),
     api_key_file: Path | None = typer.Option(None, "--api-key-file"),

@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from covspec.cli.options import check_links
+from covspec.cli.options import POWER_PROFILES, RADIOS, check_links
 from covspec.profile.energy import MeterKind
 from covspec.profile.run import ProfileConfig, ProfileItem
 from covspec.protocol import VerifyMode
@@ -33,11 +33,10 @@ def profile(
     power_profile: str | None = typer.Option(
         None,
         "--power-profile",
-        help="Power profile of the ESTIMATE meter: orin-nano-15w, orin-nano-25w, orin-nx-25w, agx-orin-50w, "
-        "phone-soc, laptop-cpu-28w (default: the meter's own, orin-nano-15w).",
+        help=f"Power profile of the ESTIMATE meter: {POWER_PROFILES} (default: the meter's own).",
     ),
     radio: str = typer.Option(
-        _D.radio, "--radio", help="Radio model for the socket's bytes (an ESTIMATE): wifi, lte, 5g, or none (wired)."
+        _D.radio, "--radio", help=f"Radio model for the socket's bytes (an ESTIMATE): {RADIOS}, or none (wired)."
     ),
     link: str | None = typer.Option(
         None, "--link", callback=lambda v: check_links(v) if v else v, help="Emulated link preset before the edge."

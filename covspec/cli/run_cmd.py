@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 import typer
 
+from covspec.cli.options import POWER_PROFILES, RADIOS
 from covspec.protocol import VerifyMode
 from covspec.reduce import Budget, TokenReduction
 from covspec.runtime_device.client import RetryPolicy
@@ -57,11 +58,11 @@ def run(
     power_profile: str | None = typer.Option(
         None,
         "--power-profile",
-        help="The device's power for --objective energy|balanced, from the documented ESTIMATE (docs/energy.md): "
-        "orin-nano-15w, orin-nano-25w, orin-nx-25w, agx-orin-50w, phone-soc, laptop-cpu-28w.",
+        help=f"The device's power for --objective energy|balanced, from the documented ESTIMATE (docs/energy.md): "
+        f"{POWER_PROFILES}.",
     ),
     radio: str = typer.Option(
-        "none", "--radio", help="The device's radio for the energy objectives: wifi, lte, 5g, or none (wired)."
+        "none", "--radio", help=f"The device's radio for the energy objectives: {RADIOS}, or none (wired)."
     ),
     keep: str = typer.Option(
         "1.0",
