@@ -24,14 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from covspec.bench.sidebyside import BenchItem, bound_seconds, link_url
+from covspec.bench.sidebyside import BenchItem, Lane, Tally, interleave, link_url
 from covspec.cpus import CpuSplit
 from covspec.link.presets import LinkProfile
 from covspec.protocol import VerifyMode
 from covspec.reduce import Budget, TokenReduction
-from covspec.runtime_device.client import EdgeClient
 from covspec.runtime_device.engines.base import DrafterEngine
-from covspec.runtime_device.loop import GenerationConfig, GenerationResult, generate, generate_target_only
+from covspec.runtime_device.loop import GenerationConfig
 from covspec.runtime_edge.server import ServeProcess
 from covspec.spec.cost_model import EnergyInputs, Objective
 from covspec.spec.policy import PolicyKind
@@ -293,27 +292,6 @@ def _check_unique(points: Sequence[OperatingPoint]) -> None:
         raise ValueError(f"operating point names repeat: {names}")
 
 
-@dataclass
-class _Totals:
-    generations: int = 0
-    tokens: int = 0
-    seconds: float = 0.0
-    bound_seconds: float = 0.0
-    drafting_s: float = 0.0
-    joules: float = 0.0
-    draft_rounds: int = 0
-    committed_in_draft_rounds: int = 0
-    drafted: int = 0
-    accepted: int = 0
-    up: int = 0
-    down: int = 0
-    setup_up: int = 0
-    setup_down: int = 0
-    correct: int = 0
-    scored: int = 0
-    identical: int = 0
-
-
 def run_pareto(
     engines: Mapping[str, DrafterEngine],
     target: Path,
@@ -339,7 +317,6 @@ def run_pareto(
     unknown = {p.link for p in points} - set(links)
     if unknown:
         raise ValueError(f"no link profile for {', '.join(sorted(unknown))}")
-    totals = {p.name: _Totals() for p in points}
     with ExitStack() as stack:
         server = ServeProcess(target, threads=len(cpus.edge), cpus=set(cpus.edge))
         stack.callback(server.stop)
@@ -347,31 +324,20 @@ def run_pareto(
         urls = {
             name: stack.enter_context(link_url(server, links[name])) for name in dict.fromkeys(p.link for p in points)
         }
-        clients = {p.name: EdgeClient(urls[p.link]) for p in points if p.persistent or p.verify_mode is None}
-        for client in clients.values():
-            stack.callback(client.close)
+        lanes = []
+        for p in points:
+            engine = engines[p.precision] if p.verify_mode is not None else None
+            lanes.append(Lane(urls[p.link], links[p.link], p.config(max_new_tokens, energy), engine, p.persistent))
         task = progress.add_task("pareto sweep", total=len(items) * len(points)) if progress is not None else None
-        warmup = len(warmup_items)
-        for index, item in enumerate([*warmup_items, *items]):
-            for point in points:
-                client = clients.get(point.name) or EdgeClient(urls[point.link])
-                try:
-                    result = _generate(engines, client, item, point, max_new_tokens, energy)
-                finally:
-                    if point.name not in clients:
-                        client.close()
-                if index >= warmup:
-                    _add(totals[point.name], result, item, links[point.link], energy)
-                    if task is not None:
-                        progress.advance(task)
-    rows = [_point_row(p, totals[p.name], energy_label) for p in points]
+        interleave(lanes, items, warmup_items, progress=progress, task=task)
+    rows = [_point_row(p, lane.tally, energy_label) for p, lane in zip(points, lanes, strict=True)]
     add_speedups(rows)
     return {
         "points": rows,
         **analyse(rows),
         "design": DESIGN,
         "items": len(items),
-        "warmup_items": warmup,
+        "warmup_items": len(warmup_items),
         "max_new_tokens": max_new_tokens,
         "links": {name: links[name].as_dict() for name in dict.fromkeys(p.link for p in points)},
         "energy": {
@@ -411,59 +377,15 @@ def add_speedups(rows: list[dict[str, Any]]) -> None:
         )
 
 
-def _generate(
-    engines: Mapping[str, DrafterEngine],
-    client: EdgeClient,
-    item: BenchItem,
-    point: OperatingPoint,
-    max_new_tokens: int,
-    energy: EnergyInputs,
-) -> GenerationResult:
-    config = point.config(max_new_tokens, energy)
-    if point.verify_mode is None:
-        return generate_target_only(client, item.image, item.prompt, config)
-    return generate(engines[point.precision], client, item.image, item.prompt, config)
-
-
-def _add(total: _Totals, result: GenerationResult, item: BenchItem, link: LinkProfile, energy: EnergyInputs) -> None:
-    s = result.stats
-    drafting = sum(o.draft_s + o.catchup_s for o in result.rounds)
-    total.generations += 1
-    total.tokens += s["generated_tokens"]
-    total.seconds += s["wall_s"]
-    total.drafting_s += drafting
-    total.up += s["uplink_bytes"]
-    total.down += s["downlink_bytes"]
-    total.setup_up += s["setup_uplink_bytes"]
-    total.setup_down += s["setup_downlink_bytes"]
-    spent = s.get("device_joules")  # the loop's model over the generation's rounds (None: target-only)
-    if spent is None:  # the device waits the whole generation out
-        spent = energy.joules(s["wall_s"], 0.0, s["uplink_bytes"], s["downlink_bytes"])
-    total.joules += spent + energy.joules(0.0, 0.0, s["setup_uplink_bytes"], s["setup_downlink_bytes"])
-    total.identical += result.tokens == item.reference
-    if item.answer is not None:
-        total.scored += 1
-        total.correct += result.text.strip() == item.answer.strip()
-    if result.rounds:
-        total.bound_seconds += bound_seconds(result, link)
-        drafts = [o for o in result.rounds if not o.burst]
-        total.draft_rounds += len(drafts)
-        total.committed_in_draft_rounds += sum(o.committed for o in drafts)
-        total.drafted += sum(o.drafted for o in drafts)
-        total.accepted += sum(o.accepted for o in drafts)
-
-
-def _point_row(point: OperatingPoint, t: _Totals, energy_label: str) -> dict[str, Any]:
+def _point_row(point: OperatingPoint, t: Tally, energy_label: str) -> dict[str, Any]:
     n = max(t.tokens, 1)
-    speculative = point.verify_mode is not None
-    tokens_per_s = t.tokens / t.seconds if t.seconds else 0.0
-    bound = t.tokens / t.bound_seconds if speculative and t.bound_seconds else None
+    bound = t.bound_tokens_per_s if point.verify_mode is not None else None
     return {
         "name": point.name,
         "factor": point.factor,
         "lossy": point.lossy,
         **point.settings(),
-        "tokens_per_s": tokens_per_s,
+        "tokens_per_s": t.tokens_per_s,
         "bytes_per_token": (t.up + t.down) / n,
         "uplink_bytes_per_token": t.up / n,
         "downlink_bytes_per_token": t.down / n,
@@ -471,13 +393,13 @@ def _point_row(point: OperatingPoint, t: _Totals, energy_label: str) -> dict[str
         "joules_per_token": t.joules / n,
         "joules": energy_label,
         "drafting_share": t.drafting_s / t.seconds if t.seconds else 0.0,
-        "accuracy": t.correct / t.scored if t.scored else None,
-        "identical_to_target": t.identical == t.generations,
+        "accuracy": t.accuracy,
+        "identical_to_target": t.identical_to_target,
         "identical_share": t.identical / t.generations if t.generations else None,
-        "aal": t.committed_in_draft_rounds / t.draft_rounds if t.draft_rounds else None,
-        "acceptance_rate": t.accepted / t.drafted if t.drafted else None,
+        "aal": t.aal,
+        "acceptance_rate": t.acceptance_rate,
         "bound_tokens_per_s": bound,
-        "of_bound": tokens_per_s / bound if bound else None,
+        "of_bound": t.tokens_per_s / bound if bound else None,
         "generated_tokens": t.tokens,
         "generations": t.generations,
     }

@@ -4,6 +4,7 @@ analytical bound: the time the same rounds would take with no overhead at all, f
 (drafting, the edge's verify time, the setup) and the link's nominal round trip and bandwidth.
 
 Generic over the pair and the items: `covspec demo` and `covspec bench ablation` feed it the demo pair and scenes.
+Its tally and interleaved loop (:class:`Tally`, :class:`Lane`, :func:`interleave`) serve `covspec bench pareto` too.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from covspec.runtime_device.client import EdgeClient
 from covspec.runtime_device.engines.base import DrafterEngine
 from covspec.runtime_device.loop import GenerationConfig, GenerationResult, generate, generate_target_only
 from covspec.runtime_edge.server import ServeProcess
+from covspec.spec.cost_model import EnergyInputs
 from covspec.spec.policy import PolicyKind, RoundObservation
 
 
@@ -35,6 +37,14 @@ class BenchMode:
     policy: PolicyKind = PolicyKind.FIXED
     draft_len: int = 4
     persistent: bool = True
+
+    def config(self, max_new_tokens: int) -> GenerationConfig:
+        return GenerationConfig(
+            max_new_tokens=max_new_tokens,
+            draft_len=self.draft_len,
+            verify_mode=self.verify_mode or VerifyMode.COMPACT,
+            policy=self.policy,
+        )
 
 
 @dataclass(frozen=True)
@@ -58,14 +68,20 @@ ABLATION_MODES: tuple[BenchMode, ...] = (
 
 
 @dataclass
-class _Totals:
+class Tally:
+    """What one row (a bench mode, an operating point) measured over the timed items, folded one generation at a
+    time, and the numbers every side-by-side table derives from it. Joules only with energy inputs (a model)."""
+
     generations: int = 0
     tokens: int = 0
     seconds: float = 0.0
     bound_seconds: float = 0.0
+    drafting_s: float = 0.0  # the rounds' drafting and catch-up
+    joules: float = 0.0
     rounds: int = 0
     draft_rounds: int = 0
     bursts: int = 0
+    committed_in_draft_rounds: int = 0
     drafted: int = 0
     accepted: int = 0
     up: int = 0
@@ -74,9 +90,120 @@ class _Totals:
     setup_down: int = 0
     correct: int = 0
     scored: int = 0
-    identical: bool = True
-    committed_in_draft_rounds: int = 0
-    by_task: dict[str, list[float]] = field(default_factory=dict)
+    identical: int = 0  # generations that committed exactly the item's reference
+    by_task: dict[str, list[float]] = field(default_factory=dict)  # task: [tokens, seconds]
+
+    def add(
+        self, result: GenerationResult, item: BenchItem, link: LinkProfile, energy: EnergyInputs | None = None
+    ) -> None:
+        """Fold in one generation of ``item`` over ``link``; ``energy``: also its device joules (target-only, which
+        has no rounds, waits the whole generation out), setup bytes included."""
+        s = result.stats
+        n = s["generated_tokens"]
+        self.generations += 1
+        self.tokens += n
+        self.seconds += s["wall_s"]
+        self.drafting_s += sum(o.draft_s + o.catchup_s for o in result.rounds)
+        self.up += s["uplink_bytes"]
+        self.down += s["downlink_bytes"]
+        self.setup_up += s["setup_uplink_bytes"]
+        self.setup_down += s["setup_downlink_bytes"]
+        if energy is not None:
+            spent = s.get("device_joules")  # the loop's model over the generation's rounds (None: target-only)
+            if spent is None:
+                spent = energy.joules(s["wall_s"], 0.0, s["uplink_bytes"], s["downlink_bytes"])
+            self.joules += spent + energy.joules(0.0, 0.0, s["setup_uplink_bytes"], s["setup_downlink_bytes"])
+        self.identical += result.tokens == item.reference
+        if item.answer is not None:
+            self.scored += 1
+            self.correct += result.text.strip() == item.answer.strip()
+        if result.rounds:
+            self.bound_seconds += bound_seconds(result, link)
+            drafts = [o for o in result.rounds if not o.burst]
+            self.rounds += len(result.rounds)
+            self.draft_rounds += len(drafts)
+            self.bursts += len(result.rounds) - len(drafts)
+            self.committed_in_draft_rounds += sum(o.committed for o in drafts)
+            self.drafted += sum(o.drafted for o in drafts)
+            self.accepted += sum(o.accepted for o in drafts)
+        task = self.by_task.setdefault(item.task, [0, 0.0])
+        task[0] += n
+        task[1] += s["wall_s"]
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+    @property
+    def bound_tokens_per_s(self) -> float | None:
+        """Tokens/s of the same rounds with no overhead (``bound_seconds``); None without rounds."""
+        return self.tokens / self.bound_seconds if self.bound_seconds else None
+
+    @property
+    def aal(self) -> float | None:
+        return self.committed_in_draft_rounds / self.draft_rounds if self.draft_rounds else None
+
+    @property
+    def acceptance_rate(self) -> float | None:
+        return self.accepted / self.drafted if self.drafted else None
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.scored if self.scored else None
+
+    @property
+    def identical_to_target(self) -> bool:
+        return self.identical == self.generations
+
+
+@dataclass
+class Lane:
+    """One row of an interleaved run: how it answers an item (``engine`` None: target-only, the edge's chat
+    completions), through which URL and link, and its tally. ``persistent``: one connection across generations
+    (target-only always); otherwise a fresh connection (and device) per generation."""
+
+    url: str
+    link: LinkProfile
+    config: GenerationConfig
+    engine: DrafterEngine | None = None
+    persistent: bool = True
+    tally: Tally = field(default_factory=Tally)
+
+    def answer(self, client: EdgeClient, item: BenchItem) -> GenerationResult:
+        if self.engine is None:
+            return generate_target_only(client, item.image, item.prompt, self.config)
+        return generate(self.engine, client, item.image, item.prompt, self.config)
+
+
+def interleave(
+    lanes: Sequence[Lane],
+    items: Sequence[BenchItem],
+    warmup_items: Sequence[BenchItem] = (),
+    *,
+    progress: Any = None,
+    task: Any = None,
+) -> None:
+    """Every lane answers every item, item by item and every lane in turn, so that the machine's noise hits them
+    alike (DESIGN.md §10); ``warmup_items`` first, untimed. Timed generations go into each lane's tally (with its
+    config's energy inputs) and advance ``task`` of ``progress``."""
+    with ExitStack() as stack:
+        clients: dict[int, EdgeClient] = {}
+        for i, lane in enumerate(lanes):
+            if lane.persistent or lane.engine is None:
+                clients[i] = EdgeClient(lane.url)
+                stack.callback(clients[i].close)
+        for index, item in enumerate([*warmup_items, *items]):
+            for i, lane in enumerate(lanes):
+                client = clients.get(i) or EdgeClient(lane.url)
+                try:
+                    result = lane.answer(client, item)
+                finally:
+                    if i not in clients:
+                        client.close()
+                if index >= len(warmup_items):
+                    lane.tally.add(result, item, lane.link, lane.config.energy)
+                    if progress is not None:
+                        progress.advance(task)
 
 
 def run_side_by_side(
@@ -136,70 +263,16 @@ def link_url(server: ServeProcess, link: LinkProfile, *, shared: bool = False) -
 
 
 def _run_link(engine, url, items, warmup_items, modes, max_new_tokens, link, progress, task) -> list[dict[str, Any]]:
-    totals = {mode.name: _Totals() for mode in modes}
-    persistent = {mode.name: EdgeClient(url) for mode in modes if mode.persistent or mode.verify_mode is None}
-    try:
-        warmup = len(warmup_items)
-        for index, item in enumerate(list(warmup_items) + list(items)):  # item by item, every mode in turn
-            for mode in modes:
-                client = persistent.get(mode.name) or EdgeClient(url)
-                try:
-                    result = _generate(engine, client, item, mode, max_new_tokens)
-                finally:
-                    if mode.name not in persistent:
-                        client.close()
-                if index >= warmup:
-                    _add(totals[mode.name], result, item, link)
-                    if progress is not None:
-                        progress.advance(task)
-    finally:
-        for client in persistent.values():
-            client.close()
-    rows = [_row(mode, totals[mode.name]) for mode in modes]
+    lanes = [
+        Lane(url, link, mode.config(max_new_tokens), engine if mode.verify_mode else None, mode.persistent)
+        for mode in modes
+    ]
+    interleave(lanes, items, warmup_items, progress=progress, task=task)
+    rows = [_row(mode, lane.tally) for mode, lane in zip(modes, lanes, strict=True)]
     base = rows[0]["tokens_per_s"]
     for row in rows:
         row["speedup"] = row["tokens_per_s"] / base if base else None
     return rows
-
-
-def _generate(engine, client, item: BenchItem, mode: BenchMode, max_new_tokens: int) -> GenerationResult:
-    config = GenerationConfig(
-        max_new_tokens=max_new_tokens,
-        draft_len=mode.draft_len,
-        verify_mode=mode.verify_mode or VerifyMode.COMPACT,
-        policy=mode.policy,
-    )
-    if mode.verify_mode is None:
-        return generate_target_only(client, item.image, item.prompt, config)
-    return generate(engine, client, item.image, item.prompt, config)
-
-
-def _add(total: _Totals, result: GenerationResult, item: BenchItem, link: LinkProfile) -> None:
-    s = result.stats
-    n = s["generated_tokens"]
-    total.generations += 1
-    total.tokens += n
-    total.seconds += s["wall_s"]
-    total.rounds += s["rounds"]
-    total.draft_rounds += s.get("draft_rounds", 0)
-    total.bursts += s.get("bursts", 0)
-    total.up += s["uplink_bytes"]
-    total.down += s["downlink_bytes"]
-    total.setup_up += s["setup_uplink_bytes"]
-    total.setup_down += s["setup_downlink_bytes"]
-    total.identical &= result.tokens == item.reference
-    if item.answer is not None:
-        total.scored += 1
-        total.correct += result.text.strip() == item.answer.strip()
-    if result.rounds:
-        total.bound_seconds += bound_seconds(result, link)
-        draft_rounds = [o for o in result.rounds if not o.burst]
-        total.drafted += sum(o.drafted for o in draft_rounds)
-        total.accepted += sum(o.accepted for o in draft_rounds)
-        total.committed_in_draft_rounds += sum(o.committed for o in draft_rounds)
-    total.by_task.setdefault(item.task, [0, 0.0])
-    total.by_task[item.task][0] += n
-    total.by_task[item.task][1] += s["wall_s"]
 
 
 def bound_seconds(result: GenerationResult, link: LinkProfile) -> float:
@@ -224,20 +297,19 @@ def round_bound_seconds(observation: RoundObservation, link: LinkProfile) -> flo
     return observation.draft_s + observation.verify_s + observation.catchup_s + wire
 
 
-def _row(mode: BenchMode, t: _Totals) -> dict[str, Any]:
+def _row(mode: BenchMode, t: Tally) -> dict[str, Any]:
     n = max(t.tokens, 1)
     speculative = mode.verify_mode is not None
-    bound = t.tokens / t.bound_seconds if speculative and t.bound_seconds else None
-    tokens_per_s = t.tokens / t.seconds if t.seconds else 0.0
+    bound = t.bound_tokens_per_s if speculative else None
     return {
         "mode": mode.name,
         "verify_mode": mode.verify_mode.value if mode.verify_mode else None,
         "policy": mode.policy.value if speculative else None,
         "draft_len": mode.draft_len,
         "persistent": mode.persistent,
-        "tokens_per_s": tokens_per_s,
-        "aal": t.committed_in_draft_rounds / t.draft_rounds if t.draft_rounds else None,
-        "acceptance_rate": t.accepted / t.drafted if t.drafted else None,
+        "tokens_per_s": t.tokens_per_s,
+        "aal": t.aal,
+        "acceptance_rate": t.acceptance_rate,
         "rounds_per_token": t.rounds / n if speculative else None,
         "bursts_per_generation": t.bursts / t.generations if t.generations else 0.0,
         "wasted_drafts_per_token": (t.drafted - t.accepted) / n if speculative else None,
@@ -247,10 +319,10 @@ def _row(mode: BenchMode, t: _Totals) -> dict[str, Any]:
         "setup_downlink_bytes_per_generation": t.setup_down / max(t.generations, 1),
         "total_uplink_bytes_per_token": (t.up + t.setup_up) / n,
         "total_downlink_bytes_per_token": (t.down + t.setup_down) / n,
-        "accuracy": t.correct / t.scored if t.scored else None,
-        "identical_to_target": t.identical,
+        "accuracy": t.accuracy,
+        "identical_to_target": t.identical_to_target,
         "bound_tokens_per_s": bound,
-        "of_bound": tokens_per_s / bound if bound else None,
+        "of_bound": t.tokens_per_s / bound if bound else None,
         "generated_tokens": t.tokens,
         "tokens_per_s_by_task": {k: v[0] / v[1] for k, v in t.by_task.items() if v[1] > 0},
     }
