@@ -18,6 +18,7 @@ live in `covspec.runtime_edge.ray_settings`, which the CLI reads for its default
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import signal
 import threading
@@ -29,6 +30,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from covspec.cpus import describe, set_torch_threads
+from covspec.errors import ConfigError
 from covspec.runtime_edge.app import create_app
 from covspec.runtime_edge.ray_settings import RaySettings
 from covspec.runtime_edge.server import free_port
@@ -127,6 +129,7 @@ class RayEdge:
         import ray
         from ray import serve
 
+        check_amdsmi_loads()
         if not ray.is_initialized():
             ray.init(num_cpus=self.ray_settings.cluster_cpus, include_dashboard=False, configure_logging=False)
             self._started_ray = True
@@ -161,6 +164,21 @@ class RayEdge:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def check_amdsmi_loads() -> None:
+    """Refuse to start Ray beside an amdsmi that cannot load. Ray counts AMD GPUs by importing amdsmi in every worker
+    whenever it is installed, outside any guard; amdsmi 7 without ROCm's libamd_smi.so fails at import (KeyError), so
+    every worker would die at start. Zeus (the zeus extra) pulls amdsmi in; it needs it only for AMD GPUs."""
+    if importlib.util.find_spec("amdsmi") is None:
+        return
+    try:
+        import amdsmi  # noqa: F401
+    except Exception as exc:
+        raise ConfigError(
+            f"amdsmi is installed but cannot load ({type(exc).__name__}: {exc}); Ray imports it in every worker, which "
+            "would die at start: `pip uninstall amdsmi` (Zeus needs it only for AMD GPUs) or install ROCm's amd-smi-lib"
+        ) from None
 
 
 def serve_on_ray(settings: EdgeSettings, ray_settings: RaySettings = RaySettings(), log_level: str = "info") -> None:

@@ -67,6 +67,30 @@ def rapl_tree(root: Path, package_uj: int = 1_000_000, dram_uj: int = 500_000, m
     write(root, f"{base}/intel-rapl/enabled", "1")  # the control type folder has no counter
 
 
+def rapl_sysfs(root: Path, package_uj: int = 1_000_000, dram_uj: int = 500_000, max_uj: int = 262143328850) -> Path:
+    """The kernel's own powercap layout: zones nested under /sys/devices/virtual/powercap/intel-rapl, with
+    /sys/class/powercap/intel-rapl and every intel-rapl:N[:M] as symlinks to them. Zeus reads the nested tree (from
+    ``RAPL_DIR``), our reader the class links; the same zones as :func:`rapl_tree`. Returns the ``RAPL_DIR``."""
+    devices = root / "sys/devices/virtual/powercap/intel-rapl"
+    zones = [
+        ("intel-rapl:0", "package-0", package_uj),
+        ("intel-rapl:0/intel-rapl:0:0", "core", 400_000),
+        ("intel-rapl:0/intel-rapl:0:1", "dram", dram_uj),
+        ("intel-rapl:1", "psys", 9_000_000),
+    ]
+    for rel, name, value in zones:
+        write(devices, f"{rel}/name", name)
+        write(devices, f"{rel}/energy_uj", str(value))
+        write(devices, f"{rel}/max_energy_range_uj", str(max_uj))
+    write(devices, "enabled", "1")
+    links = root / "sys/class/powercap"
+    links.mkdir(parents=True, exist_ok=True)
+    (links / "intel-rapl").symlink_to(devices, target_is_directory=True)
+    for rel, _, _ in zones:
+        (links / Path(rel).name).symlink_to(devices / rel, target_is_directory=True)
+    return links / "intel-rapl"
+
+
 def set_counter(root: Path, zone: str, value: int) -> None:
     write(root, f"sys/class/powercap/{zone}/energy_uj", str(value))
 

@@ -3,6 +3,7 @@
 from covspec.profile.energy.base import EnergyMeter, EnergyReading, measuring
 from covspec.profile.energy.factory import AUTO_ORDER, MeterKind, make_meter, probe_meters
 from covspec.profile.energy.radio import RadioEnergy, count_transfers, radio_energy
+from covspec.profile.energy.zeus import ZeusMeter
 
 __all__ = [
     "AUTO_ORDER",
@@ -10,6 +11,7 @@ __all__ = [
     "EnergyReading",
     "MeterKind",
     "RadioEnergy",
+    "ZeusMeter",
     "count_transfers",
     "make_meter",
     "measuring",
