@@ -83,6 +83,7 @@ def test_run_json_equals_target_output(served, loaded_target, tmp_path) -> None:
     assert data["tokens"] == want and data["text"] == target.decode(want)
     assert set(data["stats"]) >= STATS_KEYS
     assert data["stats"]["verify_mode"] == "dssd" and data["stats"]["draft_len"] == 3
+    assert data["stats"]["objective"] == "latency" and data["stats"]["device_joules"] is None  # no watts given
 
     human = _run([*common, "--edge", url])
     assert human.returncode == 0, human.stderr
@@ -252,12 +253,19 @@ def test_run_with_the_energy_objective_reports_the_estimated_joules(served, load
     assert stats["wall_s"] * watts.wait_w + moved <= stats["device_joules"]
     assert stats["device_joules"] <= stats["wall_s"] * watts.draft_w + moved
 
-    plain = json.loads(_run([*common, "--json"]).stdout)["stats"]
-    assert plain["objective"] == "latency" and plain["device_joules"] is None
     human = _run([*common, "--objective", "balanced", "--power-profile", "phone-soc"])
     assert human.returncode == 0, human.stderr
     assert "device joules (ESTIMATE)" in human.stdout and "objective balanced" in human.stdout
-    refused = _run([*common, "--objective", "energy"])
-    assert refused.returncode == 2 and "needs --power-profile" in refused.stderr
-    unknown = _run([*common, "--power-profile", "toaster"])
-    assert unknown.returncode == 2 and "unknown power profile 'toaster'" in unknown.stderr
+    refused = _in_process(*common, "--objective", "energy")
+    assert refused.exit_code == 2 and "needs --power-profile" in refused.stderr
+    unknown = _in_process(*common, "--power-profile", "toaster")
+    assert unknown.exit_code == 2 and "unknown power profile 'toaster'" in unknown.stderr
+
+
+def _in_process(*args: str):
+    """`covspec run` in this process: a refusal without a subprocess's start-up."""
+    from typer.testing import CliRunner
+
+    from covspec.cli.main import app
+
+    return CliRunner().invoke(app, ["run", *args])
