@@ -339,15 +339,10 @@ def run_pareto(
         "items": len(items),
         "warmup_items": len(warmup_items),
         "max_new_tokens": max_new_tokens,
-        "links": {name: links[name].as_dict() for name in dict.fromkeys(p.link for p in points)},
+        "links": {name: links[name].as_dict() for name in urls},
         "energy": {
             "label": energy_label,
-            "inputs": {
-                "draft_w": energy.draft_w,
-                "wait_w": energy.wait_w,
-                "up_joules_per_byte": energy.up_joules_per_byte,
-                "down_joules_per_byte": energy.down_joules_per_byte,
-            },
+            "inputs": dataclasses.asdict(energy),
             "formula": "per generation: wall_s x wait_w + drafting_s x (draft_w - wait_w) + bytes x J/byte, with "
             "drafting_s the rounds' drafting and catch-up, bytes every byte on the socket (setup included); the "
             "drafter's prefill counts at the waiting draw",

@@ -10,7 +10,7 @@ from typing import Any
 import typer
 
 from covspec.cli.options import DemoEngine, check_links
-from covspec.cli.tables import print_load_rows, print_reduce_rows, print_rows
+from covspec.cli.tables import print_load_rows, print_pareto_rows, print_reduce_rows, print_rows
 from covspec.demo.pareto_settings import ParetoSettings
 
 _PARETO = ParetoSettings()
@@ -203,7 +203,7 @@ def pareto(
     if as_json:
         typer.echo(json.dumps(result))
         return
-    _print_pareto_rows(result["points"], f"bench pareto: questions per point: {result['items']}; {result['design']}")
+    print_pareto_rows(result["points"], f"bench pareto: questions per point: {result['items']}; {result['design']}")
     for key, title in (("lossless", "lossless"), ("lossy_allowed", "lossy points allowed")):
         picks = ", ".join(f"{objective} -> {name}" for objective, name in result["picks"][key].items())
         typer.echo(f"picks ({title}): {picks}")
@@ -229,33 +229,3 @@ def _demo_pair(engine: DemoEngine, progress: Any) -> tuple[Any, Path | None]:
 
     pair = ensure_pair(progress=progress)
     return pair, ensure_bundle(pair, progress=progress) if engine is DemoEngine.ONNXRUNTIME else None
-
-
-def _print_pareto_rows(rows: list[dict], title: str) -> None:
-    """One line per operating point: the four axes, the bound, and whether it is lossless."""
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left")
-    for column in ("point", "factor", "link", "tok/s", "speedup", "bound", "B/tok", "mJ/tok (est.)", "acc", "AAL",
-                   "same"):  # fmt: skip
-        table.add_column(column, justify="left" if column in ("point", "factor", "link") else "right", no_wrap=True)
-    for row in rows:
-        table.add_row(
-            row["name"],
-            row["factor"],
-            row["link"],
-            f"{row['tokens_per_s']:.1f}",
-            _fmt(row["speedup"], "{:.2f}x"),
-            _fmt(row["bound_tokens_per_s"], "{:.0f}"),
-            f"{row['bytes_per_token']:.1f}",
-            f"{row['joules_per_token'] * 1e3:.3f}",
-            _fmt(row["accuracy"], "{:.0%}"),
-            _fmt(row["aal"], "{:.2f}"),
-            "yes" if row["identical_to_target"] else ("LOSSY" if row["lossy"] else "NO"),
-        )
-    Console(width=max(Console().width, 150)).print(table)
-
-
-def _fmt(value: Any, fmt: str) -> str:
-    return "-" if value is None else fmt.format(value)

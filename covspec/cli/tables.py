@@ -94,3 +94,29 @@ def print_load_rows(rows: list[dict], title: str) -> None:
             "yes" if row["identical_to_target"] else "NO",
         )
     Console().print(table)
+
+
+def print_pareto_rows(rows: list[dict], title: str) -> None:
+    """One line per operating point: the four axes, the bound, and whether it is lossless."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for column in ("point", "factor", "link", "tok/s", "speedup", "bound", "B/tok", "mJ/tok (est.)", "acc", "AAL",
+                   "same"):  # fmt: skip
+        table.add_column(column, justify="left" if column in ("point", "factor", "link") else "right", no_wrap=True)
+    for row in rows:
+        table.add_row(
+            row["name"],
+            row["factor"],
+            row["link"],
+            f"{row['tokens_per_s']:.1f}",
+            _opt(row["speedup"], "{:.2f}x"),
+            _opt(row["bound_tokens_per_s"], "{:.0f}"),
+            f"{row['bytes_per_token']:.1f}",
+            f"{row['joules_per_token'] * 1e3:.3f}",
+            _opt(row["accuracy"], "{:.0%}"),
+            _opt(row["aal"], "{:.2f}"),
+            "yes" if row["identical_to_target"] else ("LOSSY" if row["lossy"] else "NO"),
+        )
+    Console(width=max(Console().width, 150)).print(table)
