@@ -212,9 +212,10 @@ def parse_dpkg_status(text: str) -> dict[str, str]:
     versions: dict[str, str] = {}
     for stanza in re.split(r"\n\s*\n", text):
         fields = dict(re.findall(r"^([A-Za-z-]+):\s*(.*)$", stanza, re.MULTILINE))
-        if "Package" in fields and "Version" in fields and "installed" in fields.get("Status", "installed"):
-            if "not-installed" not in fields.get("Status", "") and "deinstall" not in fields.get("Status", ""):
-                versions[fields["Package"]] = fields["Version"]
+        status = fields.get("Status", "installed")
+        installed = "installed" in status and "not-installed" not in status and "deinstall" not in status
+        if installed and "Package" in fields and "Version" in fields:
+            versions[fields["Package"]] = fields["Version"]
     return versions
 
 

@@ -20,7 +20,7 @@ from covspec.errors import ExportError
 from covspec.export.calibration import calibrate_bundle
 from covspec.export.onnx_export import DEFAULT_OPSET, export_bundle
 from covspec.export.presets import get_preset
-from covspec.export.tensorrt import build_bundle_engines
+from covspec.export.tensorrt import build_bundle_engines, tensorrt_settings
 from covspec.models.loading import quiet_transformers
 from covspec.quant.bundle import quantize_bundle, resolve_scheme
 from covspec.quant.calibration import SampleSource
@@ -75,8 +75,7 @@ def build_device_bundle(
     if tensorrt:
         if preset is None:
             preset = get_preset("jetson-orin")
-        if preset.tensorrt is None:
-            raise ExportError(f"device preset {preset.name} does not use TensorRT; pick jetson-orin or jetson-xavier")
+        tensorrt_settings(preset)  # a preset without TensorRT is refused now, before the export
         import_tensorrt()  # fails now, with the install hint, rather than after the export
         if samples is None:
             raise ExportError("TensorRT optimization profiles are sized on a reference sample: pass samples")

@@ -140,11 +140,10 @@ def choose_typing(trt_version: str, bundle_precision: str, settings: TensorRTSet
     major = trt_major(trt_version)
     baked = bundle_precision in ("fp16", "int8_qdq")
     if bundle_precision in ("int8", "int4"):
-        op = "MatMulInteger" if bundle_precision == "int8" else "MatMulNBits"
-        why = (
-            "a standard ONNX operator that TensorRT's ONNX parser does not support"
-            if op == "MatMulInteger"
-            else "an ONNX Runtime contrib operator (com.microsoft), which TensorRT does not parse"
+        op, why = (
+            ("MatMulInteger", "a standard ONNX operator that TensorRT's ONNX parser does not support")
+            if bundle_precision == "int8"
+            else ("MatMulNBits", "an ONNX Runtime contrib operator (com.microsoft), which TensorRT does not parse")
         )
         raise ExportError(
             f"a {bundle_precision} bundle's matmuls are {op}, {why}; quantize with --precision fp16, or int8 with "
@@ -311,6 +310,13 @@ def plan_engines(bundle: Any, preset: DevicePreset, feeds: dict[str, list[dict[s
     return specs
 
 
+def tensorrt_settings(preset: DevicePreset) -> TensorRTSettings:
+    """``preset``'s TensorRT build settings; ``ExportError`` for a preset whose devices have no TensorRT."""
+    if preset.tensorrt is None:
+        raise ExportError(f"device preset {preset.name} does not use TensorRT; pick jetson-orin or jetson-xavier")
+    return preset.tensorrt
+
+
 def build_bundle_engines(
     bundle_dir: Path | str,
     device: str | DevicePreset = "jetson-orin",
@@ -326,13 +332,12 @@ def build_bundle_engines(
     like the ones the drafter will see; ``covspec export`` passes the demo's scenes (``covspec.demo.samples.SCENES``).
     """
     preset = get_preset(device)
-    if preset.tensorrt is None:
-        raise ExportError(f"device preset {preset.name} does not use TensorRT; pick jetson-orin or jetson-xavier")
+    settings = tensorrt_settings(preset)
     trt = import_tensorrt()
     platform = detect_platform(trt)
     bundle = load_bundle(bundle_dir, verify=True)
     precision = bundle.manifest.precision or "fp32"
-    typing = choose_typing(platform.tensorrt_version, precision, preset.tensorrt)
+    typing = choose_typing(platform.tensorrt_version, precision, settings)
     if typing.note:
         log.info("TensorRT typing: %s", typing.note)
     specs = plan_engines(bundle, preset, _reference_feeds(Path(bundle_dir), samples))
@@ -341,7 +346,7 @@ def build_bundle_engines(
     engines = {}
     for spec in specs:
         log.info("building TensorRT engine %s from %s", spec.name, spec.onnx_path.name)
-        engines[spec.name] = build_engine(trt, spec, typing, preset.tensorrt, cache)
+        engines[spec.name] = build_engine(trt, spec, typing, settings, cache)
         if task is not None:
             progress.update(task, advance=1)
     section = {
@@ -350,11 +355,11 @@ def build_bundle_engines(
         "bundle_precision": precision,
         "strongly_typed": typing.strongly_typed,
         "builder_flags": list(typing.flags),
-        "settings": asdict(preset.tensorrt),
+        "settings": asdict(settings),
         "max_prompt_tokens": preset.max_prompt_tokens,
         "max_context_tokens": preset.max_context_tokens,
         "max_step_tokens": preset.max_step_tokens,
-        "timing_cache": f"{TRT_DIR}/{TIMING_CACHE}" if preset.tensorrt.timing_cache else None,
+        "timing_cache": f"{TRT_DIR}/{TIMING_CACHE}" if settings.timing_cache else None,
         "engines": engines,
         "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -376,4 +381,5 @@ __all__ = [
     "graph_inputs",
     "plan_engines",
     "set_optimization_level",
+    "tensorrt_settings",
 ]

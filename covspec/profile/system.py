@@ -118,7 +118,7 @@ def _jetson(root: Path) -> dict[str, Any] | None:
         return None
     conf = root / "etc/nvpmodel.conf"
     mode = max_performance_mode(parse_nvpmodel_conf(conf.read_text(errors="replace"))) if conf.is_file() else None
-    return {**asdict(info), "max_power_mode": asdict(mode) if mode is not None else None}
+    return {**info.to_dict(), "max_power_mode": asdict(mode) if mode is not None else None}
 
 
 def _edge(url: str, api_key: str | None, missing: list[str]) -> dict[str, Any]:

@@ -57,6 +57,15 @@ PROFILES: dict[str, PowerProfile] = {
 }
 
 
+def power_profile(name: str | PowerProfile) -> PowerProfile:
+    """The profile called ``name`` (a ``PowerProfile`` passes through)."""
+    if isinstance(name, PowerProfile):
+        return name
+    if name not in PROFILES:
+        raise ConfigError(f"unknown power profile {name!r}; choose one of {', '.join(PROFILES)}")
+    return PROFILES[name]
+
+
 def estimate_joules(profile: PowerProfile, cpu_s: float, gpu_s: float, wall_s: float) -> float:
     """The model: ``cpu_s`` busy core-seconds, ``gpu_s`` GPU-busy seconds, ``wall_s`` the window."""
     return cpu_s * profile.core_w + gpu_s * profile.gpu_w + wall_s * profile.idle_w
@@ -83,11 +92,7 @@ class EstimateMeter:
         gpu_seconds: Callable[[], float] | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
-        if isinstance(profile, str):
-            if profile not in PROFILES:
-                raise ConfigError(f"unknown power profile {profile!r}; choose one of {', '.join(PROFILES)}")
-            profile = PROFILES[profile]
-        self.profile = profile
+        self.profile = power_profile(profile)
         self.cpu_seconds = cpu_seconds
         self.gpu_seconds = gpu_seconds
         self.clock = clock

@@ -12,20 +12,11 @@ connected power already counted while waiting). A model, labelled as one whereve
 from __future__ import annotations
 
 from covspec.errors import ConfigError
-from covspec.profile.energy.estimate import PROFILES as POWER_PROFILES
-from covspec.profile.energy.estimate import PowerProfile
+from covspec.profile.energy.estimate import PowerProfile, power_profile
 from covspec.profile.energy.radio import RadioProfile, radio_profile
 from covspec.spec.cost_model import EnergyInputs
 
 _MJ_PER_MBIT_TO_J_PER_BYTE = 8 / 1e6 / 1000.0  # alpha mW per Mbps = mJ per Mbit
-
-
-def power_profile(name: str | PowerProfile) -> PowerProfile:
-    if isinstance(name, PowerProfile):
-        return name
-    if name not in POWER_PROFILES:
-        raise ConfigError(f"unknown power profile {name!r}; choose one of {', '.join(POWER_PROFILES)}")
-    return POWER_PROFILES[name]
 
 
 def radio_terms(radio: str | RadioProfile | None) -> tuple[float, float, float]:
