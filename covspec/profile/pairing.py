@@ -432,7 +432,8 @@ def measure_pair(
     name = through.name if through is not None else MEASURED
     link = measure_link(client, config, int(limits.get("max_link_probe_bytes", 8 << 20)), name)
     stage("timing the drafter's steps")
-    steps = drafter_steps(engine, decode_rgb(items[0][0]), items[0][1], config)
+    image, prompt = decode_rgb(items[0][0]), items[0][1]  # the first item's, for the steps and the watts
+    steps = drafter_steps(engine, image, prompt, config)
     stage("calibrating", 0, config.calibration)
     results = calibrate(engine, client, items, config, max_draft, lambda i, _: stage("calibrating", i + 1,
                                                                                      config.calibration))  # fmt: skip
@@ -440,7 +441,7 @@ def measure_pair(
     energy, energy_readings = None, None
     if meter is not None:
         stage("measuring the device's watts")
-        energy, energy_readings = measure_watts(meter, engine, decode_rgb(items[0][0]), items[0][1], config)
+        energy, energy_readings = measure_watts(meter, engine, image, prompt, config)
     numbers = pair_numbers(results, link, max(ks))
     acceptance = acceptance_from_rounds([r for result in results for r in result.rounds], max(ks))
     mode = resolve_verify_mode(VerifyMode.AUTO)

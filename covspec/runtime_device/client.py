@@ -218,11 +218,7 @@ class LinkProbe:
         finally:
             counter.phase = previous
         if response.status >= 400:
-            try:
-                error = json.loads(payload)["error"]
-                code, message = str(error["code"]), str(error["message"])
-            except (ValueError, KeyError, TypeError):
-                code, message = "internal_error", payload[:200].decode(errors="replace")
+            code, message = _refusal(response.status, payload, payload[:200].decode(errors="replace"))
             raise EdgeError(f"edge answered {response.status} to {method} {path}: {message}", code=code)
         return seconds, payload
 
@@ -482,13 +478,14 @@ class EdgeConnection:
         time.sleep(self.client._delay(attempt))
 
 
-def _refusal(status: int, body: bytes | None) -> tuple[str, str]:
-    """(code, message) of a refused WebSocket handshake, from the edge's JSON error body when it sent one."""
+def _refusal(status: int, body: bytes | None, fallback: str | None = None) -> tuple[str, str]:
+    """(code, message) of a refused request or WebSocket handshake, from the edge's JSON error body when it sent one;
+    else ``internal_error`` with ``fallback`` (``HTTP <status>`` when None)."""
     try:
         error = json.loads(body or b"")["error"]
         return str(error["code"]), str(error["message"])
     except (ValueError, KeyError, TypeError):
-        return "internal_error", f"HTTP {status}"
+        return "internal_error", f"HTTP {status}" if fallback is None else fallback
 
 
 class _CountingHTTPConnection(http.client.HTTPConnection):
