@@ -104,16 +104,11 @@ def pair(
 
 def _run(stack: ExitStack, engine: Any, edge: str, api_key: str | None, through: Any, items: list, config: PairConfig,
          progress: Any) -> Any:  # fmt: skip
-    from urllib.parse import urlsplit
-
-    from covspec.link.relay import TcpRelay
+    from covspec.link.relay import relayed_url
     from covspec.profile.pairing import measure_pair
     from covspec.runtime_device.client import EdgeClient
 
-    url = edge
-    if through is not None and through.shaped:
-        parts = urlsplit(edge)
-        url = stack.enter_context(TcpRelay(parts.hostname or "127.0.0.1", parts.port or 80, link=through)).url
+    url = stack.enter_context(relayed_url(edge, through if through is not None and through.shaped else None))
     client = EdgeClient(url, api_key=api_key)
     stack.callback(client.close)
     task = progress.add_task("checking the pair", total=None)

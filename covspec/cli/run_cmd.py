@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from contextlib import ExitStack
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import typer
 
@@ -120,7 +119,7 @@ def run(
     from covspec.cpus import resolve_threads
     from covspec.errors import CovspecError, GenerationInterrupted
     from covspec.link.presets import link_profile
-    from covspec.link.relay import TcpRelay
+    from covspec.link.relay import relayed_url
     from covspec.profile.energy.objective import energy_inputs
     from covspec.runtime_device.client import EdgeClient
     from covspec.runtime_device.engines import load_engine
@@ -162,11 +161,7 @@ def run(
             energy=energy,
         )
         with ExitStack() as stack:
-            url = edge
-            if link is not None:
-                parts = urlsplit(edge)
-                relay = TcpRelay(parts.hostname or "127.0.0.1", parts.port or 80, link=link_profile(link))
-                url = stack.enter_context(relay).url
+            url = stack.enter_context(relayed_url(edge, link_profile(link) if link is not None else None))
             client = EdgeClient(url, api_key=api_key, retry=RetryPolicy(reconnect_window_s=reconnect_window_s))
             stack.callback(client.close)
             paired = None

@@ -15,8 +15,10 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from covspec.link.emulation import LinkClock, SharedMedium
 from covspec.link.presets import LinkProfile
@@ -324,3 +326,15 @@ def _close(sock: socket.socket, abort: bool = False) -> None:
         sock.close()
     except OSError:
         pass
+
+
+@contextmanager
+def relayed_url(url: str, link: LinkProfile | None) -> Iterator[str]:
+    """``url`` itself when ``link`` is None, else the URL of a relay in front of that host and port emulating
+    ``link`` (what `covspec run --link`, `covspec pair --link` and `covspec profile --link` talk to)."""
+    if link is None:
+        yield url
+        return
+    parts = urlsplit(url)
+    with TcpRelay(parts.hostname or "127.0.0.1", parts.port or 80, link=link) as relay:
+        yield relay.url

@@ -11,16 +11,15 @@ client gives the bytes and their times for the radio model. Without an edge, the
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import numpy as np
 
 from covspec.link.presets import link_profile
-from covspec.link.relay import TcpRelay
+from covspec.link.relay import relayed_url
 from covspec.profile.energy import EnergyMeter, EnergyReading, MeterKind, RadioEnergy, make_meter
 from covspec.profile.memory import peak_rss_kib, rss_kib
 from covspec.profile.stage_energy import (
@@ -144,7 +143,8 @@ def run_profile(
         counter = None
         if edge is not None:
             counter = TimedByteCounter()
-            client = EdgeClient(stack.enter_context(_via_link(edge, config.link)), api_key=api_key, counter=counter)
+            link = link_profile(config.link) if config.link is not None else None
+            client = EdgeClient(stack.enter_context(relayed_url(edge, link)), api_key=api_key, counter=counter)
             stack.callback(client.close)
             generate_one = _with_edge(timed, client, config.generation)
         for w in range(config.warmup):
@@ -190,17 +190,6 @@ def _with_edge(engine: TimedEngine, client: EdgeClient, config: GenerationConfig
         return result.tokens, result.text, result.rounds, result.stats
 
     return run
-
-
-@contextmanager
-def _via_link(edge: str, link: str | None) -> Iterator[str]:
-    """The edge's URL, behind an emulated link when one is named."""
-    if link is None:
-        yield edge
-        return
-    parts = urlsplit(edge)
-    with TcpRelay(parts.hostname or "127.0.0.1", parts.port or 80, link=link_profile(link)) as relay:
-        yield relay.url
 
 
 def _measured(
